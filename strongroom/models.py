@@ -1,0 +1,5 @@
+"""Imports every module that declares tables, so ``Base.metadata`` knows the whole schema."""
+
+from strongroom.crypto import models as _crypto  # noqa: F401
+from strongroom.identity import models as _identity  # noqa: F401
+from strongroom.store import models as _store  # noqa: F401
