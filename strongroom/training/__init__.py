@@ -1,0 +1,1 @@
+"""Fine-tuning core (placeholder while building)."""

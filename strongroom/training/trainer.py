@@ -1,0 +1,379 @@
+"""The LoRA training loop: AdamW, warmup + cosine, eval/early stopping, exact resume, DP.
+
+WHY a hand-written loop instead of transformers.Trainer: we need (a) checkpoints as bytes the
+caller encrypts, in a pickle-free format, (b) bit-exact resume (RNG + data position restored),
+(c) Opacus DP-SGD with subject-level units, none of which Trainer gives without monkeypatching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from strongroom.errors import BadInput
+from strongroom.training import _env
+from strongroom.training.checkpoint import (
+    CheckpointStore, optimizer_from_tensors, optimizer_to_tensors, pack, unpack,
+)
+from strongroom.training.config import TrainConfig
+from strongroom.training.data import (
+    Example, collate, encode_records, order_batches, pack_examples,
+)
+from strongroom.training.lora import (
+    apply_lora, check_optimizer_params, check_update_direction, resolve_device,
+    snapshot_trainable, trainable_named_parameters,
+)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``adapter_state`` uses PEFT's portable key names (no adapter name)."""
+
+    adapter_state: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    final_eval_loss: float | None
+    epsilon_spent: float | None
+    steps: int
+    tokens_per_s: float
+    best_step: int | None = None
+    stopped_early: bool = False
+    resumed_from: int | None = None
+    dp: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    peft_model: Any = field(default=None, repr=False, compare=False)
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+def per_example_loss(logits, labels):
+    """Mean next-token loss over each row's learned tokens; also the token-level sum/count.
+
+    Computed by us (not the model's batch-wide mean) so a row's loss never depends on the
+    other rows in its batch — required for DP, and makes accumulation exact.
+    """
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1, :]
+    shift_labels = labels[:, 1:]
+    B, T, V = shift_logits.shape
+    tok = F.cross_entropy(shift_logits.reshape(-1, V).float(), shift_labels.reshape(-1),
+                          ignore_index=-100, reduction="none").view(B, T)
+    mask = (shift_labels != -100)
+    count = mask.sum(1)
+    summed = (tok * mask).sum(1)
+    return summed / count.clamp(min=1), summed, count
+
+
+def _forward_loss(module, rows: Sequence[Example], pad_id: int, device):
+    batch = collate(rows, pad_id)
+    out = module(input_ids=batch["input_ids"].to(device),
+                 attention_mask=batch["attention_mask"].to(device))
+    per_ex, summed, count = per_example_loss(out.logits, batch["labels"].to(device))
+    return per_ex, summed, count, int(batch["attention_mask"].sum())
+
+
+def _lr_lambda(config: TrainConfig, total_steps: int):
+    warm = config.warmup_steps or int(round(config.warmup_ratio * total_steps))
+    floor = config.min_lr_ratio
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        if config.lr_schedule == "linear":
+            return floor + (1 - floor) * (1 - progress)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _fingerprint(train: Sequence[Example], held: Sequence[Example]) -> str:
+    h = hashlib.sha256()
+    for part in (train, held):
+        for ex in part:
+            h.update(json.dumps([ex.input_ids, ex.labels, ex.unit]).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+@dataclass
+class _State:
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0
+    best_eval: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+
+class _Order:
+    """Deterministic stream of micro-batches across epochs; position = (epoch, batch_index)."""
+
+    def __init__(self, lengths: list[int], config: TrainConfig):
+        self.lengths, self.config = lengths, config
+        self._cache: dict[int, list[list[int]]] = {}
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._cache:
+            self._cache = {epoch: order_batches(self.lengths, self.config.batch_size,
+                                                self.config.seed, epoch,
+                                                self.config.group_by_length)}
+        return self._cache[epoch]
+
+    def next(self, st: _State) -> list[int]:
+        if st.batch_index >= len(self.batches(st.epoch)):
+            st.epoch, st.batch_index = st.epoch + 1, 0
+        b = self.batches(st.epoch)[st.batch_index]
+        st.batch_index += 1
+        return b
+
+
+# --------------------------------------------------------------------------------------- train
+
+def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
+          eval_records: Sequence[dict[str, Any]], config: TrainConfig, *,
+          checkpoint_store: CheckpointStore | None = None, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Fine-tune ``model`` (modified in place: LoRA layers are injected) and return the adapter.
+
+    With ``resume=True`` and a checkpoint in ``checkpoint_store``, continues from it and ends
+    with the same adapter an uninterrupted run would have produced (same config and data).
+    """
+    import torch
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from tqdm.auto import tqdm
+
+    config.validate()
+    _env.set_threads(config.num_threads)
+    if resume and checkpoint_store is None:
+        raise BadInput("resume needs a checkpoint store")
+    device = resolve_device(config.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    train_ex, train_stats = encode_records(tokenizer, train_records, config.max_seq_len)
+    eval_ex, eval_stats = encode_records(tokenizer, eval_records, config.max_seq_len)
+    if config.packing:
+        train_ex = pack_examples(train_ex, config.max_seq_len)
+    if not train_ex:
+        raise BadInput("no training record has an assistant answer left after truncation")
+    fingerprint = _fingerprint(train_ex, eval_ex)
+
+    torch.manual_seed(config.seed)  # LoRA A init draws from the global generator
+    peft_model = apply_lora(model, config, device)
+    peft_model.train()
+    params = [p for _, p in trainable_named_parameters(peft_model)]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    check_optimizer_params(peft_model, optimizer)
+
+    dp_engine = None
+    order = _Order([len(e.input_ids) for e in train_ex], config)
+    if config.dp is not None:
+        from strongroom.training.dp import DPEngine, dp_steps_per_epoch, group_units
+
+        units = group_units([e.unit for e in train_ex], config.dp.subject_level)
+        unit_rows = [[train_ex[i] for i in u] for u in units]
+        spe = dp_steps_per_epoch(len(units), config.dp)
+        total_steps = config.max_steps or max(1, math.ceil(config.epochs * spe))
+        dp_engine = DPEngine(peft_model, optimizer, len(units), config.dp, total_steps)
+        optimizer = dp_engine.optimizer
+        fwd_module = dp_engine.module
+        check_optimizer_params(peft_model, optimizer.original_optimizer)
+    else:
+        steps_per_epoch = math.ceil(len(order.batches(0)) / config.grad_accumulation)
+        total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        fwd_module = peft_model
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer.original_optimizer if dp_engine else optimizer, _lr_lambda(config, total_steps))
+
+    st = _State()
+    metrics: list[dict[str, Any]] = []
+    best_adapter: dict[str, Any] | None = None
+    resumed_from = None
+
+    def adapter_now() -> dict[str, Any]:
+        return {k: v.detach().to("cpu").clone()
+                for k, v in get_peft_model_state_dict(peft_model).items()}
+
+    def save_checkpoint() -> None:
+        tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(peft_model).items()}
+        opt_t, groups = optimizer_to_tensors(
+            (optimizer.original_optimizer if dp_engine else optimizer).state_dict())
+        tensors.update(opt_t)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if best_adapter is not None:
+            tensors.update({f"best.{k}": v for k, v in best_adapter.items()})
+        meta: dict[str, Any] = {
+            "step": st.step, "epoch": st.epoch, "batch_index": st.batch_index,
+            "tokens": st.tokens, "elapsed": st.elapsed, "best_eval": st.best_eval,
+            "best_step": st.best_step, "bad_evals": st.bad_evals,
+            "stopped_early": st.stopped_early, "metrics": metrics,
+            "optimizer_groups": groups, "scheduler": _sched_state(scheduler),
+            "config": config.determinism_key(), "data_fingerprint": fingerprint,
+            "total_steps": total_steps,
+        }
+        if dp_engine is not None:
+            dt, dm = dp_engine.state()
+            tensors.update(dt)
+            meta["dp"] = dm
+        checkpoint_store.save(st.step, pack(tensors, meta))
+
+    if resume:
+        latest = checkpoint_store.load_latest()
+        if latest is not None:
+            step_no, blob = latest
+            tensors, meta = unpack(blob)
+            if meta["config"] != json.loads(json.dumps(config.determinism_key())):
+                raise BadInput("checkpoint was written with a different training config")
+            if meta["data_fingerprint"] != fingerprint:
+                raise BadInput("checkpoint was written for different training/eval data")
+            set_peft_model_state_dict(peft_model, {k[8:]: v for k, v in tensors.items()
+                                                   if k.startswith("adapter.")})
+            (optimizer.original_optimizer if dp_engine else optimizer).load_state_dict(
+                optimizer_from_tensors(tensors, meta["optimizer_groups"]))
+            scheduler.load_state_dict(meta["scheduler"])
+            torch.set_rng_state(tensors["rng.torch"])
+            if dp_engine is not None:
+                dp_engine.load_state(tensors, meta["dp"])
+            best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            best_adapter = best or None
+            for k in ("step", "epoch", "batch_index", "tokens", "elapsed", "best_eval",
+                      "best_step", "bad_evals", "stopped_early"):
+                setattr(st, k, meta[k])
+            metrics = meta["metrics"]
+            resumed_from = st.step
+
+    def evaluate() -> float | None:
+        if not eval_ex:
+            return None
+        peft_model.eval()
+        tot, n = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(eval_ex), config.batch_size):
+                _, summed, count, _ = _forward_loss(peft_model, eval_ex[i:i + config.batch_size],
+                                                    pad_id, device)
+                tot += float(summed.sum())
+                n += int(count.sum())
+        peft_model.train()
+        return tot / max(1, n)
+
+    if resumed_from is None and eval_ex and config.eval_at_start:
+        metrics.append({"step": 0, "eval_loss": evaluate()})
+
+    bar = tqdm(total=total_steps, initial=st.step, disable=not progress, unit="step",
+               desc="dp-lora" if dp_engine else "lora", dynamic_ncols=True)
+    first_step_checked = False
+    last_eval_step = None
+    eval_loss = None
+    while st.step < total_steps and not st.stopped_early:
+        t0 = time.perf_counter()
+        check_first = not first_step_checked
+        before = snapshot_trainable(peft_model) if check_first else None
+        if dp_engine is not None:
+            def loss_fn(module, rows):
+                per_ex, summed, count, ntok = _forward_loss(module, rows, pad_id, device)
+                loss_fn.tokens += ntok
+                return per_ex.mean(), float(summed.detach().sum()), int(count.sum())
+            loss_fn.tokens = 0
+            info = dp_engine.step(unit_rows, config.batch_size, loss_fn)
+            step_tokens = loss_fn.tokens
+            step_loss = info["token_loss_sum"] / max(1, info["tokens"])
+        else:
+            micro = [order.next(st) for _ in range(config.grad_accumulation)]
+            learned = sum(train_ex[i].n_learned for b in micro for i in b)
+            step_tokens, tok_sum = 0, 0.0
+            for b in micro:
+                rows = [train_ex[i] for i in b]
+                _, summed, _, ntok = _forward_loss(fwd_module, rows, pad_id, device)
+                (summed.sum() / max(1, learned)).backward()
+                step_tokens += ntok
+                tok_sum += float(summed.detach().sum())
+            step_loss = tok_sum / max(1, learned)
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+        if check_first:
+            grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
+                     for n, p in trainable_named_parameters(peft_model)}
+            check_update_direction(peft_model, before, grads)
+            first_step_checked = True
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        st.step += 1
+        dt = time.perf_counter() - t0
+        st.elapsed += dt
+        st.tokens += step_tokens
+        row: dict[str, Any] = {"step": st.step, "loss": step_loss,
+                               "lr": scheduler.get_last_lr()[0],
+                               "tokens_per_s": step_tokens / dt if dt > 0 else 0.0}
+        if dp_engine is not None:
+            row["epsilon"] = dp_engine.epsilon()
+            row["units"] = info["units"]
+        if config.eval_every and st.step % config.eval_every == 0:
+            eval_loss = evaluate()
+            last_eval_step = st.step
+            row["eval_loss"] = eval_loss
+            if eval_loss is not None and config.early_stopping_patience is not None:
+                if st.best_eval is None or eval_loss < st.best_eval - 1e-6:
+                    st.best_eval, st.best_step, st.bad_evals = eval_loss, st.step, 0
+                    best_adapter = adapter_now()
+                else:
+                    st.bad_evals += 1
+                    if st.bad_evals >= config.early_stopping_patience:
+                        st.stopped_early = True
+        metrics.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}",
+                        tok_s=f"{st.tokens / max(st.elapsed, 1e-9):.0f}",
+                        **({"eps": f"{row['epsilon']:.2f}"} if dp_engine else {}))
+        if checkpoint_store is not None and config.checkpoint_every and (
+                st.step % config.checkpoint_every == 0 or st.step == total_steps
+                or st.stopped_early):
+            save_checkpoint()
+    bar.close()
+
+    if last_eval_step != st.step:
+        eval_loss = evaluate()
+        if eval_loss is not None:
+            metrics.append({"step": st.step, "eval_loss": eval_loss, "final": True})
+    adapter = adapter_now()
+    final_eval = eval_loss
+    best_step = st.best_step
+    if (config.early_stopping_patience is not None and best_adapter is not None
+            and st.best_eval is not None and (eval_loss is None or st.best_eval < eval_loss)):
+        adapter, final_eval = best_adapter, st.best_eval
+        set_peft_model_state_dict(peft_model, best_adapter)
+    peft_model.eval()
+    lcfg = peft_model.peft_config["default"]
+    tm = lcfg.target_modules
+    return TrainResult(
+        adapter_state=adapter, metrics=metrics, final_eval_loss=final_eval,
+        epsilon_spent=dp_engine.epsilon() if dp_engine else None, steps=st.step,
+        tokens_per_s=st.tokens / st.elapsed if st.elapsed > 0 else 0.0,
+        best_step=best_step, stopped_early=st.stopped_early, resumed_from=resumed_from,
+        dp=dp_engine.describe() if dp_engine else None,
+        data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
+              "packed": config.packing},
+        lora={"r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "lora_dropout": lcfg.lora_dropout,
+              "target_modules": sorted(tm) if not isinstance(tm, str) else tm,
+              "trainable_parameters": sum(p.numel() for p in params)},
+        config=config.to_dict(), peft_model=peft_model,
+    )
+
+
+def _sched_state(scheduler) -> dict[str, Any]:
+    s = scheduler.state_dict()
+    s["lr_lambdas"] = [None] * len(s.get("lr_lambdas", []))
+    return json.loads(json.dumps(s))
