@@ -246,3 +246,15 @@ def test_stream_end_to_end_with_keyring(db, ring) -> None:
         key = ring.get_data_key(s, header.key_id, purpose="dataset")
     rows = list(DecryptingReader(src, key=key, aad=b"dataset:9:v1", header=header))
     assert rows[-1] == b'{"row": 99}\n' and len(rows) == 100
+
+
+def test_secret_box_usable_inside_a_write_transaction(db, ring) -> None:
+    """The named key exists once the box is built, so sealing inside the caller's write
+    transaction needs no second writer (which would wait on the caller's own lock)."""
+    _, sf, _ = db
+    box = SecretBox(ring, "identity")
+    with sf() as s, s.begin():
+        ring.new_data_key(s, "dataset")
+        s.flush()  # the caller now holds SQLite's write lock
+        blob = box.seal(b"seed", b"user:1:totp")
+    assert box.open(blob, b"user:1:totp") == b"seed"

@@ -93,6 +93,8 @@ def test_env_provider_hex_and_base64() -> None:
         p = EnvKeyProvider(environ={"STRONGROOM_MASTER_KEY": text})
         blob = p.wrap(b"k" * 32, b"aad")
         assert EnvKeyProvider(environ={"STRONGROOM_MASTER_KEY": raw.hex()}).unwrap(blob, b"aad") == b"k" * 32
+    env = {"MY_KEY": raw.hex()}
+    assert EnvKeyProvider.from_env("MY_KEY", env).unwrap(blob, b"aad") == b"k" * 32
     p = provider_from_params({"provider": "env", "variable": "MY_KEY"}, lambda: pytest.fail("prompted"), {"MY_KEY": raw.hex()})
     assert p.describe() == {"provider": "env", "variable": "MY_KEY"}
 

@@ -340,7 +340,11 @@ class Keyring:
 
     def named_key(self, purpose: str) -> DataKey:
         """Get or create the long-lived data key for ``purpose`` (e.g. 'audit-hmac'),
-        committed in its own transaction under the write lock so processes agree on it."""
+        committed in its own transaction under the write lock so processes agree on it.
+
+        Creating needs SQLite's write lock on a connection of its own: do the first call for a
+        purpose outside any open write transaction (at start-up), or it waits on the caller's
+        lock until the busy timeout. ``SecretBox`` makes its key when it is constructed."""
         _check_purpose(purpose)
         if purpose in PER_OBJECT_PURPOSES:
             raise BadInput(f"purpose {purpose!r} has one key per object, not a named secret")
@@ -374,8 +378,10 @@ class SecretBox:
     _HEAD = 1 + 16
 
     def __init__(self, keyring: Keyring, purpose: str) -> None:
+        """Creates the purpose's named key now if it does not exist yet (see named_key)."""
         self._keyring = keyring
         self.purpose = _check_purpose(purpose)
+        keyring.named_key(self.purpose)
 
     def _aad(self, head: bytes, aad: bytes) -> bytes:
         return head + b"strongroom/secretbox/v1\x00" + self.purpose.encode() + b"\x00" + bytes(aad)

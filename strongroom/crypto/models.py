@@ -97,6 +97,9 @@ class DataKeyRow(Base):
     destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+# Alias: the table class under the name some callers use (not the unwrapped keyring.DataKey).
+DataKey = DataKeyRow
+
 _REQUIRE_ACTIVE_KEK = (
     "WHEN NEW.wrapped_dek IS NOT NULL AND "
     "(SELECT status FROM kek_versions WHERE version = NEW.kek_version) IS NOT 'active' "

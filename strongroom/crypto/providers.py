@@ -224,6 +224,11 @@ class EnvKeyProvider(_AesGcmRootKey):
             raise BadInput(f"environment variable {var} must hold a 32-byte key as 64 hex digits or base64")
         self._root = root
 
+    @classmethod
+    def from_env(cls, var: str = DEFAULT_ENV_VAR, environ: Mapping[str, str] | None = None) -> EnvKeyProvider:
+        """Read the master key from ``var`` (default STRONGROOM_MASTER_KEY)."""
+        return cls(var, environ=environ)
+
     def describe(self) -> dict[str, Any]:
         return {"provider": self.name, "variable": self.var}
 

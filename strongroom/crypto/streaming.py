@@ -230,8 +230,9 @@ def _auth_failure(index: int) -> str:
 class _Decryptor:
     """Pulls ciphertext segments from ``src`` and yields verified plaintext.
 
-    Whether a segment is the last one is learnt by reading one byte past it; that byte is
-    carried into the next segment, so only one ciphertext and one plaintext buffer exist.
+    Whether a segment is the last one is learnt by reading one byte past it (in the same read);
+    that byte is carried into the next segment, so only one ciphertext and one plaintext buffer
+    exist.
     """
 
     def __init__(self, src: Any, key: bytes, aad: bytes, header: Header | None) -> None:
@@ -240,7 +241,7 @@ class _Decryptor:
         self.header = header if header is not None else read_header(src)
         self._cipher = _SegmentCipher(key, self.header, aad)
         self.segment_size = self.header.segment_size
-        self._ct = memoryview(bytearray(self.segment_size + TAG_SIZE))
+        self._ct = memoryview(bytearray(self.segment_size + TAG_SIZE + 1))
         self.plain_buf = bytearray(self.segment_size)
         self._plain = memoryview(self.plain_buf)
         self._carry: bytes = b""
@@ -269,13 +270,13 @@ class _Decryptor:
             ct[0] = self._carry[0]
             got = 1
             self._carry = b""
-        got += _read_into(self.src, ct[got:full])
-        if got < full:
-            last = True
-        else:
-            peek = self.src.read(1)
-            last = not peek
-            self._carry = peek or b""
+        # Ask for one byte more than a full segment: getting it proves this segment is not the
+        # last, without a second read call.
+        got += _read_into(self.src, ct[got : full + 1])
+        last = got <= full
+        if not last:
+            self._carry = bytes(ct[full : full + 1])
+            got = full
         index = self.index
         if got < TAG_SIZE:
             raise IntegrityError(f"segment {index} is truncated or missing")
@@ -309,7 +310,7 @@ def encrypt_stream(
     head = header.to_bytes()
     dst.write(head)
     written = len(head)
-    plain = memoryview(bytearray(segment_size))
+    plain = memoryview(bytearray(segment_size + 1))  # +1: the byte that proves "not last"
     out = memoryview(bytearray(segment_size + TAG_SIZE))
     carry = b""
     index = 0
@@ -319,11 +320,10 @@ def encrypt_stream(
             plain[0] = carry[0]
             got = 1
         got += _read_into(src, plain[got:])
-        if got < segment_size:
-            last = True
-        else:
-            carry = src.read(1) or b""
-            last = not carry
+        last = got <= segment_size
+        if not last:
+            carry = bytes(plain[segment_size:])
+            got = segment_size
         n = cipher.seal_into(index, last, plain[:got], out[: got + TAG_SIZE])
         dst.write(out[:n])
         written += n
