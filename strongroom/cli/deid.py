@@ -1,0 +1,60 @@
+"""`strongroom data deid` sub-commands: de-identify a text or a file with a policy.
+
+Works without a Strongroom home: the surrogate key comes from keys.deid_secret()
+(STRONGROOM_DEID_KEY, or a per-run random key with a note on stderr).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="De-identify text and files (HIPAA Safe Harbor, PCI DSS, GDPR, training).",
+                  no_args_is_help=True)
+
+
+def _engine(policy: str):
+    from strongroom.privacy import DeidEngine, load_policy
+    from strongroom.privacy.keys import deid_secret
+
+    return DeidEngine(load_policy(policy), secret=deid_secret())
+
+
+@app.command("text")
+def text_cmd(
+    text: str = typer.Argument(..., help="Text to de-identify."),
+    policy: str = typer.Option("hipaa-safe-harbor", "--policy", "-p", help="Built-in policy name or TOML path."),
+    as_json: bool = typer.Option(False, "--json", help="Print {text, spans} as JSON."),
+) -> None:
+    """Print the de-identified TEXT."""
+    import orjson
+
+    res = _engine(policy).deidentify_text(text)
+    if as_json:
+        typer.echo(orjson.dumps({"text": res.text, "spans": [s.to_dict() for s in res.spans]}).decode())
+    else:
+        typer.echo(res.text)
+
+
+@app.command("file")
+def file_cmd(
+    in_path: str = typer.Argument(..., metavar="IN", help="Input file (jsonl, csv, parquet or txt)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output path (written atomically)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl|csv|parquet|txt (default: from extension)."),
+    field: Optional[list[str]] = typer.Option(None, "--field", help="Field to de-identify (repeatable; default all strings)."),
+    policy: str = typer.Option("hipaa-safe-harbor", "--policy", "-p", help="Built-in policy name or TOML path."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (order is preserved)."),
+    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (date shifts)."),
+    report_json: Optional[str] = typer.Option(None, "--report-json", help="Also write the report as JSON here."),
+) -> None:
+    """De-identify IN into OUT and print the report."""
+    import orjson
+
+    rep = _engine(policy).deidentify_file(in_path, out, fmt=fmt, fields=field or None, workers=workers,
+                                          subject_field=subject_field)
+    rep.render()
+    if report_json:
+        from pathlib import Path
+
+        Path(report_json).write_bytes(orjson.dumps(rep.to_dict(), option=orjson.OPT_INDENT_2))

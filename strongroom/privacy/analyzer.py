@@ -1,0 +1,225 @@
+"""Detection: pattern recognizers + NER + heuristics, then propagation and span resolution.
+
+Resolution is recall-first: overlapping spans above their thresholds are merged into one span
+covering their union (typed by the strongest member), so a weaker detector's wider match is
+never lost to a stronger but narrower one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from strongroom.privacy import heuristics as H
+from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
+from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
+from strongroom.privacy.types import Span
+
+# Sensitive authentication data and secrets: detected and removed under every policy.
+ALWAYS_REMOVE = frozenset({"CVV", "PIN", "TRACK_DATA", "CARD_EXPIRY", "CREDENTIAL"})
+# When merged spans disagree on type at equal score, the more specific type wins.
+_PRIORITY = {t: i for i, t in enumerate([
+    "CREDENTIAL", "TRACK_DATA", "CVV", "PIN", "CARD_EXPIRY", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+    "EMAIL_ADDRESS", "URL", "IP_ADDRESS", "ABA_ROUTING", "SWIFT_CODE", "NPI", "DEA_NUMBER", "VIN",
+    "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_ID", "POLICY_NUMBER", "CLAIM_NUMBER", "ACCOUNT_NUMBER",
+    "LICENSE_NUMBER", "LICENSE_PLATE", "DEVICE_ID", "PHONE_NUMBER", "DATE", "AGE", "ZIP_CODE",
+    "STREET_ADDRESS", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "ID_NUMBER",
+])}
+_DATEISH = re.compile(r"(?i)\b\d{4}\b|\d[/.-]\d|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
+_CHUNK = 100_000
+# labels and acronyms that small NER models tag as ORG/PERSON/GPE in forms and chat
+_NOT_NAMES = {"IBAN", "SSN", "ATM", "DOB", "MRN", "NPI", "DEA", "VIN", "PIN", "CVV", "CVC", "ICU", "ER", "EMR",
+              "EHR", "HIPAA", "PCI", "SWIFT", "BIC", "ZIP", "ID", "IP", "URL", "EMAIL", "E-MAIL", "PHONE", "FAX",
+              "ADDRESS", "NAME", "DATE", "SUBJECT", "RE", "CC", "BCC", "MOBILE", "WEBSITE", "NOTE", "NOTES", "HPI",
+              "ROUTING", "ACCOUNT", "POLICY", "CLAIM", "MEMBER ID", "PATIENT", "DOCTOR", "NURSE", "USER", "ASSISTANT"}
+
+
+@dataclass
+class AnalyzerConfig:
+    entities: set[str] | None = None  # None = every type
+    default_threshold: float = 0.4
+    thresholds: dict[str, float] = field(default_factory=dict)
+    allow: set[str] = field(default_factory=set)  # casefolded exact values never reported
+    deny: dict[str, str] = field(default_factory=dict)  # value -> entity type, always reported
+    propagate: bool = True
+
+
+class Analyzer:
+    def __init__(self, ner: NerBackend | None, config: AnalyzerConfig,
+                 extra: Iterable[PatternRecognizer] = ()) -> None:
+        self.ner = ner
+        self.config = config
+        recs = builtin_recognizers() + H.address_recognizers() + H.org_recognizers() + list(extra)
+        wanted = config.entities
+        self.recognizers = [r for r in recs if wanted is None or r.entity_type in wanted or r.entity_type in ALWAYS_REMOVE]
+        self._deny_re = None
+        if config.deny:
+            vals = sorted(config.deny, key=len, reverse=True)
+            self._deny_re = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in vals) + r")(?!\w)", re.IGNORECASE)
+            self._deny_map = {v.casefold(): t for v, t in config.deny.items()}
+
+    # ---- public ----
+    def analyze(self, text: str) -> list[Span]:
+        return self.analyze_batch([text])[0]
+
+    def analyze_batch(self, texts: list[str], batch_size: int = 64) -> list[list[Span]]:
+        """Analyze many texts with one batched NER pass (long texts are cut into chunks)."""
+        pieces: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
+        for i, t in enumerate(texts):
+            for off, chunk in _chunks(t):
+                pieces.append((i, off, chunk))
+        ner_out: list[list[NerEntity]]
+        if self.ner is not None and pieces:
+            ner_out = self.ner.pipe([c for _, _, c in pieces], batch_size=batch_size)
+        else:
+            ner_out = [[] for _ in pieces]
+        results: list[list[Span]] = [[] for _ in texts]
+        for (i, off, chunk), ents in zip(pieces, ner_out):
+            for s in self._analyze_chunk(chunk, ents):
+                s.start += off
+                s.end += off
+                results[i].append(s)
+        return [self._finish(t, r) for t, r in zip(texts, results)]
+
+    # ---- internals ----
+    def _threshold(self, etype: str) -> float:
+        th = self.config.thresholds.get(etype, self.config.default_threshold)
+        if etype in ALWAYS_REMOVE:
+            th = min(th, 0.4)
+        return th
+
+    def _wanted(self, etype: str) -> bool:
+        e = self.config.entities
+        return e is None or etype in e or etype in ALWAYS_REMOVE
+
+    def _analyze_chunk(self, text: str, ents: list[NerEntity]) -> list[Span]:
+        spans: list[Span] = run_all(self.recognizers, text)
+        spans.extend(self._ner_spans(text, ents))
+        spans.extend(H.person_spans(text))
+        spans.extend(H.caps_place_spans(text))
+        if self._deny_re is not None:
+            for m in self._deny_re.finditer(text):
+                spans.append(Span(self._deny_map.get(m.group().casefold(), "CUSTOM"), m.start(), m.end(), 1.0, recognizer="deny_list"))
+        out = []
+        for s in spans:
+            if s.entity_type == "PERSON":
+                s = H.extend_person(text, s)
+            elif s.entity_type == "STREET_ADDRESS":
+                s = H.extend_address(text, s)
+            out.append(s)
+        return out
+
+    def _ner_spans(self, text: str, ents: list[NerEntity]) -> list[Span]:
+        out = []
+        for e in ents:
+            etype = LABEL_MAP.get(e.label)
+            if etype is None:
+                continue
+            start, end = e.start, e.end
+            seg = text[start:end]
+            # a statistical model sometimes runs an entity across a line break: split it
+            for m in re.finditer(r"[^\n]+", seg):
+                s0, s1 = start + m.start(), start + m.end()
+                val = text[s0:s1].strip(" \t>-,;:")
+                if not val or not any(c.isalpha() for c in val) and etype != "DATE":
+                    continue
+                if val.upper() in _NOT_NAMES:
+                    continue
+                s0 = text.find(val, s0)
+                s1 = s0 + len(val)
+                if val.endswith(("'s", "’s")):
+                    s1 -= 2
+                score = e.score
+                if etype == "DATE":
+                    if not _DATEISH.search(val):
+                        continue  # "next week", "8+ years", "the 60s": not a date element
+                    score = 0.6
+                elif etype == "LOCATION":
+                    score = min(score, 0.8)
+                elif etype in ("ORGANIZATION", "NRP"):
+                    score = min(score, 0.7)
+                out.append(Span(etype, s0, s1, score, recognizer=f"ner:{e.label}"))
+        return out
+
+    def _finish(self, text: str, spans: list[Span]) -> list[Span]:
+        spans = [s for s in spans if self._wanted(s.entity_type) and s.score >= self._threshold(s.entity_type)]
+        if self.config.propagate:
+            spans.extend(_propagate(text, spans))
+        if self.config.allow:
+            allow = self.config.allow
+            spans = [s for s in spans if s.entity_type in ALWAYS_REMOVE or text[s.start:s.end].strip().casefold() not in allow]
+        return resolve(text, spans)
+
+
+def _chunks(text: str) -> list[tuple[int, str]]:
+    if len(text) <= _CHUNK:
+        return [(0, text)]
+    out = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        end = min(n, pos + _CHUNK)
+        if end < n:
+            cut = max(text.rfind("\n", pos + _CHUNK // 2, end), text.rfind(" ", pos + _CHUNK // 2, end))
+            if cut > pos:
+                end = cut + 1
+        out.append((pos, text[pos:end]))
+        pos = end
+    return out
+
+
+_PROPAGATE_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
+
+
+def _propagate(text: str, spans: list[Span]) -> list[Span]:
+    """Once "Jane Roe" is found, every other "Jane Roe", "Roe" or "Jane" in the document is too."""
+    terms: dict[str, tuple[str, float]] = {}
+    for s in spans:
+        if s.entity_type not in _PROPAGATE_TYPES or s.score < 0.5:
+            continue
+        val = text[s.start:s.end].strip()
+        if len(val) >= 3:
+            terms.setdefault(val, (s.entity_type, s.score))
+        if s.entity_type == "PERSON":
+            for tok in re.findall(r"[^\W\d_][\w'’-]+", val):
+                if len(tok) >= 3 and tok[0].isupper() and tok.lower() not in H.STOP and tok.rstrip(".").lower() not in _HON:
+                    terms.setdefault(tok, ("PERSON", s.score))
+    if not terms:
+        return []
+    rx = re.compile(r"(?<![\w])(?:" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")(?![\w])")
+    out = []
+    for m in rx.finditer(text):
+        etype, score = terms[m.group()]
+        out.append(Span(etype, m.start(), m.end(), min(score, 0.8), recognizer="propagation"))
+    return out
+
+
+_HON = {h.lower() for h in H.HONORIFIC.split("|")}
+
+
+def resolve(text: str, spans: list[Span]) -> list[Span]:
+    """Merge overlapping / touching-same-type spans into their union; strongest member names it."""
+    if not spans:
+        return []
+    spans = sorted(spans, key=lambda s: (s.start, -s.end))
+    merged: list[list[Span]] = []
+    cur_end = -1
+    for s in spans:
+        if merged and (s.start < cur_end or (s.start <= cur_end + 1 and merged[-1][0].entity_type == s.entity_type
+                                             and text[cur_end:s.start] in ("", " "))):
+            merged[-1].append(s)
+            cur_end = max(cur_end, s.end)
+        else:
+            merged.append([s])
+            cur_end = s.end
+    out = []
+    for group in merged:
+        best = max(group, key=lambda s: (s.score, -_PRIORITY.get(s.entity_type, 99), s.end - s.start))
+        # a weaker statistical span must not stretch a confident pattern match ("Card 4111...exp")
+        members = [s for s in group if not (s.recognizer.startswith("ner:") and not best.recognizer.startswith("ner:")
+                                            and s.score < best.score and any(c.isdigit() for c in text[s.start:s.end]))]
+        start = min(s.start for s in members)
+        end = max(s.end for s in members)
+        out.append(Span(best.entity_type, start, end, best.score, recognizer=best.recognizer))
+    return out

@@ -1,0 +1,325 @@
+"""DeidEngine: detection + policy + operators, for text, record streams and files.
+
+Residual scan: after transforming a text, detection is re-run on the output. A finding counts
+as residual when its score reaches the policy's residual_threshold, its type is one the policy
+removes, the operator would actually change it, and it is NOT inside a region this engine wrote
+(tags, tokens, hashes, masks and surrogates are tracked by their output offsets, so a realistic
+surrogate name never trips the scan while an original name left next to it does).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from typing import Any, Iterable, Iterator
+
+from strongroom.errors import BadInput
+from strongroom.privacy.analyzer import ALWAYS_REMOVE, Analyzer, AnalyzerConfig
+from strongroom.privacy.nlp import get_ner
+from strongroom.privacy.operators import MARKER_RE, OperatorSpec, Transformer
+from strongroom.privacy.policy import Policy, load_policy
+from strongroom.privacy.report import DeidReport
+from strongroom.privacy.tables import classify_column, hint_for
+from strongroom.privacy.types import DeidResult, Span
+from strongroom.privacy.vault import TokenVault
+
+_YEAR_ONLY = re.compile(r"(?i)^\s*(?:in\s+)?(?:1[89]\d{2}|20\d{2})s?\s*$")
+MAX_RECORD_CHARS = 10_000_000
+CLASSIFY_SAMPLE = 64
+
+
+class DeidEngine:
+    def __init__(self, policy: Policy | str | None = None, secret: bytes | None = None,
+                 vault: TokenVault | None = None, *, tag_placeholders: bool = False) -> None:
+        if policy is None or isinstance(policy, str):
+            policy = load_policy(policy or "hipaa-safe-harbor")
+        if secret is None:
+            from strongroom.privacy.keys import deid_secret
+
+            secret = deid_secret()
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
+            raise BadInput("the de-identification secret must be at least 16 bytes")
+        self.policy = policy
+        self._secret = bytes(secret)
+        self.vault = vault
+        self.ner = get_ner(policy.nlp_model, policy.token_model_dir)
+        self.analyzer = Analyzer(self.ner, AnalyzerConfig(
+            entities=set(policy.entities), default_threshold=policy.default_threshold,
+            thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
+            extra=policy.patterns)
+        self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
+                                       day_first=policy.day_first)
+
+    # ---- metadata ----
+    def detector_versions(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        def v(p: str) -> str:
+            try:
+                return md.version(p)
+            except md.PackageNotFoundError:
+                return "absent"
+
+        return {"ner": self.ner.describe(), "registry": "strongroom pattern registry (presidio-style)",
+                "recognizers": len(self.analyzer.recognizers), "presidio-analyzer": v("presidio-analyzer"),
+                "python-stdnum": v("python-stdnum"), "phonenumbers": v("phonenumbers"), "policy": self.policy.name}
+
+    # ---- text ----
+    def analyze(self, text: str) -> list[Span]:
+        return self.analyzer.analyze(text)
+
+    def deidentify_text(self, text: str, subject: str | None = None) -> DeidResult:
+        if not isinstance(text, str):
+            raise BadInput("deidentify_text expects a str")
+        spans = self.analyzer.analyze(text)
+        out, spans, _ = self._apply(text, spans, subject)
+        return DeidResult(out, spans)
+
+    def deidentify_batch(self, texts: list[str], subjects: list[str | None] | None = None) -> list[DeidResult]:
+        all_spans = self.analyzer.analyze_batch(texts)
+        subjects = subjects or [None] * len(texts)
+        res = []
+        for t, sp, subj in zip(texts, all_spans, subjects):
+            out, sp2, _ = self._apply(t, sp, subj)
+            res.append(DeidResult(out, sp2))
+        return res
+
+    def reidentify(self, text: str) -> str:
+        """Replace tokens by their values via the vault (caller enforces permission/TOTP)."""
+        if self.vault is None:
+            raise BadInput("re-identification needs the TokenVault used for tokenisation")
+        return re.sub(r"<tok_[A-Z_]+_[a-z2-7]{20}>", lambda m: self.vault.get(m.group()), text)  # type: ignore[union-attr]
+
+    def _operator(self, etype: str, value: str) -> OperatorSpec:
+        op = self.policy.operator_for(etype) or OperatorSpec("tag")
+        if etype == "DATE" and self.policy.keep_years and _YEAR_ONLY.match(value):
+            return OperatorSpec("keep")
+        return op
+
+    def _apply(self, text: str, spans: list[Span], subject: str | None) -> tuple[str, list[Span], list[tuple[int, int]]]:
+        """Build the output; returns (text, spans with operator/replacement, written regions)."""
+        canon = _person_canonical(text, spans)
+        pieces: list[str] = []
+        regions: list[tuple[int, int]] = []
+        pos = 0
+        out_len = 0
+        for s in spans:
+            value = text[s.start:s.end]
+            op = self._operator(s.entity_type, value)
+            rep = self.transformer.apply(op, s.entity_type, value, canon.get((s.start, s.end)), subject)
+            s.operator = op.name
+            s.replacement = rep
+            pieces.append(text[pos:s.start])
+            out_len += s.start - pos
+            pieces.append(rep)
+            if rep != value:
+                regions.append((out_len, out_len + len(rep)))
+            out_len += len(rep)
+            pos = s.end
+        pieces.append(text[pos:])
+        return "".join(pieces), spans, regions
+
+    def _residual(self, out: str, spans: list[Span], regions: list[tuple[int, int]]) -> list[Span]:
+        found = []
+        markers = [(m.start(), m.end()) for m in MARKER_RE.finditer(out)]
+        covered = regions + markers
+        for s in spans:
+            if s.score < self.policy.residual_threshold and s.entity_type not in ALWAYS_REMOVE:
+                continue
+            rest = [i for i in range(s.start, s.end) if not any(a <= i < b for a, b in covered)]
+            if not any(out[i].isalnum() for i in rest):
+                continue
+            value = out[s.start:s.end]
+            op = self._operator(s.entity_type, value)
+            if op.name == "keep":
+                continue
+            if op.name == "generalize":
+                from strongroom.privacy.operators import generalize
+
+                if generalize(value, s.entity_type) == value:
+                    continue
+            found.append(s)
+        return found
+
+    def residual_scan(self, text: str) -> list[Span]:
+        """Detection re-run on already de-identified text (markers are ignored)."""
+        return self._residual(text, self.analyzer.analyze(text), [])
+
+    # ---- records ----
+    def deidentify_records(self, records: Iterable[dict], fields: list[str] | None = None,
+                           subject_field: str | None = None, *, batch_size: int = 64,
+                           residual: bool = True, qi_columns: list[str] | None = None,
+                           k: int = 5, start_index: int = 0,
+                           report: DeidReport | None = None) -> tuple[Iterator[dict], DeidReport]:
+        """Stream records through the engine; the report fills in as the iterator is consumed."""
+        rep = report or DeidReport(policy=self.policy.name)
+        if not rep.detector_versions:
+            rep.detector_versions = self.detector_versions()
+        state = _RecordState(self, fields, subject_field, rep, residual)
+
+        def gen() -> Iterator[dict]:
+            t0 = time.perf_counter()
+            qi_rows: list[dict] = []
+            batch: list[tuple[int, Any]] = []
+            for i, rec in enumerate(records, start_index + 1):
+                batch.append((i, rec))
+                if len(batch) >= batch_size:
+                    for r in state.process(batch):
+                        if qi_columns:
+                            qi_rows.append({c.split(":")[-1]: r.get(c.split(":")[-1]) for c in qi_columns})
+                        yield r
+                    batch = []
+            if batch:
+                for r in state.process(batch):
+                    if qi_columns:
+                        qi_rows.append({c.split(":")[-1]: r.get(c.split(":")[-1]) for c in qi_columns})
+                    yield r
+            if qi_columns:
+                from strongroom.privacy.tables import k_anonymity
+
+                rep.k_anonymity = k_anonymity(qi_rows, qi_columns, k)
+            rep.elapsed_s += time.perf_counter() - t0
+
+        return gen(), rep
+
+    def deidentify_file(self, in_path: str, out_path: str, fmt: str | None = None,
+                        fields: list[str] | None = None, workers: int = 1, **kw: Any) -> DeidReport:
+        from strongroom.privacy.fileio import deidentify_file
+
+        return deidentify_file(self, in_path, out_path, fmt=fmt, fields=fields, workers=workers, **kw)
+
+
+def _person_canonical(text: str, spans: list[Span]) -> dict[tuple[int, int], str]:
+    """Map a bare "Roe" to "Jane Roe" found elsewhere in the document, so both share a tag."""
+    full = [text[s.start:s.end] for s in spans if s.entity_type == "PERSON" and len(text[s.start:s.end].split()) > 1]
+    out: dict[tuple[int, int], str] = {}
+    if not full:
+        return out
+    for s in spans:
+        if s.entity_type != "PERSON":
+            continue
+        v = text[s.start:s.end]
+        if len(v.split()) == 1:
+            for f in full:
+                if v in f.split():
+                    out[(s.start, s.end)] = f
+                    break
+    return out
+
+
+class _RecordState:
+    """Per-stream state: column decisions and the field walk."""
+
+    def __init__(self, eng: DeidEngine, fields: list[str] | None, subject_field: str | None,
+                 rep: DeidReport, residual: bool) -> None:
+        self.eng = eng
+        self.fields = fields
+        self.subject_field = subject_field
+        self.rep = rep
+        self.residual = residual
+        self.column_type: dict[str, str | None] = {}
+        self.classified = False
+
+    def _leaves(self, rec: dict) -> list[tuple[str, Any, Any, Any]]:
+        """(field path, container, key, value) for every string (or hinted scalar) to process."""
+        out: list[tuple[str, Any, Any, Any]] = []
+        if self.fields is not None:
+            for f in self.fields:
+                if f in rec:
+                    self._walk(f, rec, f, rec[f], out)
+            return out
+        for k, v in rec.items():
+            self._walk(str(k), rec, k, v, out)
+        return out
+
+    def _walk(self, path: str, container: Any, key: Any, value: Any, out: list) -> None:
+        if isinstance(value, str):
+            out.append((path, container, key, value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self._walk(f"{path}.{k}", value, k, v, out)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self._walk(f"{path}[]", value, i, v, out)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if "." not in path and "[" not in path and hint_for(path, self.eng.policy.column_hints):
+                out.append((path, container, key, value))
+
+    def _classify(self, batch: list[tuple[int, Any]]) -> None:
+        samples: dict[str, list[str]] = {}
+        for _, rec in batch[:CLASSIFY_SAMPLE]:
+            if not isinstance(rec, dict):
+                continue
+            for path, _c, _k, v in self._leaves(rec):
+                if "." in path or "[" in path:
+                    continue
+                samples.setdefault(path, []).append(str(v))
+        pol = self.eng.policy
+        for col, vals in samples.items():
+            h = hint_for(col, pol.column_hints)
+            if h and h in pol.entities:
+                self.column_type[col] = h
+                continue
+            short = [v for v in vals if len(v) <= 64]
+            if len(short) < 0.8 * len(vals):
+                self.column_type[col] = None  # free text column
+                continue
+            spans = self.eng.analyzer.analyze_batch(short)
+            self.column_type[col] = classify_column(short, spans)
+        self.rep.column_types.update({k: v for k, v in self.column_type.items() if v})
+        self.classified = True
+
+    def process(self, batch: list[tuple[int, Any]]) -> list[dict]:
+        eng, rep = self.eng, self.rep
+        if not self.classified:
+            self._classify(batch)
+        kept: list[tuple[int, dict]] = []
+        for i, rec in batch:
+            if not isinstance(rec, dict):
+                rep.skip("not an object")
+                continue
+            size = sum(len(v) for _p, _c, _k, v in self._leaves(rec) if isinstance(v, str))
+            if size > MAX_RECORD_CHARS:
+                rep.skip("record larger than 10M characters")
+                continue
+            kept.append((i, rec))
+        jobs: list[tuple[int, str, Any, Any, str, str | None]] = []
+        whole: list[tuple[int, str, Any, Any, Any, str, str | None]] = []
+        for i, rec in kept:
+            subj = str(rec.get(self.subject_field)) if self.subject_field and rec.get(self.subject_field) is not None else None
+            for path, cont, key, val in self._leaves(rec):
+                if self.subject_field and path == self.subject_field:
+                    pass
+                ctype = self.column_type.get(path)
+                if ctype:
+                    whole.append((i, path, cont, key, val, ctype, subj))
+                elif isinstance(val, str):
+                    jobs.append((i, path, cont, key, val, subj))
+        # whole-column values: the column type decides, no detection needed
+        for i, path, cont, key, val, ctype, subj in whole:
+            sval = str(val)
+            if not sval.strip():
+                continue
+            op = eng._operator(ctype, sval)
+            cont[key] = eng.transformer.apply(op, ctype, sval, None, subj)
+            rep.counts[(path, ctype)] += 1
+            rep.operators[(ctype, op.name)] += 1
+        texts = [j[4] for j in jobs]
+        all_spans = eng.analyzer.analyze_batch(texts) if texts else []
+        outs: list[tuple[str, list[tuple[int, int]]]] = []
+        for (i, path, cont, key, val, subj), spans in zip(jobs, all_spans):
+            out, spans, regions = eng._apply(val, spans, subj)
+            cont[key] = out
+            outs.append((out, regions))
+            for s in spans:
+                rep.counts[(path, s.entity_type)] += 1
+                rep.operators[(s.entity_type, s.operator or "")] += 1
+        if self.residual and outs:
+            res_spans = eng.analyzer.analyze_batch([o for o, _ in outs])
+            for (i, path, *_), (out, regions), spans in zip(jobs, outs, res_spans):
+                for s in eng._residual(out, spans, regions):
+                    rep.add_residual(i, path, s.entity_type, s.score)
+            rep.residual_scanned += len({j[0] for j in jobs})
+        rep.records_processed += len(kept)
+        return [rec for _, rec in kept]

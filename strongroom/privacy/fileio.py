@@ -1,0 +1,320 @@
+"""Streaming file de-identification: jsonl | csv | parquet | txt, atomic output, optional workers.
+
+Guarantees: constant memory (records flow in chunks), no half-written output (a temp file in the
+target directory is fsynced and os.replace'd only on success, removed on any failure), and bad
+input is a BadInput naming the line/record, never a traceback or a partial file.
+
+Workers: chunks of records go to a multiprocessing pool (imap keeps order). Each worker builds
+its own engine from the policy source and secret and emits tag placeholders <TYPE_#hmac>; the
+parent renumbers them to <TYPE_n> in output order, so tags stay consistent across the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from strongroom.errors import BadInput
+from strongroom.privacy.report import DeidReport
+
+FORMATS = ("jsonl", "csv", "parquet", "txt")
+MAX_LINE_BYTES = 64 * 1024 * 1024
+CHUNK_RECORDS = 256
+
+
+def detect_format(path: str, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in FORMATS:
+            raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    ext = Path(path).suffix.lower().lstrip(".")
+    ext = {"ndjson": "jsonl", "jsonlines": "jsonl", "tsv": "csv", "pq": "parquet", "text": "txt", "log": "txt"}.get(ext, ext)
+    if ext not in FORMATS:
+        raise BadInput(f"cannot tell the format of {Path(path).name}; pass --format ({', '.join(FORMATS)})")
+    return ext
+
+
+def _precheck(path: str, fmt: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"input file not found: {p.name}")
+    if p.stat().st_size == 0:
+        raise BadInput(f"{p.name}: input file is empty")
+    if fmt != "parquet":
+        with open(p, "rb") as f:
+            head = f.read(8192)
+        if b"\x00" in head:
+            raise BadInput(f"{p.name}: binary file (NUL bytes), not {fmt} text")
+
+
+def _read_lines(path: str) -> Iterator[tuple[int, str, str]]:
+    """Yield (line number, text without newline, newline) with bounded memory per line."""
+    name = Path(path).name
+    with open(path, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise BadInput(f"{name}: line {n} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB")
+            if b"\x00" in raw:
+                raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
+            nl = "\r\n" if raw.endswith(b"\r\n") else ("\n" if raw.endswith(b"\n") else "")
+            body = raw[: len(raw) - len(nl)]
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{name}: line {n}: invalid UTF-8 at byte {exc.start}") from None
+            yield n, text, nl
+
+
+def read_records(path: str, fmt: str, rep: DeidReport) -> Iterator[Any]:
+    name = Path(path).name
+    if fmt == "jsonl":
+        for n, line, _nl in _read_lines(path):
+            if not line.strip():
+                rep.skip("blank line")
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise BadInput(f"{name}: line {n}: malformed JSON") from None
+            if not isinstance(obj, dict):
+                raise BadInput(f"{name}: line {n}: expected a JSON object")
+            yield obj
+    elif fmt == "txt":
+        for _n, line, nl in _read_lines(path):
+            yield {"text": line, "\x00nl": nl}
+    elif fmt == "csv":
+        yield from _read_csv(path, name)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=1024):
+                yield from batch.to_pylist()
+        except BadInput:
+            raise
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise BadInput(f"{name}: not a readable parquet file ({type(exc).__name__})") from None
+
+
+def _read_csv(path: str, name: str) -> Iterator[dict]:
+    def lines() -> Iterator[str]:
+        for _n, text, nl in _read_lines(path):
+            yield text + ("\n" if nl else "")
+
+    reader = csv.reader(lines(), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BadInput(f"{name}: input file is empty") from None
+    except csv.Error as exc:
+        raise BadInput(f"{name}: line 1: malformed CSV ({exc})") from None
+    if len(set(header)) != len(header):
+        raise BadInput(f"{name}: line 1: duplicate column names in the CSV header")
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise BadInput(f"{name}: line {reader.line_num}: malformed CSV ({exc})") from None
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise BadInput(f"{name}: line {reader.line_num}: {len(row)} fields, header has {len(header)}")
+        yield dict(zip(header, row))
+
+
+class _Writer:
+    def __init__(self, fmt: str, f: Any, path: str) -> None:
+        self.fmt, self.f, self.path = fmt, f, path
+        self.csv_writer: Any = None
+        self.pq_writer: Any = None
+        self.pq_schema: Any = None
+        self.pq_buf: list[dict] = []
+
+    def write(self, rec: dict) -> None:
+        if self.fmt == "jsonl":
+            self.f.write(orjson.dumps(rec) + b"\n")
+        elif self.fmt == "txt":
+            nl = rec.pop("\x00nl", "\n")
+            self.f.write((rec.get("text", "") + nl).encode("utf-8"))
+        elif self.fmt == "csv":
+            if self.csv_writer is None:
+                self._text = io.TextIOWrapper(self.f, encoding="utf-8", newline="", write_through=True)
+                self.csv_writer = csv.DictWriter(self._text, fieldnames=list(rec.keys()))
+                self.csv_writer.writeheader()
+            self.csv_writer.writerow(rec)
+        else:
+            self.pq_buf.append(rec)
+            if len(self.pq_buf) >= 4096:
+                self._flush_pq()
+
+    def _flush_pq(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.pq_buf:
+            return
+        if self.pq_schema is None:
+            table = pa.Table.from_pylist(self.pq_buf)
+            self.pq_schema = table.schema
+            self.pq_writer = pq.ParquetWriter(self.f, self.pq_schema)
+        else:
+            table = pa.Table.from_pylist(self.pq_buf, schema=self.pq_schema)
+        self.pq_writer.write_table(table)
+        self.pq_buf = []
+
+    def close(self) -> None:
+        if self.fmt == "parquet":
+            self._flush_pq()
+            if self.pq_writer is not None:
+                self.pq_writer.close()
+        if self.csv_writer is not None:
+            self._text.flush()
+            self._text.detach()
+
+
+def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    buf: list[Any] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+# ---- worker side ----
+_W: dict[str, Any] = {}
+
+
+def _worker_init(policy_ref: Any, secret: bytes, fields: list[str] | None, subject_field: str | None) -> None:
+    import os as _os
+
+    _os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from strongroom.privacy.engine import DeidEngine
+
+    _W["engine"] = DeidEngine(policy_ref, secret, None, tag_placeholders=True)
+    _W["fields"] = fields
+    _W["subject_field"] = subject_field
+
+
+def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict]:
+    start, chunk = args
+    eng = _W["engine"]
+    rep = DeidReport(policy=eng.policy.name)
+    rep.detector_versions = {"_": 1}
+    it, rep = eng.deidentify_records(chunk, _W["fields"], _W["subject_field"], start_index=start,
+                                     report=rep, batch_size=64)
+    out = list(it)
+    rep.detector_versions = {}
+    return out, _report_state(rep)
+
+
+def _report_state(rep: DeidReport) -> dict:
+    return {k: getattr(rep, k) for k in ("records_processed", "records_skipped", "skip_reasons", "counts",
+                                         "operators", "residual_counts", "residual_examples",
+                                         "residual_scanned", "column_types", "notes")}
+
+
+def _rewrite(obj: Any, reg: Any) -> Any:
+    if isinstance(obj, str):
+        return reg.rewrite(obj) if "_#" in obj else obj
+    if isinstance(obj, dict):
+        return {k: _rewrite(v, reg) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rewrite(v, reg) for v in obj]
+    return obj
+
+
+def deidentify_file(engine: Any, in_path: str, out_path: str, fmt: str | None = None,
+                    fields: list[str] | None = None, workers: int = 1, subject_field: str | None = None,
+                    qi_columns: list[str] | None = None, k: int = 5) -> DeidReport:
+    fmt = detect_format(in_path, fmt)
+    _precheck(in_path, fmt)
+    if Path(in_path).resolve() == Path(out_path).resolve():
+        raise BadInput("output path must differ from the input path")
+    out_dir = Path(out_path).resolve().parent
+    if not out_dir.is_dir():
+        raise BadInput(f"output directory does not exist: {out_dir.name}")
+    if fmt == "txt":
+        fields = ["text"]
+    rep = DeidReport(policy=engine.policy.name, workers=max(1, workers))
+    rep.detector_versions = engine.detector_versions()
+    t0 = time.perf_counter()
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(out_path).name}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            w = _Writer(fmt, f, out_path)
+            records = read_records(in_path, fmt, rep)
+            if workers <= 1:
+                it, _ = engine.deidentify_records(records, fields, subject_field, report=rep, qi_columns=qi_columns, k=k)
+                for rec in it:
+                    w.write(rec)
+            else:
+                _run_parallel(engine, records, fields, subject_field, workers, w, rep, qi_columns, k)
+            w.close()
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+        try:
+            dfd = os.open(out_dir, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+        except OSError:
+            pass
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    rep.elapsed_s = time.perf_counter() - t0
+    return rep
+
+
+def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None, subject_field: str | None,
+                  workers: int, w: _Writer, rep: DeidReport, qi_columns: list[str] | None, k: int) -> None:
+    from strongroom.privacy.operators import TagRegistry
+    from strongroom.privacy.tables import k_anonymity
+
+    policy_ref = engine.policy.source if engine.policy.source else engine.policy
+    reg: TagRegistry = engine.transformer.tags
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
+    qi_rows: list[dict] = []
+
+    def numbered() -> Iterator[tuple[int, list[Any]]]:
+        start = 0
+        for ch in _chunks(records, CHUNK_RECORDS):
+            yield start, ch
+            start += len(ch)
+
+    with ctx.Pool(workers, initializer=_worker_init,
+                  initargs=(policy_ref, engine._secret, fields, subject_field)) as pool:
+        for out, state in pool.imap(_worker_run, numbered(), chunksize=1):
+            part = DeidReport()
+            for key, v in state.items():
+                setattr(part, key, v)
+            rep.merge(part)
+            for rec in out:
+                rec = _rewrite(rec, reg)
+                if qi_columns:
+                    qi_rows.append({c.split(":")[-1]: rec.get(c.split(":")[-1]) for c in qi_columns})
+                w.write(rec)
+    if qi_columns:
+        rep.k_anonymity = k_anonymity(qi_rows, qi_columns, k)

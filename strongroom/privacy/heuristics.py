@@ -1,0 +1,218 @@
+"""Name, address and organisation heuristics that complement statistical NER.
+
+Why: a small NER model misses names after honorifics, names introduced by cue phrases
+("my name is", "Dear", "Patient:"), lower-cased or foreign street names and multi-line address
+blocks. These rules are written from how such documents are laid out (letters, notes, forms,
+chat), not from any benchmark's strings.
+"""
+
+from __future__ import annotations
+
+import re
+
+from strongroom.privacy.recognizers import Pattern, PatternRecognizer
+from strongroom.privacy.types import Span
+
+_W = r"[^\W\d_][\w'’]*(?:[-.][^\W\d_][\w'’]*)*\.?"  # a word starting with a letter
+HONORIFIC = (
+    r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Rev|Sr|Sra|Srta|Herr|Frau|Mme|Mlle|M|Sir|Dame|Lady|Lord|Nurse|"
+    r"Capt|Sgt|Lt|Col|Gen|Hon|Judge|Rabbi|Fr|Pastor|Imam|Sheikh"
+)
+STOP = {
+    "the", "a", "an", "and", "or", "of", "in", "on", "at", "to", "for", "is", "was", "i", "my", "your",
+    "he", "she", "we", "they", "it", "this", "that", "not", "no", "yes", "hi", "hello", "dear", "thanks",
+    "thank", "please", "patient", "doctor", "nurse", "mr", "mrs", "ms", "dr", "miss", "sir", "madam",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+    "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+    "today", "tomorrow", "yesterday", "here", "there", "just", "also", "will", "can", "am", "are", "be",
+    "glad", "sorry", "happy", "going", "not", "very", "so", "but", "if", "when", "who", "what", "how",
+    "street", "road", "avenue", "suite", "apt", "unit", "north", "south", "east", "west", "new", "user",
+    "assistant", "system", "agent", "customer", "client", "member", "team", "support", "bank", "card",
+    "account", "policy", "claim", "phone", "email", "address", "date", "name", "ok", "okay",
+}
+STREET_SUFFIX = (
+    r"Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Plaza|Way|"
+    r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Route|Rte|Alley|Crescent|"
+    r"Cres|Close|Row|Loop|Walk|Mews|Grove|Gardens|Gdns|Park|Hill|Heights|Pike|Turnpike|Expressway|"
+    r"Freeway|Ridge|Point|Landing|Crossing|Estates?|Manor|Meadows?|Glen|Green|Hollow|Junction|Knoll|"
+    r"Path|Pass|Shores?|Springs?|Summit|Trace|Vale|Valley|View|Villas?|Wells?|Causeway|Commons?|"
+    r"Creek|Dale|Harbou?r|Haven|Lakes?|Mall|Mill|Orchard|Oval|Quay|Ranch|Wharf|Wynd|Brook|Bridge|"
+    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields"
+)
+GLUED_SUFFIX = (
+    r"straße|strasse|str\.|gasse|weg|allee|platz|ring|damm|ufer|vej|vænget|gade|vägen|väg|gatan|"
+    r"gata|veien|vei|veg|gate|laan|straat|plein|gracht|kade|dreef|utca|út|tér|ulica|ucica|katu|tie|"
+    r"polku|tori|kuja|gränd|torget|stræde|cesta|ulice|ul\.|street|road|lane|avenue"
+)
+PREFIX_STREET = (
+    r"ul\.|ulica|Avda\.?|Av\.|Avenida|Avenue|Calle|C/|Rua|Via|Viale|Piazza|Corso|Rue|Boulevard|Bd\.?|"
+    r"Plaza|Carrer|Largo|Praça|Travessa|Estrada|Rambla|Paseo|Camino|Chemin|Allée|Impasse|Quai|trg|"
+    r"Trg|Aleja|Al\.|Str\.|Strada|Calea|Bulevardul|Piața|náměstí|Náměstí|Rr\.|Rruga"
+)
+UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Rm|Room|Bldg|Building|Flat|#)\.?\s*#?\s*[\w-]{1,6}\b)?"
+
+
+def _caps_ok(value: str) -> bool | None:
+    """Street names are capitalised: every alphabetic word but connectors starts upper-case."""
+    small = {"de", "la", "del", "da", "do", "dos", "das", "di", "van", "von", "der", "den", "and", "of", "the", "le", "du", "des", "y", "e"}
+    words = [w for w in re.split(r"[\s,]+", value) if w and w[0].isalpha()]
+    if not words:
+        return False
+    bad = [w for w in words if not w[0].isupper() and w.lower() not in small and not w.lower().startswith(("apt", "suite", "unit"))]
+    return False if bad else None
+
+
+def address_recognizers() -> list[PatternRecognizer]:
+    R, P = PatternRecognizer, Pattern
+    ctx = ["address", "lives at", "live at", "living at", "located at", "reside", "resides", "send to",
+           "ship to", "mail to", "moved to", "street", "deliver", "home", "office is at", "live in",
+           "located in", "mailing", "billing", "residence"]
+    return [
+        R("street_us", "STREET_ADDRESS", [
+            P(r"(?i)\b\d{1,6}[A-Za-z]?(?:-\d{1,4})?\s+(?:(?:[NSEW]|North|South|East|West|N\.?[EW]|S\.?[EW])\.?\s+)?(?:" + _W + r"\s+){0,4}?(?:" + STREET_SUFFIX + r")\b\.?" + UNIT, 0.8),
+        ], _caps_ok, context=ctx, context_boost=0.15, needs="digit"),
+        R("street_glued", "STREET_ADDRESS", [
+            P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:" + _W + r"\s+){0,2}?[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
+        ], _caps_ok, context=ctx, context_boost=0.2, needs="digit"),
+        R("street_prefix", "STREET_ADDRESS", [
+            P(r"(?:\b\d{1,6}\s+)?(?<![\w.])(?:" + PREFIX_STREET + r")\s+(?:" + _W + r"\s+){0,4}?(?:" + _W + r")[\s,]+(?:n[º°o]\.?\s*)?\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
+            P(r"(?i)\b\d{1,5},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|via|calle|rua)\s+(?:" + _W + r"\s*){1,5}", 0.7),
+        ], context=ctx, context_boost=0.2, needs="digit"),
+        R("po_box", "STREET_ADDRESS", [
+            P(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s*Office\s*Box|Postfach|Apartado|Caixa\s*Postal|Box)\s*#?\s*\d{1,6}\b", 0.8),
+            P(r"\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b", 0.9),
+            P(r"\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9),
+            P(r"\bUS(?:NS|S|NV|CGC)\s+[A-Z][a-z]+\b", 0.7),
+        ]),
+        R("unit", "STREET_ADDRESS", [
+            P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6),
+        ], needs="digit"),
+        R("street_line", "STREET_ADDRESS", [
+            # "<number> <Name> <number>" or "<Name> <number>" alone on a line, then a unit / locality line
+            P(r"(?m)^[ \t>*-]*((?:\d{1,6}\s+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\n[ \t>*-]*(?:Apt|Apartment|Suite|Ste|Unit|Flat|\d{4,6}\b|[A-Z][^\W\d_]+(?:[ \t]+[^\W\d_]+)*,?[ \t]+(?:[A-Z]{2}[ \t]+)?\d{3,6}\b))", 0.6, group=1),
+        ], _caps_ok, needs="digit"),
+        R("street_context", "STREET_ADDRESS", [
+            P(r"(?:\b\d{1,6}\s+)?\b[^\W\d_][\w'’-]{2,}(?:\s+[^\W\d_][\w'’-]+){0,2}\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.45),
+        ], _caps_ok, context=ctx, context_required=True, context_window=40, needs="digit"),
+    ]
+
+
+def org_recognizers() -> list[PatternRecognizer]:
+    R, P = PatternRecognizer, Pattern
+    cap = r"[A-Z][\w&'’.-]*"
+    return [
+        R("org_suffix", "ORGANIZATION", [
+            P(r"\b(?:" + cap + r"[ ,]+){1,4}(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|GmbH|AG|S\.?A|PLC|LLP|LP|N\.?V|B\.?V|AB|ASA|Oy|S\.?p\.?A|S\.?r\.?l|Group|Holdings|Partners|Associates|Incorporated|Bank|Hospital|Clinic|Medical\s+Center|Health(?:care)?|Insurance|Assurance|University|College|Foundation|Trust|Pharmacy|Laboratories|Labs)\b\.?", 0.75),
+            P(r"\b[A-Z][a-z]+(?:-[A-Z][a-z]+)?,\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?,?\s+(?:and|&)\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?\b", 0.7),
+        ]),
+    ]
+
+
+_HONORIFIC_RE = re.compile(r"\b(?:" + HONORIFIC + r")\b\.?[ \t]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
+_CUE_STRONG = re.compile(
+    r"(?i:\b(?:(?:first|last|full|maiden|middle|given|family|sur|patient|customer|client|account\s*holder|member|"
+    r"insured|policy\s*holder|cardholder|beneficiary|contact|emergency\s*contact|next\s*of\s*kin|provider|physician|"
+    r"attending|referring|signed|signature|author|sender|recipient|guarantor|subscriber)?\s*name\s*(?:is|:|\?|-|=)|"
+    r"dear|sincerely,?|regards,?|yours\s+truly,?|signed\s*(?:by)?:?|attn:?|attention:?|patient:|pt:|"
+    r"called|named|known\s+as|a\.k\.a\.?|spouse|wife|husband|son|daughter|mother|father|brother|sister|"
+    r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|"
+    r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:))[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
+)
+_CUE_WEAK = re.compile(r"(?i:\b(?:this\s+is|i\s+am|i'm|im|it's|call\s+me|ask\s+for|speak\s+to|talk\s+to|meet|met|thanks|thank\s+you|hi|hello|hey|with))[ \t,]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
+_INITIAL_OR_CAP = re.compile(r"[ \t]+((?:[A-Z]\.?|" + _W + r"))(?=[\s,.;:!?)'\"]|$)")
+
+
+def _take_caps(text: str, start: int, group: str) -> tuple[int, int] | None:
+    """Keep the leading run of capitalised, non-stopword tokens of a candidate name."""
+    pos = start
+    end = start
+    for tok in re.finditer(r"\S+", group):
+        w = tok.group().rstrip(".,;:!?)'\"")
+        if not w or not w[0].isupper() or w.lower().strip(".") in STOP or any(c.isdigit() for c in w):
+            break
+        end = start + tok.start() + len(w)
+    return (pos, end) if end > pos else None
+
+
+_CAPS_PLACE = re.compile(r"\b(?:in|at|from|to|near|of)[ \t]+((?:[A-ZÀ-ÖØ-Þ][A-ZÀ-ÖØ-Þ'’-]{3,})(?:[ \t]+[A-ZÀ-ÖØ-Þ][A-ZÀ-ÖØ-Þ'’-]+){0,2})\b")
+_ACRONYMS = {"IBAN", "SWIFT", "HIPAA", "COVID", "NASA", "FBI", "ICU", "USA", "ATM", "CEO", "HTTP", "HTTPS", "JSON",
+             "HTML", "PDF", "NOTE", "DATE", "TIME", "NAME", "SSN", "EMAIL", "PHONE", "ADDRESS", "URGENT", "FAQ", "ASAP"}
+
+
+def caps_place_spans(text: str) -> list[Span]:
+    """ALL-CAPS place names after a preposition ("grew up in KNIVSTA"): forms and letters often
+    upper-case the town, and NER models trained on mixed case miss it."""
+    out = []
+    for m in _CAPS_PLACE.finditer(text):
+        if m.group(1).split()[0] in _ACRONYMS:
+            continue
+        out.append(Span("LOCATION", m.start(1), m.end(1), 0.5, recognizer="caps_place"))
+    return out
+
+
+def person_spans(text: str) -> list[Span]:
+    out: list[Span] = []
+    for m in _HONORIFIC_RE.finditer(text):
+        r = _take_caps(text, m.start(1), m.group(1))
+        if r:
+            out.append(Span("PERSON", m.start(), r[1], 0.85, recognizer="honorific"))
+    for rx, score in ((_CUE_STRONG, 0.8), (_CUE_WEAK, 0.55)):
+        for m in rx.finditer(text):
+            r = _take_caps(text, m.start(1), m.group(1))
+            if r:
+                out.append(Span("PERSON", r[0], r[1], score, recognizer="name_cue"))
+    return out
+
+
+def extend_person(text: str, span: Span) -> Span:
+    """Grow a name over following initials / capitalised tokens on the same line ("Jane" + " Q. Roe")."""
+    end = span.end
+    for _ in range(3):
+        m = _INITIAL_OR_CAP.match(text, end)
+        if not m:
+            break
+        w = m.group(1).rstrip(".")
+        if not w or not w[0].isupper() or w.lower() in STOP:
+            break
+        end = m.end(1)
+    if end != span.end:
+        return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
+    return span
+
+
+_BLOCK_SEG = re.compile(
+    r"(?:(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Rm|Room|Bldg|Flat|#)\.?\s*#?\s*[\w-]{1,6}"
+    r"|(?:" + _W + r")(?:[ \t]+(?:" + _W + r"|[A-Z0-9]{2,3}))*?(?:[ \t]+\d{3,6}(?:[ -]\d{2,4})?)?"
+    r"|\d{3,6}(?:[ -]\d{2,4})?(?:[ \t]+" + _W + r"){0,3})"
+)
+
+
+def extend_address(text: str, span: Span, max_segments: int = 4) -> Span:
+    """Grow a street address over the locality segments that follow it (unit, city, state, zip,
+    country), separated by commas or newlines, stopping at a blank line or a labelled field."""
+    end = span.end
+    for _ in range(max_segments):
+        m = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:,[ \t]*)?|[ \t]+)").match(text, end)
+        if not m or m.end() == end and end < len(text):
+            if not m:
+                break
+        sep_end = m.end() if m else end
+        if "\n\n" in text[end:sep_end]:
+            break
+        seg = _BLOCK_SEG.match(text, sep_end)
+        if not seg or seg.end() == sep_end:
+            break
+        s = seg.group()
+        first = s.lstrip()[:1]
+        line_rest = text[seg.end(): text.find("\n", seg.end()) if "\n" in text[seg.end():] else len(text)]
+        if not (first.isupper() or first.isdigit() or first == "#"):
+            break
+        if line_rest.lstrip().startswith(":"):
+            break  # "Phone:" style label, not a locality
+        words = re.findall(r"[^\W\d_]+", s)
+        if len(words) > 5 or any(w.lower() in STOP and w.lower() not in {"north", "south", "east", "west", "new"} for w in words):
+            break
+        end = seg.end()
+    if end != span.end:
+        return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
+    return span

@@ -1,0 +1,334 @@
+"""Pattern recognizers: a small registry modelled on presidio-analyzer's PatternRecognizer.
+
+Why not presidio's own classes on the hot path: its AnalyzerEngine wraps every call in
+NLP-artifact plumbing, lemma-based context enhancement and per-recognizer result objects, which
+costs more than the regexes themselves. This registry keeps presidio's model (entity, patterns
+with base scores, validator, context words that raise the score) with compiled regexes and
+a character-window context check. Presidio `EntityRecognizer` instances can still be plugged in
+through `PresidioAdapter`.
+
+Scores: a pattern's base score is what the shape alone is worth; a validator returning True
+lifts it to `valid_score`, False drops the candidate; context words within `context_window`
+characters before (or on the same line after) the match add `context_boost`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from strongroom.privacy import validators as V
+from strongroom.privacy.types import Span
+
+
+@dataclass
+class Pattern:
+    regex: str
+    score: float
+    group: int = 0
+    flags: int = 0
+    compiled: re.Pattern | None = None
+
+    def compile(self) -> re.Pattern:
+        if self.compiled is None:
+            self.compiled = re.compile(self.regex, self.flags)
+        return self.compiled
+
+
+@dataclass
+class PatternRecognizer:
+    name: str
+    entity_type: str
+    patterns: list[Pattern]
+    validator: Callable[[str], bool | None] | None = None
+    valid_score: float | None = None
+    context: list[str] = field(default_factory=list)
+    context_required: bool = False
+    context_boost: float = 0.35
+    context_window: int = 48
+    trim_tokens: bool = False
+    require_digit: bool = False
+    needs: str = ""  # "digit", or a literal that must occur in the text (cheap pre-filter)
+    _ctx: re.Pattern | None = None
+
+    def __post_init__(self) -> None:
+        for p in self.patterns:
+            p.compile()
+        if self.context:
+            words = sorted({w.lower() for w in self.context}, key=len, reverse=True)
+            self._ctx = re.compile(r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in words) + r")(?![a-z])")
+
+    def _has_context(self, text: str, start: int, end: int) -> bool:
+        if self._ctx is None:
+            return False
+        lo = max(0, start - self.context_window)
+        before = text[lo:start].lower()
+        if self._ctx.search(before):
+            return True
+        nl = text.find("\n", end)
+        after = text[end : min(len(text), end + 24 if nl < 0 else min(nl, end + 24))].lower()
+        return bool(self._ctx.search(after))
+
+    def _validate(self, value: str) -> tuple[str, bool | None] | None:
+        if self.require_digit and not any(c.isdigit() for c in value):
+            return None
+        if self.validator is None:
+            return value, None
+        verdict = self.validator(value)
+        if verdict is False and self.trim_tokens:
+            parts = value.split(" ")
+            while len(parts) > 1:
+                parts.pop()
+                cand = " ".join(parts)
+                if self.validator(cand):
+                    return cand, True
+            return None
+        if verdict is False:
+            return None
+        return value, verdict
+
+    def analyze(self, text: str, has_digit: bool | None = None) -> list[Span]:
+        if self.needs:
+            if self.needs == "digit":
+                if has_digit is None:
+                    has_digit = _ANY_DIGIT.search(text) is not None
+                if not has_digit:
+                    return []
+            elif self.needs not in text:
+                return []
+        out: list[Span] = []
+        for p in self.patterns:
+            for m in p.compiled.finditer(text):  # type: ignore[union-attr]
+                start, end = m.span(p.group)
+                if start < 0 or end <= start:
+                    continue
+                checked = self._validate(text[start:end])
+                if checked is None:
+                    continue
+                value, verdict = checked
+                end = start + len(value)
+                score = p.score
+                if verdict is True:
+                    score = max(score, self.valid_score if self.valid_score is not None else 1.0)
+                ctx = self._has_context(text, start, end) if self._ctx is not None else False
+                if self.context_required and not ctx:
+                    continue
+                if ctx:
+                    score = min(1.0, score + self.context_boost)
+                out.append(Span(self.entity_type, start, end, score, recognizer=self.name))
+        return out
+
+
+class PresidioAdapter:
+    """Wraps a presidio-analyzer EntityRecognizer (pattern-based ones need no NLP artifacts)."""
+
+    def __init__(self, recognizer: Any, entity_map: dict[str, str] | None = None) -> None:
+        self.recognizer = recognizer
+        self.name = f"presidio:{recognizer.name}"
+        self.entity_map = entity_map or {}
+
+    def analyze(self, text: str) -> list[Span]:
+        res = self.recognizer.analyze(text, self.recognizer.supported_entities, None)
+        return [
+            Span(self.entity_map.get(r.entity_type, r.entity_type), r.start, r.end, r.score, recognizer=self.name)
+            for r in res or []
+        ]
+
+
+I = re.IGNORECASE
+_ANY_DIGIT = re.compile(r"\d")
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_LABEL_END = r"\s*(?:no\.?|num(?:ber)?\.?|#|id)?\s*(?:is|was|:|#|=|-)?\s*"
+_CODE = r"([A-Z0-9](?:[A-Z0-9]|[-/.](?=[A-Z0-9])){3,24})"  # an identifier token after a label
+
+
+def _has_digit(v: str) -> bool | None:
+    return None if any(c.isdigit() for c in v) else False
+
+
+def _age_ok(v: str) -> bool | None:
+    d = V.digits(v)
+    return None if d and int(d) <= 125 else False
+
+
+def _date_ok(v: str) -> bool | None:
+    nums = [int(x) for x in re.findall(r"\d+", v)]
+    if len(nums) >= 3 and not any(n > 31 for n in nums[:3]) and re.match(r"\d{1,2}[.]\d{1,2}[.]\d{2}$", v):
+        return False  # 1.2.3 looks like a version number
+    if len(nums) >= 3:
+        a, b, c = nums[:3]
+        if a > 999:  # Y-M-D
+            return 1 <= b <= 12 and 1 <= c <= 31
+        return (1 <= a <= 31 and 1 <= b <= 31) and (a <= 12 or b <= 12)
+    return None
+
+
+def _phone_ok(v: str) -> bool | None:
+    d = V.digits(v.split("x")[0].split("ext")[0])
+    if not 7 <= len(d) <= 15:
+        return False
+    if len(set(d)) < 3:
+        return False
+    if re.fullmatch(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}", v) or re.fullmatch(r"\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}", v):
+        return False  # a date
+    import phonenumbers
+
+    try:
+        num = phonenumbers.parse(v, "US")
+        if phonenumbers.is_valid_number(num):
+            return True
+    except phonenumbers.NumberParseException:
+        pass
+    return None
+
+
+def _generic_id_ok(v: str) -> bool | None:
+    d = V.digits(v)
+    if len(d) < 5:
+        return False
+    if re.fullmatch(r"(?:19|20)\d{2}", v):
+        return False
+    return V.not_trivial(v)
+
+
+def _mixed_code_ok(v: str) -> bool | None:
+    if sum(c.isdigit() for c in v) < 3 or sum(c.isalpha() for c in v) < 1:
+        return False
+    if re.fullmatch(r"\d+(?:st|nd|rd|th|am|pm|AM|PM|kg|mg|ml|mm|cm|km|s|h|x|X|GB|MB|KB|TB)", v):
+        return False
+    return None
+
+
+def builtin_recognizers() -> list[PatternRecognizer]:
+    """The default registry. Kept generic: shapes + checksums + label words, no corpus strings."""
+    R = PatternRecognizer
+    P = Pattern
+    recs = [
+        # ---- contact / network ----
+        R("email", "EMAIL_ADDRESS", [P(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b", 1.0)]),
+        R("url", "URL", [
+            P(r"\b(?:https?|ftp)://[^\s<>\"'()\[\]{}|\\^`]+[^\s<>\"'()\[\]{}|\\^`.,;:!?]", 0.95),
+            P(r"\bwww\.[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?:/[^\s<>\"']*[^\s<>\"'.,;:!?])?", 0.9),
+            P(r"(?<![@\w.-])[A-Za-z0-9][A-Za-z0-9-]{1,62}\.(?:com|org|net|edu|gov|io|co|info|biz|me|us|uk|de|fr|es|it|nl|be|se|no|dk|fi|pl|ch|at|ca|au|br|in|jp|ru|cz|hu|si|pt|ie)(?:\.[a-z]{2})?\b(?!\.\w)", 0.5),
+        ], context=["website", "site", "url", "link", "domain", "visit", "web"]),
+        R("ipv4", "IP_ADDRESS", [P(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]*\d)", 0.6)], V.ip_address, valid_score=0.95,
+          context=["ip", "address", "host", "server", "client"]),
+        R("ipv6", "IP_ADDRESS", [P(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])", 0.3)], V.ip_address, valid_score=0.95),
+        R("mac", "DEVICE_ID", [P(r"\b(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}\b", 0.9)]),
+        R("phone", "PHONE_NUMBER", [
+            P(r"(?<![\w+/.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{1,5}(?:[\s.-]{1,2}\(?\d{1,5}\)?){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/]|[.-]\d)", 0.4),
+            P(r"(?<![\w+/.-])\+?\(?\d{3}\)?\d{7,9}(?!\w)", 0.4),
+        ], _phone_ok, valid_score=0.75,
+          context=["phone", "tel", "telephone", "fax", "mobile", "cell", "call", "desk", "office", "contact",
+                   "reach", "ph", "mob", "landline", "pager", "whatsapp", "sms", "text me", "dial", "answering"]),
+        # ---- government / health ids ----
+        R("us_ssn", "US_SSN", [P(r"(?<![\d-])\d{3}([- .])\d{2}\1\d{4}(?![\d-])", 0.5),
+                               P(r"(?<![\d-])\d{9}(?![\d-])", 0.05)],
+          V.us_ssn, valid_score=0.6, context=["ssn", "social security", "social sec", "ss#", "ss #", "ssa", "taxpayer", "tin"],
+          context_boost=0.4),
+        R("npi", "NPI", [P(r"(?<!\d)\d{10}(?!\d)", 0.1)], V.npi, valid_score=0.3, context=["npi", "provider", "prescriber", "national provider"], context_boost=0.6),
+        R("dea", "DEA_NUMBER", [P(r"\b[A-Z][A-Z9]\d{7}\b", 0.3)], V.dea, valid_score=0.75, context=["dea"], context_boost=0.25),
+        R("mrn", "MEDICAL_RECORD_NUMBER", [
+            P(r"(?i)\b(?:MRN|med(?:ical)?\.?\s*rec(?:ord)?s?|chart|patient|pt\.?|hospital|unit|case|encounter|admission|visit|accession|specimen)" + _LABEL_END + _CODE, 0.85, group=1),
+        ], _has_digit),
+        R("health_plan", "HEALTH_PLAN_ID", [
+            P(r"(?i)\b(?:member(?:ship)?|subscriber|beneficiary|medicare|medicaid|health\s*plan|insurance|insured|group|plan|mbi|hicn|enrollee|cardholder)" + _LABEL_END + _CODE, 0.85, group=1),
+            P(r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d[AC-HJKMNP-RT-Y]{2}\d{2}\b", 0.7),
+        ], _has_digit),
+        R("policy", "POLICY_NUMBER", [P(r"(?i)\bpolicy" + _LABEL_END + _CODE, 0.9, group=1)], _has_digit),
+        R("claim", "CLAIM_NUMBER", [P(r"(?i)\b(?:claim|reference|ref|case|ticket|incident|file)" + _LABEL_END + _CODE, 0.85, group=1)], _has_digit),
+        R("account", "ACCOUNT_NUMBER", [
+            P(r"(?i)\b(?:account|acct|a/c|acc|iban|sort\s*code|customer|client|loan|mortgage|savings|checking|chequing|card)\.?" + _LABEL_END + r"(?:ending\s*(?:in|with)?\s*)?(\d(?:[\d]|[ -](?=\d)){3,30})", 0.9, group=1),
+        ]),
+        R("license", "LICENSE_NUMBER", [
+            P(r"(?i)\b(?:driver'?s?\s*licen[cs]e|driving\s*licen[cs]e|licen[cs]e|DL|certificate|cert\.?|registration|permit|passport|badge|employee)" + _LABEL_END + _CODE, 0.85, group=1),
+        ], _has_digit),
+        R("vin", "VIN", [P(r"\b[A-HJ-NPR-Z0-9]{17}\b", 0.3)], V.vin, valid_score=0.95, context=["vin", "vehicle", "chassis"]),
+        R("plate", "LICENSE_PLATE", [
+            P(r"(?i)\b(?:licen[cs]e\s*plate|number\s*plate|plate|tag|registration\s*plate)" + _LABEL_END + r"([A-Z0-9]{1,4}[- ]?[A-Z0-9]{1,5})\b", 0.85, group=1),
+        ], _has_digit),
+        R("device", "DEVICE_ID", [
+            P(r"(?i)\b(?:serial|s/n|sn|device|imei|udid|meid|lot|model|implant|pacemaker|pump)" + _LABEL_END + _CODE, 0.85, group=1),
+        ], _has_digit),
+        # ---- payments ----
+        R("credit_card", "CREDIT_CARD", [P(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])", 0.3)], V.credit_card, valid_score=1.0,
+          context=["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "pan"]),
+        R("iban", "IBAN_CODE", [P(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}\b", 0.3)],
+          lambda v: V.iban(v.upper()), valid_score=1.0, trim_tokens=True),
+        R("aba", "ABA_ROUTING", [P(r"(?<![\d-])\d{9}(?![\d-])", 0.1), P(r"(?<![\d-])\d{4}-\d{4}-\d(?![\d-])", 0.1)], V.aba_routing, valid_score=0.35,
+          context=["routing", "aba", "rtn", "transit", "bank"], context_boost=0.6),
+        R("swift", "SWIFT_CODE", [P(r"\b[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?\b", 0.05)], V.swift_bic, valid_score=0.3,
+          context=["swift", "bic", "bank"], context_boost=0.6),
+        R("cvv", "CVV", [P(r"(?i)\b(?:cvv2?|cvc2?|cvn|cid|csc|card\s*security\s*code|security\s*code|card\s*verification(?:\s*(?:value|code))?)\b\s*(?:code|number|no\.?|#)?\s*(?:is|was|:|=|-)?\s*(\d{3,4})\b", 1.0, group=1)]),
+        R("expiry", "CARD_EXPIRY", [
+            P(r"(?i)\b(?:exp(?:iry|iration|ires|ired)?|valid\s*(?:thru|through|until|to)|good\s*thru)\b\.?\s*(?:date)?\s*(?:is|was|on|:|=|-)?\s*((?:0?[1-9]|1[0-2])\s?[/-]\s?(?:\d{4}|\d{2}))(?!\d)", 1.0, group=1),
+        ]),
+        R("pin", "PIN", [P(r"(?i)\b(?:pin|pin\s*code|pin\s*number|passcode)\b\s*(?:is|was|:|=|-)?\s*(\d{4,12})\b", 1.0, group=1)]),
+        R("track", "TRACK_DATA", [
+            P(r"%?B\d{12,19}\^[^^\n]{2,26}\^\d{7,}[^\s?]*\??", 1.0),
+            P(r";?\d{12,19}=\d{7,}\??", 0.95),
+        ]),
+        # ---- credentials ----
+        R("secret_token", "CREDENTIAL", [
+            P(r"\bAKIA[0-9A-Z]{16}\b", 1.0),
+            P(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", 1.0),
+            P(r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", 1.0),
+            P(r"\b[a-z]{2,8}_(?:live|test|prod)_[A-Za-z0-9]{12,}\b", 1.0),
+            P(r"\bAIza[0-9A-Za-z_-]{35}\b", 1.0),
+            P(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 1.0),
+            P(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", 1.0),
+            P(r"(?i)\b(?:password|passwd|pwd|passphrase|secret|api[_ -]?key|access[_ -]?key|access[_ -]?token|auth[_ -]?token|client[_ -]?secret|private[_ -]?key|token)\b\s*(?:is|was|:|=)\s*[\"']?([^\s\"',;]{4,})", 0.95, group=1),
+            P(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)", 0.95, group=1),
+            P(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)", 0.95),
+        ]),
+        # ---- dates / ages / places ----
+        R("date_numeric", "DATE", [
+            P(r"(?<![\d/.-])(?:\d{4}[/.-]\d{1,2}[/.-]\d{1,2}|\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2}))(?:(?:[ T]|,\s*)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s?[AaPp][Mm])?)?(?![\d/]|[.-]\d)", 0.6),
+        ], _date_ok, valid_score=0.8, context=["date", "dob", "born", "birth", "admitted", "discharged", "on", "seen", "visit", "died", "death"], context_boost=0.15),
+        R("date_text", "DATE", [
+            P(r"(?i)\b" + _MONTH + r"\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s*(?:\d{4}|'\d{2}))?(?!\d)", 0.75),
+            P(r"(?i)\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH + r"\.?(?:,?\s*\d{4})?\b", 0.75),
+            P(r"(?i)\b" + _MONTH + r"\.?,?\s+\d{4}\b", 0.7),
+            P(r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b", 0.45),
+        ]),
+        R("age", "AGE", [
+            P(r"(?i)\b(\d{1,3})\s*(?:-\s*|\s)?(?:years?|yrs?|y/?o|y\.o\.|yo)\b(?:[\s-]*old)?", 0.8, group=1),
+            P(r"(?i)\b(?:aged?|turned|turns|turn|turning|age\s*of)\s*(?:is|was|:|=)?\s*(\d{1,3})\b(?!\s*(?:%|percent|mg|kg|days?|weeks?|months?))", 0.75, group=1),
+            P(r"(?i)\b(\d{1,3})\s*(?:-|\s)?(?:M|F|yo[mf])\b(?=[\s,.;])", 0.3, group=1),
+        ], _age_ok),
+        R("zip", "ZIP_CODE", [
+            P(r"\b(?:A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[DLNA]|K[SY]|LA|M[EDAINSOT]|N[EVHJMYCD]|O[HKR]|PA|RI|S[CD]|T[NX]|UT|V[TA]|W[AVIY]|PR|GU|VI)[ ,]{1,2}(\d{5}(?:-\d{4})?)\b", 0.9, group=1),
+            P(r"(?i)\b(?:zip\s*code|postal\s*code|post\s*code|postcode|zip|plz|cep)\b\s*(?:is|:|#)?\s*((?=[A-Z]*\d)[A-Z0-9]{2,5}(?:[ -][A-Z0-9]{2,4})?)\b", 0.95, group=1),
+            P(r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b", 0.6),
+            P(r"\b[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z]\s\d[ABCEGHJ-NPRSTV-Z]\d\b", 0.6),
+        ]),
+        # ---- catch-all for "any other unique identifying number" ----
+        R("generic_number", "ID_NUMBER", [
+            P(r"(?<![\w$€£¥.,/:-])\d{5,}(?:[ -]\d{2,}){0,5}(?![\w%]|[.,]\d)", 0.4),
+            P(r"(?<![\w$€£¥.,/:-])\d{2,4}(?:[ -]\d{2,}){2,5}(?![\w%]|[.,]\d)", 0.35),
+        ], _generic_id_ok, context=["id", "no", "number", "#", "code", "ref", "reference", "order", "invoice",
+                                    "customer", "ticket", "file", "identifier", "record", "member"], context_boost=0.3),
+        R("generic_code", "ID_NUMBER", [P(r"(?<![\w-])(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*(?![\w-])", 0.4)],
+          lambda v: _mixed_code_ok(v) if len(v.replace("-", "")) >= 6 else False,
+          context=["id", "no", "number", "#", "code", "ref", "reference", "order", "serial", "identifier"], context_boost=0.3),
+    ]
+    for r in recs:
+        if r.name == "email":
+            r.needs = "@"
+        elif r.name == "ipv6":
+            r.needs = ":"
+        elif r.name not in ("url", "swift", "secret_token", "date_text"):
+            r.needs = "digit"
+    return recs
+
+
+def run_all(recognizers: Iterable[Any], text: str) -> list[Span]:
+    out: list[Span] = []
+    has_digit = _ANY_DIGIT.search(text) is not None
+    for r in recognizers:
+        out.extend(r.analyze(text, has_digit) if isinstance(r, PatternRecognizer) else r.analyze(text))
+    return out
