@@ -1,0 +1,5 @@
+"""``python -m strongroom`` is the same as the ``strongroom`` console script."""
+
+from strongroom.cli import main
+
+main()

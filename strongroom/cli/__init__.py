@@ -1,0 +1,49 @@
+"""The ``strongroom`` command: thin Typer commands over the services; no logic here.
+
+``main`` turns every Strongroom error into one line on stderr and its exit code
+(2 bad input, 3 not authenticated/permitted, 4 integrity, 1 other) and never prints a
+traceback, which could carry data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+import typer  # noqa: E402
+
+from strongroom.cli import admin, audit, data  # noqa: E402
+from strongroom.errors import StrongroomError  # noqa: E402
+
+app = typer.Typer(
+    help="Strongroom: de-identify, encrypt, fine-tune and serve open LLMs on sensitive data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("init")(admin.init)
+app.command("whoami")(admin.whoami)
+app.add_typer(admin.users_app, name="users")
+app.add_typer(admin.keys_app, name="keys")
+app.add_typer(admin.keyring_app, name="keyring")
+app.add_typer(data.app, name="data")
+app.add_typer(audit.app, name="audit")
+# app.add_typer(deid.app, name="deid")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except StrongroomError as exc:
+        sys.stderr.write(f"strongroom: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("strongroom: interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: no traceback, no data
+        sys.stderr.write(f"strongroom: error: internal error ({type(exc).__name__})\n")
+        sys.exit(1)

@@ -1,0 +1,91 @@
+"""data import/list/show/export/delete: datasets through the store's one door."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from strongroom.cli.common import acting, console, err_console, print_json
+
+app = typer.Typer(help="Encrypted datasets: import, list, show, export, delete (shred).",
+                  no_args_is_help=True)
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="CSV, JSONL, Parquet or plain-text file."),
+    name: str = typer.Option(..., "--name", help="Dataset name; an existing name gets a new version."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="jsonl|csv|parquet|txt (default: from the extension)."),
+    purpose: str = typer.Option("", "--purpose", help="Why this data is processed (GDPR Art. 30)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Import a file as an encrypted dataset version (streaming, atomic)."""
+    with acting() as (rt, p):
+        info = rt.datasets.import_file(p, file, name, fmt, purpose)
+    if as_json:
+        print_json(info.to_dict())
+    else:
+        console.print(f"Imported {info.record_count} records as {info.name} v{info.version} "
+                      f"({info.content_hash})")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List datasets (metadata only)."""
+    with acting() as (rt, p):
+        infos = rt.datasets.list(p)
+    if as_json:
+        print_json([i.to_dict() for i in infos])
+        return
+    if not infos:
+        err_console.print("No datasets.")
+        return
+    table = Table(title="Datasets")
+    for col in ("name", "version", "records", "format", "de-identified", "created"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i.name, str(i.version), str(i.record_count), i.source_format,
+                      "yes" if i.deidentified else "no", i.created_at[:19])
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    name: str,
+    version: Optional[int] = typer.Option(None, "--version"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show one dataset version's metadata, lineage and de-identification report."""
+    with acting() as (rt, p):
+        info = rt.datasets.show(p, name, version)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    for key, value in info.to_dict().items():
+        console.print(f"{key:18} {value}")
+
+
+@app.command("export")
+def export(
+    name: str,
+    out: Path = typer.Option(..., "-o", "--out", help="Output file; written atomically."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="jsonl|csv|parquet|txt (default: from the extension)."),
+    version: Optional[int] = typer.Option(None, "--version"),
+) -> None:
+    """Decrypt a dataset to a plaintext file (needs dataset:export; audited)."""
+    with acting() as (rt, p):
+        n = rt.datasets.export(p, name, out, fmt, version)
+    console.print(f"Exported {n} records to {out}")
+
+
+@app.command("delete")
+def delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Crypto-shred a dataset: its data keys are destroyed, so its files are unrecoverable."""
+    if not yes and not typer.confirm(f"Shred dataset {name!r}? This cannot be undone", default=False):
+        raise typer.Exit(1)
+    with acting() as (rt, p):
+        n = rt.datasets.delete(p, name)
+    console.print(f"Shredded {name} ({n} encrypted objects)")
