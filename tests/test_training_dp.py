@@ -117,7 +117,7 @@ def test_dp_training_learns_and_spends_budget():
     evals = [m["eval_loss"] for m in r.metrics if "eval_loss" in m]
     assert r.final_eval_loss < 0.7 * evals[0], evals
     assert 7.0 < r.epsilon_spent <= 8.0 + 1e-6
-    assert r.dp["noise_multiplier"] > 0.5 and r.dp["unit"] == "subject"
+    assert r.dp["noise_multiplier"] > 0.5 and r.dp["unit"] == "record"
     assert all(m["epsilon"] <= r.epsilon_spent + 1e-9 for m in r.metrics if "epsilon" in m)
 
 
@@ -149,6 +149,7 @@ def test_dp_resume_equals_uninterrupted():
     assert all(torch.equal(full.adapter_state[k], res.adapter_state[k])
                for k in full.adapter_state)
     assert res.epsilon_spent == pytest.approx(full.epsilon_spent, rel=1e-12)
+    assert res.dp["unit"] == "subject" and res.dp["units"] < len(data[0])
 
 
 def test_opacus_820_guards():

@@ -69,7 +69,8 @@ def _seeded_generator(seed: int | None):
 class DPEngine:
     """Owns the Opacus objects for one training run and performs one DP step at a time."""
 
-    def __init__(self, model, optimizer, n_units: int, dp: DPConfig, total_steps: int):
+    def __init__(self, model, optimizer, n_units: int, dp: DPConfig, total_steps: int,
+                 unit: str = "record"):
         import torch
         from opacus import PrivacyEngine
         from opacus.accountants.utils import get_noise_multiplier
@@ -79,6 +80,7 @@ class DPEngine:
             raise BadInput("DP training needs at least one training record")
         self.dp = dp
         self.n_units = n_units
+        self.unit = unit  # "record" or "subject": what one sampling unit protects
         self.delta = dp.target_delta if dp.target_delta is not None else default_delta(n_units)
         batch = loader_batch_size(n_units, dp)
         loader = DataLoader(TensorDataset(torch.arange(n_units)), batch_size=batch)
@@ -196,7 +198,7 @@ class DPEngine:
                 "expected_batch_size": self.expected_batch_size, "delta": self.delta,
                 "max_grad_norm": self.dp.max_grad_norm, "accountant": self.dp.accountant,
                 "units": self.n_units, "steps": self.total_steps,
-                "unit": "subject" if self.dp.subject_level else "record",
+                "unit": self.unit,
                 "target_epsilon": self.dp.target_epsilon}
 
 

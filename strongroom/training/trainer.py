@@ -186,7 +186,10 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         unit_rows = [[train_ex[i] for i in u] for u in units]
         spe = dp_steps_per_epoch(len(units), config.dp)
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * spe))
-        dp_engine = DPEngine(peft_model, optimizer, len(units), config.dp, total_steps)
+        subjects = config.dp.subject_level and any(e.unit.startswith("subject:")
+                                                   for e in train_ex)
+        dp_engine = DPEngine(peft_model, optimizer, len(units), config.dp, total_steps,
+                             unit="subject" if subjects else "record")
         optimizer = dp_engine.optimizer
         fwd_module = dp_engine.module
         check_optimizer_params(peft_model, optimizer.original_optimizer)
