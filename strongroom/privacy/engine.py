@@ -48,6 +48,10 @@ class DeidEngine:
             entities=set(policy.entities), default_threshold=policy.default_threshold,
             thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
             extra=policy.patterns)
+        # the residual scan ignores per-entity policy thresholds: it asks "is anything confident left?"
+        self.residual_analyzer = Analyzer(self.ner, AnalyzerConfig(
+            entities=set(policy.entities), default_threshold=policy.residual_threshold,
+            allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns)
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
 
@@ -144,7 +148,7 @@ class DeidEngine:
 
     def residual_scan(self, text: str) -> list[Span]:
         """Detection re-run on already de-identified text (markers are ignored)."""
-        return self._residual(text, self.analyzer.analyze(text), [])
+        return self._residual(text, self.residual_analyzer.analyze(text), [])
 
     # ---- records ----
     def deidentify_records(self, records: Iterable[dict], fields: list[str] | None = None,
@@ -316,7 +320,7 @@ class _RecordState:
                 rep.counts[(path, s.entity_type)] += 1
                 rep.operators[(s.entity_type, s.operator or "")] += 1
         if self.residual and outs:
-            res_spans = eng.analyzer.analyze_batch([o for o, _ in outs])
+            res_spans = eng.residual_analyzer.analyze_batch([o for o, _ in outs])
             for (i, path, *_), (out, regions), spans in zip(jobs, outs, res_spans):
                 for s in eng._residual(out, spans, regions):
                     rep.add_residual(i, path, s.entity_type, s.score)

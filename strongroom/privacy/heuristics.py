@@ -62,6 +62,17 @@ def _caps_ok(value: str) -> bool | None:
     return False if bad else None
 
 
+_MONTH_WORDS = {"january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+                "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct",
+                "nov", "dec", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+
+
+def _street_ctx_ok(value: str) -> bool | None:
+    if any(w.lower().strip(".,") in _MONTH_WORDS for w in value.split()):
+        return False
+    return _caps_ok(value)
+
+
 def address_recognizers() -> list[PatternRecognizer]:
     R, P = PatternRecognizer, Pattern
     ctx = ["address", "lives at", "live at", "living at", "located at", "reside", "resides", "send to",
@@ -93,7 +104,7 @@ def address_recognizers() -> list[PatternRecognizer]:
         ], _caps_ok, needs="digit"),
         R("street_context", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?\b[^\W\d_][\w'’-]{2,}(?:\s+[^\W\d_][\w'’-]+){0,2}\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.45),
-        ], _caps_ok, context=ctx, context_required=True, context_window=40, needs="digit"),
+        ], _street_ctx_ok, context=ctx, context_required=True, context_window=40, needs="digit"),
     ]
 
 
@@ -131,6 +142,8 @@ def _take_caps(text: str, start: int, group: str) -> tuple[int, int] | None:
         if not w or not w[0].isupper() or w.lower().strip(".") in STOP or any(c.isdigit() for c in w):
             break
         end = start + tok.start() + len(w)
+        if tok.group()[-1] in ",;:!?" or (tok.group().endswith(".") and len(w) > 1):
+            break  # a sentence or list boundary ends the name ("Mertens. Jane" is two things)
     return (pos, end) if end > pos else None
 
 

@@ -329,7 +329,7 @@ def parse_date(value: str, day_first: bool = False):
             pad = len(mo) == 2
             return date, lambda x: (f"{x.year:04d}{sep}{x.month:02d}{sep}{x.day:02d}" if pad
                                     else f"{x.year}{sep}{x.month}{sep}{x.day}") + rest
-        m = re.fullmatch(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})(.*)", v)
+        m = re.fullmatch(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?!\d)(.*)", v)
         if m:
             a, sep, b, y, rest = m.groups()
             df = day_first or sep == "." or int(a) > 12

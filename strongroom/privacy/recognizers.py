@@ -143,7 +143,7 @@ _MONTH = (
     r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
 _LABEL_END = r"\s*(?:no\.?|num(?:ber)?\.?|#|id)?\s*(?:is|was|:|#|=|-)?\s*"
-_CODE = r"([A-Z0-9](?:[A-Z0-9]|[-/.](?=[A-Z0-9])){3,24})"  # an identifier token after a label
+_CODE = r"((?=[A-Za-z0-9/.-]*\d)[A-Z0-9](?:[A-Z0-9]|[-/.](?=[A-Z0-9])){3,24})"  # an identifier token after a label
 
 
 def _has_digit(v: str) -> bool | None:

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from strongroom.errors import BadInput
+
+
+def _no_leftovers(d):
+    return [p.name for p in d.iterdir() if p.name.endswith(".tmp") or p.name.startswith("out")]
+
+
+def test_jsonl_round_trip_keeps_other_fields(hipaa, tmp_path):
+    src = tmp_path / "in.jsonl"
+    rows = [{"id": 1, "text": "Call Jane Roe at 617-555-0199", "score": 0.5, "meta": {"k": [1, 2]}},
+            {"id": 2, "messages": [{"role": "user", "content": "I'm Carl Mertens, SSN 123-45-6789"}]}]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    rep = hipaa.deidentify_file(str(src), str(tmp_path / "out.jsonl"))
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert out[0]["id"] == 1 and out[0]["score"] == 0.5 and out[0]["meta"] == {"k": [1, 2]}
+    assert "Jane Roe" not in out[0]["text"] and "555-0199" not in out[0]["text"]
+    assert out[1]["messages"][0]["role"] == "user" and "123-45-6789" not in out[1]["messages"][0]["content"]
+    assert rep.records_processed == 2 and rep.to_dict()["safe_for_training"] in (True, False)
+
+
+def test_csv_round_trip(hipaa, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text('name,ssn,note,visits\nJane Roe,123-45-6789,"Seen by Dr. Alan Smith",3\n'
+                   'John Poe,234-56-7890,"call 617-555-0199",1\nAmy Lee,345-67-8901,ok,2\n')
+    rep = hipaa.deidentify_file(str(src), str(tmp_path / "out.csv"))
+    text = (tmp_path / "out.csv").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "name,ssn,note,visits" and lines[1].endswith(",3")
+    assert "Jane Roe" not in text and "123-45-6789" not in text and "Alan Smith" not in text
+    assert rep.column_types.get("ssn") == "US_SSN"
+
+
+def test_parquet_round_trip(hipaa, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist([{"n": 1, "text": "Email jane.roe@example.org"}, {"n": 2, "text": "fine"}]), src)
+    hipaa.deidentify_file(str(src), str(tmp_path / "out.parquet"))
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["n"] for r in rows] == [1, 2] and "jane.roe" not in rows[0]["text"] and rows[1]["text"] == "fine"
+
+
+def test_txt_round_trip(hipaa, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Jane Roe, MRN 00482913\n\nno identifiers here\n")
+    hipaa.deidentify_file(str(src), str(tmp_path / "out.txt"))
+    out = (tmp_path / "out.txt").read_text()
+    assert out.count("\n") == 3 and "00482913" not in out and "no identifiers here" in out
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("bad.jsonl", b'{"t": "ok"}\n{"t": "\xff\xfe"}\n', "line 2"),
+    ("bin.jsonl", b"\x00\x01\x02binary", "binary"),
+    ("empty.jsonl", b"", "empty"),
+    ("bad.csv", b'a,b\n1,2\n3,"4\n', "line"),
+    ("ragged.csv", b"a,b\n1,2\n3,4,5\n", "line 3"),
+    ("json.jsonl", b'{"t": 1}\n{not json}\n', "line 2"),
+])
+def test_bad_input_clean_error_no_output(hipaa, tmp_path, name, content, fragment):
+    src = tmp_path / name
+    src.write_bytes(content)
+    out = tmp_path / ("out" + src.suffix)
+    with pytest.raises(BadInput) as ei:
+        hipaa.deidentify_file(str(src), str(out))
+    assert fragment in str(ei.value)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_workers_preserve_order_and_tags(hipaa, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"i": i, "t": f"Jane Roe visit {i}"}) + "\n" for i in range(600)))
+    hipaa.deidentify_file(str(src), str(tmp_path / "o1.jsonl"), workers=1)
+    hipaa.deidentify_file(str(src), str(tmp_path / "o2.jsonl"), workers=2)
+    a = [json.loads(x) for x in (tmp_path / "o1.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "o2.jsonl").read_text().splitlines()]
+    assert [r["i"] for r in b] == list(range(600))
+    assert "Jane Roe" not in b[0]["t"] and {r["t"].split()[0] for r in b} == {b[0]["t"].split()[0]}
+    assert b[0]["t"].startswith("<PERSON_") and "#" not in b[0]["t"]
