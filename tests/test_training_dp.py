@@ -185,3 +185,13 @@ def test_dp_step_moves_lora_against_the_noised_gradient(rows):
     assert torch.allclose(after - before, -LR * applied, rtol=1e-5, atol=1e-8)
     names = [n for n, _ in trainable_named_parameters(pm)]
     assert any("lora_B" in n for n in names) and all("lora_" in n for n in names)
+
+
+def test_prv_accountant_calibrates_to_target():
+    data = split_records(toy_records(60), 0.1)
+    model, tok = tiny_llama()
+    r = train(model, tok, *data, TrainConfig(
+        max_steps=4, batch_size=16, lora_r=4, num_threads=1, eval_at_start=False,
+        dp=DPConfig(target_epsilon=3.0, expected_batch_size=16, accountant="prv",
+                    noise_seed=0)), progress=False)
+    assert r.dp["accountant"] == "prv" and 2.0 < r.epsilon_spent <= 3.0 + 0.05

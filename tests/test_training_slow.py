@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from strongroom.training import (
-    TrainConfig, adapter_to_bytes, generate, load_base, resolve_base, train,
+    TrainConfig, adapter_to_bytes, encode_record, generate, load_base, resolve_base, train,
 )
 
 
@@ -15,6 +15,10 @@ def test_real_smollm2_trains_two_steps():
     spec = resolve_base("smollm2-135m-instruct")
     model, tok = load_base(spec)
     assert type(model).__name__ == "LlamaForCausalLM" and model.hf_quantizer is None
+    # The real ChatML template: only the assistant answer (and its end marker) is learned.
+    ex = encode_record(tok, {"prompt": "hi", "response": "Hello there."}, 128)
+    learned = tok.decode([t for t, lab in zip(ex.input_ids, ex.labels) if lab != -100])
+    assert learned == "Hello there.<|im_end|>\n"
     records = [{"id": i, "messages": [
         {"role": "user", "content": f"What is the code for ward {i}?"},
         {"role": "assistant", "content": f"The code for ward {i} is W-{i:03d}."}]}

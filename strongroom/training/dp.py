@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 from strongroom.errors import BadInput
@@ -90,7 +91,10 @@ class DPEngine:
         seed = dp.noise_seed
         self.noise_gen = _seeded_generator(seed)
         self.sampler_gen = _seeded_generator(None if seed is None else seed + 1)
-        self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
+        with warnings.catch_warnings():
+            # We document the trade-off ourselves (DPConfig.secure_mode); no stderr noise.
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=dp.secure_mode)
         common = dict(module=model, optimizer=optimizer, data_loader=loader,
                       max_grad_norm=dp.max_grad_norm, poisson_sampling=True,
                       noise_generator=None if dp.secure_mode else self.noise_gen,
@@ -143,7 +147,10 @@ class DPEngine:
                     rows += list(unit_rows[u])
                     group += [g] * len(unit_rows[u])
                 loss, s, n = loss_fn(self.module, rows)
-                loss.backward()
+                with warnings.catch_warnings():
+                    # Benign: the frozen embedding output has no grad; hooks still fire right.
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
                 tok_loss += s
                 n_tok += n
                 n_rows += len(rows)

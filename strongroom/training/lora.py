@@ -85,12 +85,14 @@ def snapshot_trainable(model) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in trainable_named_parameters(model)}
 
 
-def check_update_direction(model, before: dict[str, Any], grads: dict[str, Any]) -> None:
+def check_update_direction(model, before: dict[str, Any], grads: dict[str, Any],
+                           require_descent: bool = True) -> None:
     """Raise unless the step changed the LoRA weights, against the (clipped/noised) gradient.
 
     ``grads`` are the gradients the optimizer actually applied. For SGD and Adam's first step
     the update has negative inner product with the gradient; weight decay could only fight
-    that for lora_B, which starts at zero.
+    that for lora_B, which starts at zero. After a resume Adam's momentum can legitimately
+    point elsewhere, so there only movement is required (``require_descent=False``).
     """
     import torch
 
@@ -106,6 +108,6 @@ def check_update_direction(model, before: dict[str, Any], grads: dict[str, Any])
         dot += float((delta.double() * g.double()).sum())
     if moved == 0:
         raise TrainingGuardError("the first optimizer step left every LoRA parameter unchanged")
-    if not dot < 0:
+    if require_descent and not dot < 0:
         raise TrainingGuardError("the first optimizer step moved LoRA parameters along, not "
                                  "against, the gradient")

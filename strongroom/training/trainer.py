@@ -311,7 +311,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         if check_first:
             grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
                      for n, p in trainable_named_parameters(peft_model)}
-            check_update_direction(peft_model, before, grads)
+            check_update_direction(peft_model, before, grads,
+                                   require_descent=resumed_from is None)
             first_step_checked = True
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -320,7 +321,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         st.elapsed += dt
         st.tokens += step_tokens
         row: dict[str, Any] = {"step": st.step, "loss": step_loss,
-                               "lr": scheduler.get_last_lr()[0],
+                               "lr": scheduler.get_last_lr()[0], "step_time_s": dt,
+                               "tokens": step_tokens,
                                "tokens_per_s": step_tokens / dt if dt > 0 else 0.0}
         eval_due = bool(config.eval_every) and st.step % config.eval_every == 0
         ckpt_due = checkpoint_store is not None and bool(config.checkpoint_every) and (

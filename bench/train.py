@@ -1,0 +1,163 @@
+"""Benchmark the Strongroom trainer against a plain PEFT + PyTorch loop, and DP overhead.
+
+Same model (embedded SmolLM2-135M, GGUF dequantised to float32), same data, batch 8 x 128
+tokens. Each mode runs in its own subprocess so peak memory is per mode:
+
+* ``plain``   — get_peft_model + AdamW + ``model(..., labels=...)``: the reference loop.
+* ``trainer`` — ``strongroom.training.train`` (per-example loss, guards, checkpoint-free).
+* ``dp``      — the trainer with DP-SGD (Opacus hooks, Poisson batches of expected size 8).
+
+Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
+the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
+
+Usage:  .venv/bin/python bench/train.py [--steps 3] [--threads 1] [--json out.json]
+The CPU here is shared with other jobs: expect noisy timings, compare ratios not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+REPO = Path(__file__).resolve().parents[1]
+BATCH, SEQ = 8, 128
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def records(n: int) -> list[dict]:
+    """Chat records whose assistant turn alone exceeds 128 tokens, so every row is 128 long."""
+    body = ("The patient was reviewed on the ward and the plan was discussed with the family. "
+            "Observations remained stable overnight and the medication chart was reconciled. ")
+    return [{"id": f"b{i}", "messages": [
+        {"role": "user", "content": f"Summarise note {i}."},
+        {"role": "assistant", "content": f"Note {i}. " + body * 6}]} for i in range(n)]
+
+
+def child(mode: str, steps: int, threads: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from strongroom.training import (
+        DPConfig, TrainConfig, encode_records, load_base, resolve_base, train,
+    )
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    model, tok = load_base(resolve_base("smollm2-135m-instruct"))
+    load_s = time.perf_counter() - t0
+    reset = _reset_peak()
+    n_records = BATCH * (steps + 1)
+    recs = records(n_records)
+    cfg = TrainConfig(max_steps=steps + 1, batch_size=BATCH, max_seq_len=SEQ, lora_r=16,
+                      lora_alpha=32, lora_dropout=0.05, learning_rate=1e-4, num_threads=threads,
+                      eval_at_start=False)
+    out: dict = {"mode": mode, "load_s": load_s, "threads": threads}
+    if mode == "plain":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        from strongroom.training.data import collate
+
+        exs, _ = encode_records(tok, recs, SEQ)
+        assert all(len(e.input_ids) == SEQ for e in exs)
+        torch.manual_seed(0)
+        pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                              target_modules="all-linear",
+                                              task_type=TaskType.CAUSAL_LM))
+        pm.train()
+        opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
+        times = []
+        for s in range(steps + 1):
+            b = collate(exs[s * BATCH:(s + 1) * BATCH], tok.pad_token_id)
+            t = time.perf_counter()
+            loss = pm(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                      labels=b["labels"]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in pm.parameters() if p.requires_grad], 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
+        toks = [BATCH * SEQ] * len(times)
+    else:
+        if mode == "dp":
+            cfg.dp = DPConfig(noise_multiplier=1.0, expected_batch_size=BATCH, noise_seed=0)
+        r = train(model, tok, recs, [], cfg, progress=False)
+        rows = [m for m in r.metrics if "step_time_s" in m]
+        times = [m["step_time_s"] for m in rows]
+        toks = [m["tokens"] for m in rows]
+    # First step is warm-up (allocator, autograd graph caches): excluded.
+    out["step_s"] = times[1:]
+    out["mean_step_s"] = sum(times[1:]) / len(times[1:])
+    out["tokens_per_s"] = sum(toks[1:]) / sum(times[1:])
+    out["rows_per_s"] = out["tokens_per_s"] / SEQ
+    out["peak_rss_process_gb"] = _rss_kb("VmHWM") / 1e6 if not reset else None
+    out["peak_rss_train_gb"] = _rss_kb("VmHWM") / 1e6 if reset else None
+    import resource
+
+    out["peak_rss_lifetime_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per mode (+1 warm-up)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", default="plain,trainer,dp")
+    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print("RESULT " + json.dumps(child(a.child, a.steps, a.threads)))
+        return
+    res = {}
+    for mode in a.modes.split(","):
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
+        p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps),
+                            "--threads", str(a.threads)], env=env, capture_output=True,
+                           text=True)
+        line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+        if p.returncode or not line:
+            sys.exit(f"mode {mode} failed:\n{p.stderr[-3000:]}")
+        res[mode] = json.loads(line[-1][7:])
+        r = res[mode]
+        print(f"{mode:8s} step {r['mean_step_s']:.2f} s  {r['tokens_per_s']:.0f} tok/s  "
+              f"peak(train) {r['peak_rss_train_gb'] or float('nan'):.2f} GB  "
+              f"peak(process) {r['peak_rss_lifetime_gb']:.2f} GB  load {r['load_s']:.1f} s",
+              flush=True)
+    if "trainer" in res and "plain" in res:
+        print(f"trainer/plain step time: "
+              f"{res['trainer']['mean_step_s'] / res['plain']['mean_step_s']:.2f}x")
+    if "dp" in res and "trainer" in res:
+        ratio = res["trainer"]["tokens_per_s"] / res["dp"]["tokens_per_s"]
+        mem = (res["dp"]["peak_rss_train_gb"] or 0) / max(1e-9, res["trainer"][
+            "peak_rss_train_gb"] or 1e-9)
+        print(f"DP overhead (time per token, DP / non-DP): {ratio:.2f}x   "
+              f"DP peak train memory / non-DP: {mem:.2f}x")
+        res["dp_overhead_time"] = ratio
+        res["dp_overhead_memory"] = mem
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
