@@ -113,7 +113,21 @@ def main() -> None:
     console.print(f"exit code {denied.returncode}: {denied.stderr.strip()}")
     assert denied.returncode == 3 and not (DEMO / "stolen.csv").exists()
 
-    step("5. The tamper-evident audit log")
+    step("5. De-identify before anything is trained (HIPAA Safe Harbor policy)")
+    console.print(sr(["data", "deid", "support", "--out", "support-deid", "--subject-field", "subject_id"],
+                     env).stdout)
+    console.print(sr(["data", "deid", "patient-notes", "--out", "patient-notes-deid",
+                      "--subject-field", "subject_id"], env).stdout.strip().splitlines()[-1])
+    out = DEMO / "support-deid.jsonl"
+    sr(["data", "export", "support-deid", "-o", str(out)], env)
+    before = json.loads((DATA / "support.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    after = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    out.unlink()
+    for label, rec, style in (("before", before, "red"), ("after", after, "green")):
+        body = "\n".join(f"[b]{m['role']}[/b]: {m['content']}" for m in rec["messages"] if m["role"] != "system")
+        console.print(Panel(body, title=f"record {rec['id']} {label}", border_style=style))
+
+    step("6. The tamper-evident audit log")
     console.print(sr(["audit", "tail", "-n", "8"], env).stdout)
     console.print(sr(["audit", "verify"], env).stdout.strip())
 

@@ -4,3 +4,4 @@ from strongroom.crypto import models as _crypto  # noqa: F401
 from strongroom.identity import models as _identity  # noqa: F401
 from strongroom.store import heads as _heads  # noqa: F401
 from strongroom.store import models as _store  # noqa: F401
+from strongroom.store import vault as _vault  # noqa: F401

@@ -28,12 +28,14 @@ from strongroom.errors import BadInput, NotAuthenticated, StrongroomError
 from strongroom.identity import IdentityService, Principal
 from strongroom.store.blobs import BlobStore
 from strongroom.store.datasets import DatasetService
+from strongroom.store.deid import DeidService
 from strongroom.store.door import Door
 from strongroom.store.heads import DbHeadStore
 
 AUDIT_SIGNING = "audit-signing"
 AUDIT_HMAC = "audit-hmac"
 IDENTITY = "identity"
+NAMED_SECRETS = (AUDIT_SIGNING, AUDIT_HMAC, IDENTITY, "deid", "token-vault")
 
 
 def default_origin() -> str:
@@ -86,6 +88,8 @@ def init_home(home: Path, provider: KeyProvider, admin_name: str = "admin",
     sessions = make_sessionmaker(engine)
     keyring = Keyring.initialise(sessions, provider)
     signer = _signer(keyring)
+    for purpose in NAMED_SECRETS:  # created now, outside any later write transaction
+        keyring.named_secret(purpose)
     settings.audit.public_key = public_key_b64(signer)
     audit = AuditLog.open(
         settings.audit_dir, hmac_key=keyring.named_secret(AUDIT_HMAC), signer=signer,
@@ -138,6 +142,7 @@ class Runtime:
     blobs: BlobStore
     door: Door
     datasets: DatasetService
+    deid: DeidService
     origin: str
 
     @classmethod
@@ -171,10 +176,12 @@ class Runtime:
         blobs = BlobStore(settings.objects_dir, settings.tmp_dir)
         blobs.clean_stale()
         door = Door(audit, origin)
+        datasets = DatasetService(sessions, keyring, blobs, door)
         return cls(
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, audit=audit,
             identity=IdentityService(sessions, SecretBox(keyring, IDENTITY)), blobs=blobs,
-            door=door, datasets=DatasetService(sessions, keyring, blobs, door), origin=origin,
+            door=door, datasets=datasets, deid=DeidService(sessions, keyring, datasets, door),
+            origin=origin,
         )
 
     def authenticate(self, api_key: str | None) -> Principal:

@@ -35,7 +35,7 @@ def data_file(tmp_path: Path) -> Path:
 def test_help_everywhere():
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     for args in (["--help"], ["data", "--help"], ["data", "import", "--help"], ["audit", "--help"],
-                 ["keys", "create", "--help"], ["keyring", "--help"]):
+                 ["keys", "create", "--help"], ["deid", "--help"], ["keyring", "--help"]):
         res = run_cli(args, env)
         assert res.returncode == 0 and "Usage" in res.stdout, args
 

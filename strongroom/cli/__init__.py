@@ -15,7 +15,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 import typer  # noqa: E402
 
-from strongroom.cli import admin, audit, data  # noqa: E402
+from strongroom.cli import admin, audit, data, deid  # noqa: E402
 from strongroom.errors import StrongroomError  # noqa: E402
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.keyring_app, name="keyring")
 app.add_typer(data.app, name="data")
 app.add_typer(audit.app, name="audit")
-# app.add_typer(deid.app, name="deid")
+app.add_typer(deid.app, name="deid")
 
 
 def main() -> None:

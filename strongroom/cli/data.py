@@ -89,3 +89,37 @@ def delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask 
     with acting() as (rt, p):
         n = rt.datasets.delete(p, name)
     console.print(f"Shredded {name} ({n} encrypted objects)")
+
+
+@app.command("deid")
+def deid(
+    name: str,
+    out: str = typer.Option(..., "--out", help="Name of the de-identified dataset to write."),
+    policy: str = typer.Option("hipaa-safe-harbor", "--policy", help="Built-in policy or a TOML file."),
+    field: list[str] = typer.Option([], "--field", help="Only these fields (default: every text field)."),
+    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (date shifts)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset info and report as JSON."),
+) -> None:
+    """Write a de-identified version of dataset NAME as OUT, with lineage and a report."""
+    with acting() as (rt, p):
+        info, report = rt.deid.deidentify_dataset(p, name, out, policy=policy, fields=field or None,
+                                                  subject_field=subject_field)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    report.render(console)
+    verdict = "safe for training" if info.safe_for_training else "NOT safe for training (residual identifiers)"
+    console.print(f"Wrote {info.record_count} records as {info.name} v{info.version}: {verdict}")
+
+
+@app.command("reidentify")
+def reidentify(
+    text: str = typer.Argument(..., help="Text holding vault tokens such as <tok_PERSON_...>."),
+    otp: Optional[str] = typer.Option(None, "--otp", help="Your current TOTP code."),
+) -> None:
+    """Replace vault tokens by the original values (permission reidentify + TOTP; audited)."""
+    with acting() as (rt, p):
+        rt.door.check(p, "reidentify", action="vault.reidentify")
+        rt.require_otp(p, otp, "vault.reidentify")
+        result = rt.deid.reidentify(p, text)
+    console.print(result)

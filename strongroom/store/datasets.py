@@ -117,15 +117,17 @@ class DatasetService:
         action: str,
         purpose: str = "",
         lineage: dict[str, Any] | None = None,
-        deid_report: dict[str, Any] | None = None,
+        deid_report: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
         deidentified: bool = False,
-        safe_for_training: bool = False,
-        on_before_commit: Callable[[], None] | None = None,
+        safe_for_training: bool | Callable[[], bool] = False,
+        on_before_commit: Callable[[Session], None] | None = None,
     ) -> DatasetInfo:
         """Stream ``records`` into encrypted shards and commit a new version atomically.
 
         The permission check is the caller's first step (``import_file``, ``deid``); this
-        re-checks it so no caller can skip it.
+        re-checks it so no caller can skip it. ``deid_report`` and ``safe_for_training`` may be
+        callables: a streaming de-identification only knows them once every record is written.
+        ``on_before_commit`` adds rows (such as vault tokens) to the same transaction.
         """
         _check_name(name)
         self._door.check(
@@ -149,8 +151,7 @@ class DatasetService:
                     id=new_id("dv"), dataset_id=ds.id, version=next_version, content_hash="",
                     record_count=0, plaintext_bytes=0, fields=[], source_format=source_format,
                     created_at=datetime.now(UTC), created_by=principal.id, lineage=lineage or {},
-                    deid_report=deid_report, deidentified=deidentified,
-                    safe_for_training=safe_for_training,
+                    deidentified=deidentified,
                 )
                 s.add(version)
                 stats = self._write_shards(s, version, records, written)
@@ -159,7 +160,10 @@ class DatasetService:
                 version.plaintext_bytes = stats["bytes"]
                 version.fields = stats["fields"]
                 if on_before_commit is not None:
-                    on_before_commit()
+                    on_before_commit(s)
+                version.deid_report = deid_report() if callable(deid_report) else deid_report
+                version.safe_for_training = bool(
+                    safe_for_training() if callable(safe_for_training) else safe_for_training)
                 self._door.record(
                     principal, action, resource=f"dataset:{ds.id}",
                     details={"name": name},
