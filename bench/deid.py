@@ -185,6 +185,7 @@ def _child_run(inp: str, out: str, workers: int, policy: str) -> dict:
 
 def big(args: argparse.Namespace) -> dict:
     tmpdir = Path(args.tmp or tempfile.mkdtemp(prefix="deid-bench-"))
+    tmpdir.mkdir(parents=True, exist_ok=True)
     inp = tmpdir / f"big_{args.big_mb}mb.jsonl"
     if not inp.exists():
         make_big(inp, args.big_mb)

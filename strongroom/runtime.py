@@ -234,6 +234,22 @@ class Runtime:
                                  "expires": bool(expires_in)})
         return key, plaintext
 
+    def login(self, name: str, password: str, otp: str, ttl: str) -> tuple[Any, str]:
+        """Password + TOTP login (lockout after repeated failures); issues a session API key."""
+        from strongroom.identity import parse_duration
+
+        try:
+            principal = self.identity.authenticate_password(name, password, otp)
+        except NotAuthenticated:
+            self.door.record(None, "auth.login", outcome="failure", severity="warning",
+                             details={"name": name})
+            raise
+        key, plaintext = self.identity.create_api_key(
+            roles=list(principal.roles), scope=(), expires_in=parse_duration(ttl),
+            user_id=principal.user_id, description="login session")
+        self.door.record(principal, "auth.login", resource=f"key:{key.id}")
+        return key, plaintext
+
     def close(self) -> None:
         """Checkpoint and close the audit log, release temp files and the database."""
         try:

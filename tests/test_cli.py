@@ -148,3 +148,21 @@ def test_audit_verify_detects_tampering(home, data_file):
     log.write_bytes(b"".join(lines))
     err = _one_line_error(run_cli(["audit", "verify"], env), 4)
     assert "3" in err
+
+
+def test_users_add_then_login_and_lockout(home):
+    env = cli_env(home)
+    made = json.loads(_ok(run_cli(["users", "add", "alice", "--role", "data-steward", "--password-stdin",
+                                   "--json", "--otp", _admin_otp(home)], env,
+                                  input="a long enough password\n")).stdout)
+    alice_otp = pyotp.TOTP(made["totp_secret"]).now()
+    no_key = cli_env(home, api_key="")
+    res = _ok(run_cli(["login", "alice", "--password-stdin", "--otp", alice_otp, "--json"], no_key,
+                      input="a long enough password\n"))
+    session = json.loads(res.stdout)["key"]
+    who = json.loads(_ok(run_cli(["whoami", "--json"], cli_env(home, api_key=session))).stdout)
+    assert who["name"] == "alice" and who["roles"] == ["data-steward"]
+    # A wrong password is one line, exit 3, and says nothing about which factor failed.
+    err = _one_line_error(run_cli(["login", "alice", "--password-stdin", "--otp", "000000"], no_key,
+                                  input="wrong password!!\n"), 3)
+    assert "password" not in err.lower() or "invalid credentials" in err

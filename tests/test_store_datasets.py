@@ -166,3 +166,39 @@ def test_large_import_spans_several_shards(runtime, tmp_path, monkeypatch):
     assert len(list(runtime.settings.objects_dir.rglob("*.srg"))) == 5
     _, it = runtime.datasets.read_records(p, "big")
     assert [r["id"] for r in it] == list(range(30)) and info.record_count == 30
+
+
+def test_audit_failure_blocks_the_import(runtime, tmp_path, monkeypatch):
+    """Fail closed: when the audit record cannot be written, the dataset does not appear."""
+    from strongroom.errors import AuditWriteError
+
+    p = _key(runtime, ["data-steward"])
+    real_append = runtime.audit.append
+
+    def failing(**kw):
+        if kw.get("action") == "dataset.import" and kw.get("outcome") == "success":
+            raise AuditWriteError("disk full")
+        return real_append(**kw)
+
+    monkeypatch.setattr(runtime.audit, "append", failing)
+    with pytest.raises(AuditWriteError):
+        runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "blocked")
+    monkeypatch.setattr(runtime.audit, "append", real_append)
+    with pytest.raises(NotFound):
+        runtime.datasets.show(p, "blocked")
+    assert not any(runtime.settings.objects_dir.rglob("*.srg"))
+
+
+def test_audit_failure_blocks_a_read(runtime, tmp_path, monkeypatch):
+    from strongroom.errors import AuditWriteError
+
+    p = _key(runtime, ["data-steward"])
+    runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "r")
+
+    def failing(**kw):
+        raise AuditWriteError("disk full")
+
+    monkeypatch.setattr(runtime.audit, "append", failing)
+    with pytest.raises(AuditWriteError):
+        runtime.datasets.export(p, "r", tmp_path / "o.jsonl")
+    assert not (tmp_path / "o.jsonl").exists()

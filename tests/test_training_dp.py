@@ -195,3 +195,13 @@ def test_prv_accountant_calibrates_to_target():
         dp=DPConfig(target_epsilon=3.0, expected_batch_size=16, accountant="prv",
                     noise_seed=0)), progress=False)
     assert r.dp["accountant"] == "prv" and 2.0 < r.epsilon_spent <= 3.0 + 0.05
+
+
+def test_group_units_by_subject_with_cap():
+    from strongroom.training.dp import group_units
+
+    keys = ["subject:a", "id:1", "subject:a", "subject:b", "subject:a", "id:2"]
+    units, dropped = group_units(keys, subject_level=True, max_per_unit=2)
+    assert units == [[0, 2], [1], [3], [5]] and dropped == 1
+    units, dropped = group_units(keys, subject_level=False)
+    assert units == [[i] for i in range(6)] and dropped == 0

@@ -26,6 +26,7 @@ app = typer.Typer(
 )
 app.command("init")(admin.init)
 app.command("whoami")(admin.whoami)
+app.command("login")(admin.login)
 app.add_typer(admin.users_app, name="users")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.keyring_app, name="keyring")

@@ -183,3 +183,28 @@ def _print_rows(rows: list[dict], as_json: bool, title: str) -> None:
     for r in rows:
         table.add_row(*[", ".join(v) if isinstance(v, list) else str(v) for v in r.values()])
     console.print(table)
+
+
+def login(
+    name: str,
+    otp: Optional[str] = typer.Option(None, "--otp", help="Your current TOTP code."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+    ttl: str = typer.Option("12h", "--ttl", help="Lifetime of the session key."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Log in with password + TOTP; prints a short-lived API key bound to the user.
+
+    10 failed logins lock the account for 30 minutes. Needs no STRONGROOM_API_KEY.
+    """
+    from strongroom.cli.common import runtime
+
+    if password_stdin:
+        password = typer.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    with runtime() as rt:
+        key, plaintext = rt.login(name, password, otp or "", ttl)
+    if as_json:
+        print_json({"id": key.id, "key": plaintext, "expires_at": str(key.expires_at)})
+    else:
+        console.print(f"Session key {key.id} (expires {key.expires_at}): {plaintext}")

@@ -34,6 +34,7 @@ class DPConfig:
     noise_multiplier: float | None = None  # set to bypass calibration (tests, audits)
     accountant: str = "rdp"  # "rdp" | "prv"
     subject_level: bool = True
+    max_records_per_subject: int | None = 64  # bounds one unit's compute; extra records unused
     noise_seed: int | None = None
     secure_mode: bool = False
     grad_sample_mode: str = "hooks"
@@ -49,6 +50,8 @@ class DPConfig:
             raise BadInput("dp.sample_rate must be in (0, 1]")
         if self.expected_batch_size < 1:
             raise BadInput("dp.expected_batch_size must be >= 1")
+        if self.max_records_per_subject is not None and self.max_records_per_subject < 1:
+            raise BadInput("dp.max_records_per_subject must be >= 1")
         if self.accountant not in ("rdp", "prv"):
             raise BadInput("dp.accountant must be 'rdp' or 'prv'")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:

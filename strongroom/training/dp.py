@@ -34,13 +34,24 @@ from strongroom.training import _env  # noqa: F401
 from strongroom.training.config import DPConfig
 
 
-def group_units(unit_keys: Sequence[str], subject_level: bool) -> list[list[int]]:
-    """Example indices grouped into sampling units, in first-appearance order."""
+def group_units(unit_keys: Sequence[str], subject_level: bool,
+                max_per_unit: int | None = None) -> tuple[list[list[int]], int]:
+    """Example indices grouped into sampling units (first-appearance order), and how many
+    examples were left out because their subject exceeded ``max_per_unit``.
+
+    The cap bounds the work (and memory) of one unit's gradient; the DP guarantee itself holds
+    without it, since the whole unit's gradient is clipped.
+    """
     units: dict[str, list[int]] = {}
+    dropped = 0
     for i, k in enumerate(unit_keys):
         key = k if (subject_level and k.startswith("subject:")) else f"row:{i}"
-        units.setdefault(key, []).append(i)
-    return list(units.values())
+        rows = units.setdefault(key, [])
+        if max_per_unit is not None and len(rows) >= max_per_unit:
+            dropped += 1
+            continue
+        rows.append(i)
+    return list(units.values()), dropped
 
 
 def loader_batch_size(n_units: int, dp: DPConfig) -> int:
@@ -91,6 +102,11 @@ class DPEngine:
         seed = dp.noise_seed
         self.noise_gen = _seeded_generator(seed)
         self.sampler_gen = _seeded_generator(None if seed is None else seed + 1)
+        if dp.secure_mode:
+            import importlib.util
+
+            if importlib.util.find_spec("torchcsprng") is None:
+                raise BadInput("dp.secure_mode needs the torchcsprng package, not installed")
         with warnings.catch_warnings():
             # We document the trade-off ourselves (DPConfig.secure_mode); no stderr noise.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")

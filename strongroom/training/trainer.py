@@ -57,14 +57,15 @@ def per_example_loss(logits, labels):
     Computed by us (not the model's batch-wide mean) so a row's loss never depends on the
     other rows in its batch — required for DP, and makes accumulation exact.
     """
+    import torch
     import torch.nn.functional as F
 
-    shift_logits = logits[:, :-1, :]
-    shift_labels = labels[:, 1:]
-    B, T, V = shift_logits.shape
-    tok = F.cross_entropy(shift_logits.reshape(-1, V).float(), shift_labels.reshape(-1),
+    B, T, V = logits.shape
+    # Shift the labels, not the logits: slicing logits would copy a B*T*V tensor.
+    shift_labels = torch.cat([labels[:, 1:], labels.new_full((B, 1), -100)], dim=1)
+    tok = F.cross_entropy(logits.reshape(-1, V).float(), shift_labels.reshape(-1),
                           ignore_index=-100, reduction="none").view(B, T)
-    mask = (shift_labels != -100)
+    mask = shift_labels != -100
     count = mask.sum(1)
     summed = (tok * mask).sum(1)
     return summed / count.clamp(min=1), summed, count
@@ -182,7 +183,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     if config.dp is not None:
         from strongroom.training.dp import DPEngine, dp_steps_per_epoch, group_units
 
-        units = group_units([e.unit for e in train_ex], config.dp.subject_level)
+        units, capped = group_units([e.unit for e in train_ex], config.dp.subject_level,
+                                    config.dp.max_records_per_subject)
         unit_rows = [[train_ex[i] for i in u] for u in units]
         spe = dp_steps_per_epoch(len(units), config.dp)
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * spe))
@@ -216,6 +218,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             (optimizer.original_optimizer if dp_engine else optimizer).state_dict())
         tensors.update(opt_t)
         tensors["rng.torch"] = torch.get_rng_state()
+        if device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
         if best_adapter is not None:
             tensors.update({f"best.{k}": v for k, v in best_adapter.items()})
         meta: dict[str, Any] = {
@@ -248,6 +252,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
                 optimizer_from_tensors(tensors, meta["optimizer_groups"]))
             scheduler.load_state_dict(meta["scheduler"])
             torch.set_rng_state(tensors["rng.torch"])
+            if device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
             if dp_engine is not None:
                 dp_engine.load_state(tensors, meta["dp"])
             best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
@@ -373,7 +379,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         epsilon_spent=dp_engine.epsilon() if dp_engine else None, steps=st.step,
         tokens_per_s=st.tokens / st.elapsed if st.elapsed > 0 else 0.0,
         best_step=best_step, stopped_early=st.stopped_early, resumed_from=resumed_from,
-        dp=dp_engine.describe() if dp_engine else None,
+        dp=dict(dp_engine.describe(), records_dropped_by_subject_cap=capped)
+        if dp_engine else None,
         data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
               "packed": config.packing},
         lora={"r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "lora_dropout": lcfg.lora_dropout,
