@@ -60,6 +60,7 @@ def test_truncation_and_dropping(tok):
 @pytest.mark.parametrize("bad", [
     {"messages": []}, {"messages": [{"role": "user", "content": "x"}]},
     {"messages": [{"role": "wizard", "content": "x"}]}, {"prompt": "p"}, {"foo": 1}, "text",
+    {"messages": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]},
     {"text": 5},
 ])
 def test_bad_records_are_rejected_without_echoing_content(tok, bad):

@@ -24,7 +24,9 @@ from strongroom.training.data import (
     Canary, EncodeStats, Example, collate, encode_record, encode_records, order_batches,
     pack_examples, plant_canaries, record_key, split_records, unit_key,
 )
-from strongroom.training.dp import DPEngine, recommended_dp_config
+from strongroom.training.dp import (
+    DPEngine, recommended_dp_config, recommended_dp_train_config,
+)
 from strongroom.training.synthetic import toy_records
 from strongroom.training.lora import TrainingGuardError, apply_lora
 from strongroom.training.trainer import TrainResult, per_example_loss, train
@@ -35,7 +37,8 @@ __all__ = [
     "TrainConfig", "TrainResult", "TrainingGuardError", "adapter_from_bytes", "adapter_to_bytes",
     "apply_lora", "build_model_card", "collate", "encode_record", "encode_records", "generate",
     "load_adapter", "load_base", "order_batches", "pack_examples", "per_example_loss",
-    "plant_canaries", "record_key", "recommended_dp_config", "registered_names",
+    "plant_canaries", "record_key", "recommended_dp_config",
+    "recommended_dp_train_config", "registered_names",
     "resolve_base", "split_records", "tiny_llama", "tiny_tokenizer", "toy_records", "train",
     "unit_key",
     "verify_spec",

@@ -131,7 +131,8 @@ def verify_spec(spec: BaseModelSpec) -> None:
     for rel, digest in spec.files.items():
         p = root / rel
         if not p.is_file() or sha256_file(p) != digest:
-            raise IntegrityError(f"base model {spec.name}: file {rel} changed since it was resolved")
+            raise IntegrityError(
+                f"base model {spec.name}: file {rel} changed since it was resolved")
     if spec.format == "safetensors":
         for p in root.rglob("*"):
             if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:

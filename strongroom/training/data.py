@@ -55,7 +55,8 @@ def record_key(record: dict[str, Any], index: int = 0) -> str:
     if "id" in record and record["id"] is not None:
         return f"id:{record['id']}"
     body = {k: v for k, v in record.items() if k not in ("subject_id",)}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    canon = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    digest = hashlib.sha256(canon).hexdigest()
     return f"sha256:{digest}"
 
 
@@ -100,7 +101,8 @@ def to_messages(record: dict[str, Any], index: int) -> list[dict[str, str]] | No
     raise BadInput(f"record {index}: needs 'messages', 'prompt'+'response', or 'text'")
 
 
-def _assistant_char_spans(tokenizer, msgs: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def _assistant_char_spans(tokenizer, msgs: list[dict[str, str]], index: int = 0
+                          ) -> tuple[str, list[tuple[int, int]]]:
     """Render the chat and find the character spans produced by each assistant turn.
 
     We render the conversation up to each assistant turn twice (with the generation prompt, and
@@ -112,8 +114,10 @@ def _assistant_char_spans(tokenizer, msgs: list[dict[str, str]]) -> tuple[str, l
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) \
-            if i else ""
+        if i == 0:
+            raise BadInput(f"record {index}: conversation starts with an assistant message")
+        before = tokenizer.apply_chat_template(msgs[:i], tokenize=False,
+                                               add_generation_prompt=True)
         upto = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
         if not (upto.startswith(before) and full.startswith(upto)):
             raise BadInput("the tokenizer's chat template is not prefix-stable; cannot mask "
@@ -132,7 +136,7 @@ def encode_record(tokenizer, record: dict[str, Any], max_seq_len: int, index: in
             ids = ids + [tokenizer.eos_token_id]
         labels = list(ids)
     else:
-        text, spans = _assistant_char_spans(tokenizer, msgs)
+        text, spans = _assistant_char_spans(tokenizer, msgs, index)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = enc["input_ids"]
         labels = [IGNORE_INDEX] * len(ids)
