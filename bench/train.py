@@ -6,6 +6,8 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
 * ``plain``   — get_peft_model + AdamW + ``model(..., labels=...)``: the reference loop.
 * ``trainer`` — ``strongroom.training.train`` (per-example loss, guards, checkpoint-free).
 * ``dp``      — the trainer with DP-SGD (Opacus hooks, Poisson batches of expected size 8).
+* ``paired``  — one process, the same 8 x 128 batch, non-DP and DP steps interleaved: the
+  robust DP-overhead figure on a shared CPU (run with ``--modes paired``).
 
 Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
 the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
@@ -72,6 +74,8 @@ def child(mode: str, steps: int, threads: int) -> dict:
                       lora_alpha=32, lora_dropout=0.05, learning_rate=1e-4, num_threads=threads,
                       eval_at_start=False)
     out: dict = {"mode": mode, "load_s": load_s, "threads": threads}
+    if mode == "paired":
+        return out | paired(model, tok, recs, cfg, steps)
     if mode == "plain":
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -118,6 +122,52 @@ def child(mode: str, steps: int, threads: int) -> dict:
     return out
 
 
+def paired(model, tok, recs, cfg, steps) -> dict:
+    """Same batch, same process, alternating non-DP and DP steps: contention cancels out.
+
+    Non-DP = Opacus hooks disabled + plain AdamW step; DP = hooks on, per-sample clipping,
+    noise, DPOptimizer step. Both on exactly 8 x 128 tokens.
+    """
+    import torch
+
+    from strongroom.training import DPConfig, DPEngine, apply_lora, encode_records
+    from strongroom.training.trainer import _forward_loss
+
+    exs, _ = encode_records(tok, recs, SEQ)
+    pm = apply_lora(model, cfg, "cpu")
+    pm.train()
+    params = [p for p in pm.parameters() if p.requires_grad]
+    eng = DPEngine(pm, torch.optim.AdamW(params, lr=1e-4), len(exs),
+                   DPConfig(noise_multiplier=1.0, expected_batch_size=BATCH, noise_seed=0),
+                   total_steps=steps + 1)
+    gsm, dpopt = eng.module, eng.optimizer
+    plain_opt = torch.optim.AdamW(params, lr=1e-4)
+    cpu = torch.device("cpu")
+    t_plain, t_dp = [], []
+    for s in range(steps + 1):
+        rows = exs[(s * BATCH) % len(exs):][:BATCH]
+        gsm.disable_hooks()
+        t = time.perf_counter()
+        per_ex, _, _, _ = _forward_loss(pm, rows, tok.pad_token_id, cpu)
+        per_ex.mean().backward()
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+        t_plain.append(time.perf_counter() - t)
+        gsm.enable_hooks()
+        t = time.perf_counter()
+        per_ex, _, _, _ = _forward_loss(gsm, rows, tok.pad_token_id, cpu)
+        per_ex.mean().backward()
+        dpopt.step()
+        dpopt.zero_grad(set_to_none=True)
+        t_dp.append(time.perf_counter() - t)
+    p, d = t_plain[1:], t_dp[1:]
+    return {"paired_nondp_step_s": p, "paired_dp_step_s": d,
+            "paired_dp_overhead": sum(d) / sum(p),
+            "mean_step_s": sum(p) / len(p), "tokens_per_s": BATCH * SEQ * len(p) / sum(p),
+            "peak_rss_train_gb": _rss_kb("VmHWM") / 1e6,
+            "peak_rss_lifetime_gb": 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode (+1 warm-up)")
@@ -140,6 +190,12 @@ def main() -> None:
             sys.exit(f"mode {mode} failed:\n{p.stderr[-3000:]}")
         res[mode] = json.loads(line[-1][7:])
         r = res[mode]
+        if mode == "paired":
+            print(f"paired   non-DP {r['mean_step_s']:.2f} s/step, DP "
+                  f"{sum(r['paired_dp_step_s']) / len(r['paired_dp_step_s']):.2f} s/step: "
+                  f"DP overhead {r['paired_dp_overhead']:.2f}x (same batch, interleaved)",
+                  flush=True)
+            continue
         print(f"{mode:8s} step {r['mean_step_s']:.2f} s  {r['tokens_per_s']:.0f} tok/s  "
               f"peak(train) {r['peak_rss_train_gb'] or float('nan'):.2f} GB  "
               f"peak(process) {r['peak_rss_lifetime_gb']:.2f} GB  load {r['load_s']:.1f} s",
