@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,3 +73,15 @@ def test_tiny_llama_is_deterministic():
     assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
     assert type(a).__name__ == "LlamaForCausalLM" and a.config.tie_word_embeddings
     assert len(ta) == a.config.vocab_size
+
+
+def test_local_gguf_directory(tmp_path):
+    embedded = resolve_base("smollm2-135m-instruct")
+    src = Path(embedded.path) / embedded.gguf_file
+    (tmp_path / "m.gguf").symlink_to(src)
+    spec = resolve_base(tmp_path)
+    assert spec.format == "gguf" and spec.gguf_file == "m.gguf"
+    assert spec.files["m.gguf"] == embedded.files[embedded.gguf_file]
+    (tmp_path / "n.gguf").symlink_to(src)
+    with pytest.raises(BadInput):
+        resolve_base(tmp_path)
