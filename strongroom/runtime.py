@@ -214,17 +214,15 @@ class Runtime:
                        expires: str | None, user: str | None, otp: str | None,
                        description: str = "") -> tuple[Any, str]:
         """``keys create``: admin permission, TOTP, then a new key shown once (audited)."""
-        self.door.check(principal, "key:admin", action="key.create")
-        self.require_otp(principal, otp, "key.create")
-        expires_in: timedelta | None = None
-        if expires:
-            from strongroom.identity import parse_duration
+        from strongroom.identity import parse_duration, validate_roles, validate_scope
 
-            expires_in = parse_duration(expires)
-        user_id = None
-        if user:
-            u = self.identity.get_user(user)
-            user_id = u.id
+        self.door.check(principal, "key:admin", action="key.create")
+        # Validate the request before spending the one-time code on it.
+        validate_roles(roles)
+        validate_scope(scope)
+        expires_in: timedelta | None = parse_duration(expires) if expires else None
+        user_id = self.identity.get_user(user).id if user else None
+        self.require_otp(principal, otp, "key.create")
         key, plaintext = self.identity.create_api_key(
             roles=roles, scope=tuple(scope), expires_in=expires_in, user_id=user_id,
             description=description,

@@ -101,6 +101,8 @@ class DatasetService:
             principal, "dataset:write", action="dataset.import",
             scope_resource=f"dataset:{name}", details={"name": name},
         )
+        if not path.is_file():
+            raise BadInput(f"no such file: {path}")
         fmt = detect_format(path, fmt)
         return self.write_records(
             principal, name, read_records(path, fmt), source_format=fmt, purpose=purpose,
