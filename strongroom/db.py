@@ -8,15 +8,38 @@ free page.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 
 class Base(DeclarativeBase):
     """Declarative base shared by every table of the metadata database."""
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on top of SQLite, which stores no zone.
+
+    Naive datetimes are refused on the way in, so local time can never slip into a lock, an
+    expiry or a retention comparison.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 def make_engine(path: Path) -> Engine:

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from sqlalchemy import (
     DDL,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -22,28 +21,9 @@ from sqlalchemy import (
     String,
     event,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-from strongroom.db import Base
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores naive UTC (SQLite has no time zones) and always returns aware UTC datetimes."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given for a UTC column")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+from strongroom.db import Base, UTCDateTime
 
 
 def utcnow() -> datetime:

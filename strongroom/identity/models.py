@@ -10,33 +10,10 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String
-from sqlalchemy.engine import Dialect
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-from strongroom.db import Base
-
-
-class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime on top of SQLite, which stores no zone.
-
-    Naive datetimes are refused on the way in, so local time can never slip into a lock or an
-    expiry comparison.
-    """
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given for a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
+from strongroom.db import Base, UTCDateTime
 
 
 def new_user_id() -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Integer, String, Text, select
+from sqlalchemy import Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from strongroom.db import Base
+from strongroom.db import Base, UTCDateTime
 
 
 class AuditHead(Base):
@@ -24,7 +24,7 @@ class AuditHead(Base):
     size: Mapped[int] = mapped_column(Integer)
     root_hex: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class DbHeadStore:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, LargeBinary, String, select
+from sqlalchemy import LargeBinary, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from strongroom.crypto import Keyring, SecretBox
-from strongroom.db import Base
+from strongroom.db import Base, UTCDateTime
 from strongroom.errors import NotFound
 
 VAULT_PURPOSE = "token-vault"
@@ -29,7 +29,7 @@ class VaultToken(Base):
     entity_type: Mapped[str] = mapped_column(String(40))
     value_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     source_version_id: Mapped[str] = mapped_column(String(40), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class StoreTokenVault:
