@@ -14,11 +14,19 @@ app = typer.Typer(help="De-identify text and files (HIPAA Safe Harbor, PCI DSS, 
                   no_args_is_help=True)
 
 
-def _engine(policy: str):
+def _engine(policy: str, allow_files: list[str] | None = None):
     from strongroom.privacy import DeidEngine, load_policy
     from strongroom.privacy.keys import deid_secret
+    from strongroom.privacy.policy import read_allow_file
 
-    return DeidEngine(load_policy(policy), secret=deid_secret())
+    allow: set[str] = set()
+    for f in allow_files or []:
+        allow |= read_allow_file(f)
+    return DeidEngine(load_policy(policy), secret=deid_secret(), allow=allow or None)
+
+
+_ALLOW_HELP = ("File of values never tagged, one per line (the institution's own names); repeatable. "
+               "Also read from STRONGROOM_DEID_ALLOW_FILE.")
 
 
 @app.command("text")
@@ -26,11 +34,12 @@ def text_cmd(
     text: str = typer.Argument(..., help="Text to de-identify."),
     policy: str = typer.Option("hipaa-safe-harbor", "--policy", "-p", help="Built-in policy name or TOML path."),
     as_json: bool = typer.Option(False, "--json", help="Print {text, spans} as JSON."),
+    allow_file: Optional[list[str]] = typer.Option(None, "--allow-file", help=_ALLOW_HELP),
 ) -> None:
     """Print the de-identified TEXT."""
     import orjson
 
-    res = _engine(policy).deidentify_text(text)
+    res = _engine(policy, allow_file).deidentify_text(text)
     if as_json:
         typer.echo(orjson.dumps({"text": res.text, "spans": [s.to_dict() for s in res.spans]}).decode())
     else:
@@ -45,13 +54,14 @@ def file_cmd(
     field: Optional[list[str]] = typer.Option(None, "--field", help="Field to de-identify (repeatable; default all strings)."),
     policy: str = typer.Option("hipaa-safe-harbor", "--policy", "-p", help="Built-in policy name or TOML path."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (order is preserved)."),
-    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (date shifts)."),
+    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (kept verbatim; date shifts)."),
     report_json: Optional[str] = typer.Option(None, "--report-json", help="Also write the report as JSON here."),
+    allow_file: Optional[list[str]] = typer.Option(None, "--allow-file", help=_ALLOW_HELP),
 ) -> None:
     """De-identify IN into OUT and print the report."""
     import orjson
 
-    rep = _engine(policy).deidentify_file(in_path, out, fmt=fmt, fields=field or None, workers=workers,
+    rep = _engine(policy, allow_file).deidentify_file(in_path, out, fmt=fmt, fields=field or None, workers=workers,
                                           subject_field=subject_field)
     rep.render()
     if report_json:

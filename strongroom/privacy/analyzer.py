@@ -8,8 +8,9 @@ never lost to a stronger but narrower one.
 from __future__ import annotations
 
 import re
+from copy import copy
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
@@ -28,6 +29,7 @@ _PRIORITY = {t: i for i, t in enumerate([
 ])}
 _DATEISH = re.compile(r"(?i)\b\d{4}\b|\d[/.-]\d|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
 _CHUNK = 100_000
+_NAME_WORD = re.compile(r"(?<![\w'’])[^\W\d_][\w'’.-]*")
 # labels and acronyms that small NER models tag as ORG/PERSON/GPE in forms and chat
 _NOT_NAMES = {"IBAN", "SSN", "ATM", "DOB", "MRN", "NPI", "DEA", "VIN", "PIN", "CVV", "CVC", "ICU", "ER", "EMR",
               "EHR", "HIPAA", "PCI", "SWIFT", "BIC", "ZIP", "ID", "IP", "URL", "EMAIL", "E-MAIL", "PHONE", "FAX",
@@ -53,6 +55,11 @@ class Analyzer:
         recs = builtin_recognizers() + H.address_recognizers() + H.org_recognizers() + list(extra)
         wanted = config.entities
         self.recognizers = [r for r in recs if wanted is None or r.entity_type in wanted or r.entity_type in ALWAYS_REMOVE]
+        self._cache: dict[str, list[Span]] = {}
+        self._allow_re = None
+        if config.allow:
+            vals = sorted({a for a in config.allow if a.strip()}, key=len, reverse=True)
+            self._allow_re = re.compile(r"(?<!\w)(?:" + "|".join(r"\s+".join(re.escape(w) for w in v.split()) for v in vals) + r")(?!\w)", re.IGNORECASE)
         self._deny_re = None
         if config.deny:
             vals = sorted(config.deny, key=len, reverse=True)
@@ -63,24 +70,60 @@ class Analyzer:
     def analyze(self, text: str) -> list[Span]:
         return self.analyze_batch([text])[0]
 
-    def analyze_batch(self, texts: list[str], batch_size: int = 64) -> list[list[Span]]:
-        """Analyze many texts with one batched NER pass (long texts are cut into chunks)."""
-        pieces: list[tuple[int, int, str]] = []  # (text index, offset, chunk)
+    def analyze_batch(self, texts: list[str], batch_size: int = 256,
+                      groups: list[Any] | None = None) -> list[list[Span]]:
+        """Analyze many texts with one batched NER pass (long texts are cut into chunks).
+
+        `groups` (one key per text, e.g. the record number) lets a name found in one field of a
+        record mark the same name in the record's other fields ("Hi, I'm Ngozi Obi" in one message,
+        "for Ngozi Obi" in the next, where the model's context is weaker).
+
+        Raw detections per distinct text are cached (chat data repeats system prompts, roles and
+        templated lines), and texts without a letter skip the NER model entirely.
+        """
+        results: list[list[Span] | None] = [None] * len(texts)
+        todo: dict[str, list[int]] = {}
+        cache = self._cache
         for i, t in enumerate(texts):
-            for off, chunk in _chunks(t):
-                pieces.append((i, off, chunk))
-        ner_out: list[list[NerEntity]]
-        if self.ner is not None and pieces:
-            ner_out = self.ner.pipe([c for _, _, c in pieces], batch_size=batch_size)
-        else:
-            ner_out = [[] for _ in pieces]
-        results: list[list[Span]] = [[] for _ in texts]
-        for (i, off, chunk), ents in zip(pieces, ner_out):
-            for s in self._analyze_chunk(chunk, ents):
-                s.start += off
-                s.end += off
-                results[i].append(s)
-        return [self._finish(t, r) for t, r in zip(texts, results)]
+            hit = cache.get(t)
+            if hit is not None:
+                results[i] = [copy(s) for s in hit]
+            else:
+                todo.setdefault(t, []).append(i)
+        if todo:
+            pieces: list[tuple[str, int, str]] = []  # (text, offset, chunk)
+            for t in todo:
+                for off, chunk in _chunks(t):
+                    pieces.append((t, off, chunk))
+            need = [k for k, (_t, _o, c) in enumerate(pieces) if _HAS_LETTER.search(c)]
+            ner_out: list[list[NerEntity]] = [[] for _ in pieces]
+            if self.ner is not None and need:
+                for k, ents in zip(need, self.ner.pipe([pieces[k][2] for k in need], batch_size=batch_size)):
+                    ner_out[k] = ents
+            raw: dict[str, list[Span]] = {t: [] for t in todo}
+            for (t, off, chunk), ents in zip(pieces, ner_out):
+                for sp in self._analyze_chunk(chunk, ents):
+                    sp.start += off
+                    sp.end += off
+                    raw[t].append(sp)
+            for t, idxs in todo.items():
+                spans = [sp for sp in raw[t] if self._wanted(sp.entity_type) and sp.score >= self._threshold(sp.entity_type)]
+                if len(t) <= _CACHE_MAX_CHARS:
+                    if len(cache) >= _CACHE_SIZE:
+                        cache.pop(next(iter(cache)))
+                    cache[t] = spans
+                for j, i in enumerate(idxs):
+                    results[i] = spans if j == 0 and len(t) > _CACHE_MAX_CHARS else [copy(sp) for sp in spans]
+        shared: dict[Any, dict[str, tuple[str, float]]] = {}
+        if groups is not None and self.config.propagate:
+            for t, r, g in zip(texts, results, groups):
+                terms = shared.setdefault(g, {})
+                for k, v in _person_terms(t, r or []).items():
+                    terms.setdefault(k, v)
+        out = []
+        for i, (t, r) in enumerate(zip(texts, results)):
+            out.append(self._finish(t, r or [], shared.get(groups[i]) if groups is not None else None))
+        return out
 
     # ---- internals ----
     def _threshold(self, etype: str) -> float:
@@ -139,17 +182,54 @@ class Analyzer:
                     score = min(score, 0.8)
                 elif etype in ("ORGANIZATION", "NRP"):
                     score = min(score, 0.7)
+                elif etype == "PERSON" and len(_NAME_WORD.findall(val)) < 2:
+                    # a lone word is the model's weakest guess ("Riverside's", "Vanesa"): still removed
+                    # (above every detection threshold) but below the residual verdict's threshold
+                    score = min(score, 0.7)
                 out.append(Span(etype, s0, s1, score, recognizer=f"ner:{e.label}"))
         return out
 
-    def _finish(self, text: str, spans: list[Span]) -> list[Span]:
-        spans = [s for s in spans if self._wanted(s.entity_type) and s.score >= self._threshold(s.entity_type)]
+    def _finish(self, text: str, spans: list[Span], extra_terms: dict[str, tuple[str, float]] | None = None) -> list[Span]:
+        """Spans arrive already filtered by type and threshold; add propagation, apply the allow list."""
         if self.config.propagate:
-            spans.extend(_propagate(text, spans))
-        if self.config.allow:
-            allow = self.config.allow
-            spans = [s for s in spans if s.entity_type in ALWAYS_REMOVE or text[s.start:s.end].strip().casefold() not in allow]
+            spans.extend(_propagate(text, spans, extra_terms))
+        if self._allow_re is not None:
+            spans = self._apply_allow(text, spans)
         return resolve(text, spans)
+
+    def _apply_allow(self, text: str, spans: list[Span]) -> list[Span]:
+        """Drop spans inside an allowed phrase ("Harbor Federal Bank" anywhere in the text, also in
+        "Harbor Federal Bank's"); trim spans that merely start or end with one. Never for SAD."""
+        occ = [(m.start(), m.end()) for m in self._allow_re.finditer(text)]  # type: ignore[union-attr]
+        if not occ:
+            return spans
+        out = []
+        for s in spans:
+            if s.entity_type in ALWAYS_REMOVE:
+                out.append(s)
+                continue
+            a, b = s.start, s.end
+            for oa, ob in occ:
+                if oa <= a and b <= ob:
+                    a = b
+                    break
+                if oa <= a < ob:
+                    a = ob
+                elif oa < b <= ob:
+                    b = oa
+            while a < b and text[a] in _TRIM:
+                a += 1
+            while b > a and text[b - 1] in _TRIM:
+                b -= 1
+            if b > a and sum(c.isalnum() for c in text[a:b]) >= 2:
+                out.append(s if (a, b) == (s.start, s.end) else Span(s.entity_type, a, b, s.score, recognizer=s.recognizer))
+        return out
+
+
+_TRIM = " \t\n,;:'’-."
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_CACHE_SIZE = 20_000
+_CACHE_MAX_CHARS = 4_000
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:
@@ -172,8 +252,24 @@ def _chunks(text: str) -> list[tuple[int, str]]:
 _PROPAGATE_TYPES = ("PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS")
 
 
-def _propagate(text: str, spans: list[Span]) -> list[Span]:
-    """Once "Jane Roe" is found, every other "Jane Roe", "Roe" or "Jane" in the document is too."""
+def _person_terms(text: str, spans: list[Span]) -> dict[str, tuple[str, float]]:
+    """Names worth looking for elsewhere: full confident PERSON values and their capitalised parts."""
+    terms: dict[str, tuple[str, float]] = {}
+    for s in spans:
+        if s.entity_type != "PERSON" or s.score < 0.5:
+            continue
+        val = text[s.start:s.end].strip()
+        if len(val) >= 3:
+            terms.setdefault(val, ("PERSON", s.score))
+        for tok in re.findall(r"[^\W\d_][\w'’-]+", val):
+            if len(tok) >= 3 and tok[0].isupper() and tok.lower() not in H.STOP and tok.rstrip(".").lower() not in _HON:
+                terms.setdefault(tok, ("PERSON", s.score))
+    return terms
+
+
+def _propagate(text: str, spans: list[Span], extra: dict[str, tuple[str, float]] | None = None) -> list[Span]:
+    """Once "Jane Roe" is found, every other "Jane Roe", "Roe" or "Jane" in the document is too
+    (and, with `extra`, names found in the other fields of the same record)."""
     terms: dict[str, tuple[str, float]] = {}
     for s in spans:
         if s.entity_type not in _PROPAGATE_TYPES or s.score < 0.5:
@@ -181,10 +277,11 @@ def _propagate(text: str, spans: list[Span]) -> list[Span]:
         val = text[s.start:s.end].strip()
         if len(val) >= 3:
             terms.setdefault(val, (s.entity_type, s.score))
-        if s.entity_type == "PERSON":
-            for tok in re.findall(r"[^\W\d_][\w'’-]+", val):
-                if len(tok) >= 3 and tok[0].isupper() and tok.lower() not in H.STOP and tok.rstrip(".").lower() not in _HON:
-                    terms.setdefault(tok, ("PERSON", s.score))
+    terms.update({k: v for k, v in _person_terms(text, spans).items() if k not in terms})
+    if extra:
+        for k, v in extra.items():
+            if k in text:
+                terms.setdefault(k, v)
     if not terms:
         return []
     rx = re.compile(r"(?<![\w])(?:" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")(?![\w])")
@@ -221,5 +318,22 @@ def resolve(text: str, spans: list[Span]) -> list[Span]:
                                             and s.score < best.score and any(c.isdigit() for c in text[s.start:s.end]))]
         start = min(s.start for s in members)
         end = max(s.end for s in members)
-        out.append(Span(best.entity_type, start, end, best.score, recognizer=best.recognizer))
+        out.append(Span(_union_type(best, members, start, end), start, end, best.score, recognizer=best.recognizer))
     return out
+
+
+# parts of a postal address: when one of these is merged with a street span, the union is an address
+_ADDRESS_PARTS = frozenset({"STREET_ADDRESS", "ZIP_CODE", "LOCATION"})
+
+
+def _union_type(best: Span, members: list[Span], start: int, end: int) -> str:
+    """Type of a merged span. The strongest member names it only when it covers most of the union:
+    a ZIP code (score 0.9) merged into "12 Elm St, Springfield, IL 62704" must not turn the whole
+    address into a ZIP_CODE (whose operator keeps three characters of the value)."""
+    if len(members) == 1 or (best.end - best.start) >= 0.6 * (end - start):
+        return best.entity_type
+    types = {s.entity_type for s in members}
+    if "STREET_ADDRESS" in types and types <= _ADDRESS_PARTS | {"PERSON", "ORGANIZATION", "ID_NUMBER"}:
+        return "STREET_ADDRESS"
+    widest = max(members, key=lambda s: (s.end - s.start, s.score))
+    return widest.entity_type

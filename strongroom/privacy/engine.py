@@ -9,6 +9,7 @@ surrogate name never trips the scan while an original name left next to it does)
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import Counter
@@ -18,22 +19,28 @@ from strongroom.errors import BadInput
 from strongroom.privacy.analyzer import ALWAYS_REMOVE, Analyzer, AnalyzerConfig
 from strongroom.privacy.nlp import get_ner
 from strongroom.privacy.operators import MARKER_RE, OperatorSpec, Transformer
-from strongroom.privacy.policy import Policy, load_policy
+from strongroom.privacy.policy import Policy, load_policy, normalise_allow
 from strongroom.privacy.report import DeidReport
-from strongroom.privacy.tables import classify_column, hint_for
+from strongroom.privacy.tables import classify_column, hint_for, is_record_key_column
 from strongroom.privacy.types import DeidResult, Span
 from strongroom.privacy.vault import TokenVault
 
 _YEAR_ONLY = re.compile(r"(?i)^\s*(?:in\s+)?(?:1[89]\d{2}|20\d{2})s?\s*$")
 MAX_RECORD_CHARS = 10_000_000
+KEEP_COLUMN = "\x00keep"  # column decision: pass the values through unchanged
 CLASSIFY_SAMPLE = 64
 
 
 class DeidEngine:
     def __init__(self, policy: Policy | str | None = None, secret: bytes | None = None,
-                 vault: TokenVault | None = None, *, tag_placeholders: bool = False) -> None:
+                 vault: TokenVault | None = None, *, tag_placeholders: bool = False,
+                 allow: Iterable[str] | None = None) -> None:
         if policy is None or isinstance(policy, str):
             policy = load_policy(policy or "hipaa-safe-harbor")
+        if allow:
+            # never mutate the caller's policy object: it may be shared by other engines
+            policy = dataclasses.replace(policy, allow=set(policy.allow) | {normalise_allow(a) for a in allow if a.strip()},
+                                         overridden=list(policy.overridden))
         if secret is None:
             from strongroom.privacy.keys import deid_secret
 
@@ -48,9 +55,12 @@ class DeidEngine:
             entities=set(policy.entities), default_threshold=policy.default_threshold,
             thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
             extra=policy.patterns)
-        # the residual scan ignores per-entity policy thresholds: it asks "is anything confident left?"
+        # the re-scan ignores per-entity policy thresholds (a policy that raised one must not hide a
+        # confident finding from the verdict) and reports down to the lowest detection threshold
+        # (so that the second pass can remove what the first missed); _rescan sorts them out
+        floor = min([policy.default_threshold, policy.residual_threshold, *policy.thresholds.values()])
         self.residual_analyzer = Analyzer(self.ner, AnalyzerConfig(
-            entities=set(policy.entities), default_threshold=policy.residual_threshold,
+            entities=set(policy.entities), default_threshold=floor,
             allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns)
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
@@ -125,16 +135,46 @@ class DeidEngine:
         return "".join(pieces), spans, regions
 
     def _residual(self, out: str, spans: list[Span], regions: list[tuple[int, int]]) -> list[Span]:
-        found = []
+        """Residual findings for the verdict (see `_rescan`); kept for callers of the old name."""
+        repair, residual = self._rescan(out, spans, regions)
+        if not self.policy.residual_repair:
+            residual = sorted(residual + [s for s in repair if s.score >= self.policy.residual_threshold],
+                              key=lambda s: s.start)
+        return residual
+
+    def _rescan(self, out: str, spans: list[Span], regions: list[tuple[int, int]]) -> tuple[list[Span], list[Span]]:
+        """Split re-scan findings on de-identified text into (repair, residual).
+
+        A finding that overlaps text this engine wrote (a tag, mask, token, hash, surrogate or
+        generalised value) is judged only on its remainder: it counts if that remainder alone is
+        a plausible identifier (3+ alphanumerics; a capitalised non-stopword for names), so a
+        model reading "<PERSON_3> VT 752" as a name does not flip the verdict, while "Roe" left
+        beside a surrogate first name still does.
+
+        repair: what the policy itself removes at its own thresholds (the first pass missed it,
+        usually because the model saw less context) -> removed by the second pass.
+        residual: a confident finding (score >= residual_threshold) the policy would NOT remove.
+        """
         markers = [(m.start(), m.end()) for m in MARKER_RE.finditer(out)]
-        covered = regions + markers
+        covered = sorted(regions + markers)
+        repair: list[Span] = []
+        residual: list[Span] = []
         for s in spans:
-            if s.score < self.policy.residual_threshold and s.entity_type not in ALWAYS_REMOVE:
+            a, b = s.start, s.end
+            if covered and any(ca < b and a < cb for ca, cb in covered):
+                piece = _uncovered_piece(a, b, covered)
+                if piece is None:
+                    continue
+                a, b = piece
+                value = out[a:b].strip(" \t\n,;:.-'’")
+                if not _plausible_rest(value, s.entity_type):
+                    continue
+                a = out.find(value, a)
+                b = a + len(value)
+                s = Span(s.entity_type, a, b, s.score, recognizer=s.recognizer)
+            value = out[a:b]
+            if not any(c.isalnum() for c in value):
                 continue
-            rest = [i for i in range(s.start, s.end) if not any(a <= i < b for a, b in covered)]
-            if not any(out[i].isalnum() for i in rest):
-                continue
-            value = out[s.start:s.end]
             op = self._operator(s.entity_type, value)
             if op.name == "keep":
                 continue
@@ -143,12 +183,19 @@ class DeidEngine:
 
                 if generalize(value, s.entity_type) == value:
                     continue
-            found.append(s)
-        return found
+            if self.policy.operator_for(s.entity_type) is not None and s.score >= self.analyzer._threshold(s.entity_type):
+                repair.append(s)
+            elif s.score >= self.policy.residual_threshold or s.entity_type in ALWAYS_REMOVE:
+                residual.append(s)
+        return repair, residual
 
     def residual_scan(self, text: str) -> list[Span]:
-        """Detection re-run on already de-identified text (markers are ignored)."""
-        return self._residual(text, self.residual_analyzer.analyze(text), [])
+        """Detection re-run on already de-identified text (markers are ignored): every confident
+        identifier (score >= residual_threshold) still in it, whether or not the policy removes it."""
+        repair, residual = self._rescan(text, self.residual_analyzer.analyze(text), [])
+        th = self.policy.residual_threshold
+        return sorted([s for s in repair if s.score >= th or s.entity_type in ALWAYS_REMOVE] + residual,
+                      key=lambda s: s.start)
 
     # ---- records ----
     def deidentify_records(self, records: Iterable[dict], fields: list[str] | None = None,
@@ -212,6 +259,32 @@ def _person_canonical(text: str, spans: list[Span]) -> dict[tuple[int, int], str
     return out
 
 
+_NAME_TYPES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "STREET_ADDRESS"})
+
+
+def _uncovered_piece(a: int, b: int, covered: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The longest part of [a, b) outside every covered region."""
+    cuts = [(max(a, ca), min(b, cb)) for ca, cb in covered if ca < b and a < cb]
+    best: tuple[int, int] | None = None
+    pos = a
+    for ca, cb in sorted(cuts) + [(b, b)]:
+        if ca > pos and (best is None or ca - pos > best[1] - best[0]):
+            best = (pos, ca)
+        pos = max(pos, cb)
+    return best
+
+
+def _plausible_rest(value: str, etype: str) -> bool:
+    if sum(c.isalnum() for c in value) < 3:
+        return False
+    if etype in _NAME_TYPES:
+        from strongroom.privacy.heuristics import STOP
+
+        return any(len(w) >= 3 and w[0].isupper() and w.lower() not in STOP
+                   for w in re.findall(r"[^\W\d_][\w'’-]*", value))
+    return True
+
+
 class _RecordState:
     """Per-stream state: column decisions and the field walk."""
 
@@ -230,10 +303,14 @@ class _RecordState:
         out: list[tuple[str, Any, Any, Any]] = []
         if self.fields is not None:
             for f in self.fields:
-                if f in rec:
+                if f in rec and f != self.subject_field:
                     self._walk(f, rec, f, rec[f], out)
             return out
         for k, v in rec.items():
+            # the subject field links records to data subjects (erasure, date shifts): the store
+            # keeps it encrypted and needs it verbatim, so it is never transformed
+            if str(k) == self.subject_field:
+                continue
             self._walk(str(k), rec, k, v, out)
         return out
 
@@ -270,8 +347,20 @@ class _RecordState:
                 self.column_type[col] = None  # free text column
                 continue
             spans = self.eng.analyzer.analyze_batch(short)
-            self.column_type[col] = classify_column(short, spans)
-        self.rep.column_types.update({k: v for k, v in self.column_type.items() if v})
+            if pol.keep_record_keys and is_record_key_column(col, short, spans):
+                self.column_type[col] = KEEP_COLUMN
+                self.rep.column_types[col] = "record key (kept)"
+                note = ("id-like columns holding the dataset's own opaque keys (one shared prefix + a serial "
+                        "number, UUIDs or hex digests, none matching a real identifier type) are kept as-is; "
+                        "set keep_record_keys = false in the policy to tag them")
+                if note not in self.rep.notes:
+                    self.rep.notes.append(note)
+                continue
+            # the generic catch-all (any 5+ digit number / mixed code) is too weak to decide a whole
+            # column: such cells still go through detection one by one
+            ctype = classify_column(short, spans)
+            self.column_type[col] = None if ctype == "ID_NUMBER" else ctype
+        self.rep.column_types.update({k: v for k, v in self.column_type.items() if v and v != KEEP_COLUMN})
         self.classified = True
 
     def process(self, batch: list[tuple[int, Any]]) -> list[dict]:
@@ -293,9 +382,9 @@ class _RecordState:
         for i, rec in kept:
             subj = str(rec.get(self.subject_field)) if self.subject_field and rec.get(self.subject_field) is not None else None
             for path, cont, key, val in self._leaves(rec):
-                if self.subject_field and path == self.subject_field:
-                    pass
                 ctype = self.column_type.get(path)
+                if ctype == KEEP_COLUMN:
+                    continue
                 if ctype:
                     whole.append((i, path, cont, key, val, ctype, subj))
                 elif isinstance(val, str):
@@ -310,7 +399,8 @@ class _RecordState:
             rep.counts[(path, ctype)] += 1
             rep.operators[(ctype, op.name)] += 1
         texts = [j[4] for j in jobs]
-        all_spans = eng.analyzer.analyze_batch(texts) if texts else []
+        groups = [j[0] for j in jobs]
+        all_spans = eng.analyzer.analyze_batch(texts, groups=groups) if texts else []
         outs: list[tuple[str, list[tuple[int, int]]]] = []
         for (i, path, cont, key, val, subj), spans in zip(jobs, all_spans):
             out, spans, regions = eng._apply(val, spans, subj)
@@ -320,9 +410,20 @@ class _RecordState:
                 rep.counts[(path, s.entity_type)] += 1
                 rep.operators[(s.entity_type, s.operator or "")] += 1
         if self.residual and outs:
-            res_spans = eng.residual_analyzer.analyze_batch([o for o, _ in outs])
-            for (i, path, *_), (out, regions), spans in zip(jobs, outs, res_spans):
-                for s in eng._residual(out, spans, regions):
+            pol = eng.policy
+            res_spans = eng.residual_analyzer.analyze_batch([o for o, _ in outs], groups=groups)
+            for (i, path, cont, key, _v, subj), (out, regions), spans in zip(jobs, outs, res_spans):
+                repair, residual = eng._rescan(out, spans, regions)
+                if repair and pol.residual_repair:
+                    fixed, repair, _ = eng._apply(out, repair, subj)
+                    cont[key] = fixed
+                    for s in repair:
+                        rep.second_pass[s.entity_type] += 1
+                        rep.counts[(path, s.entity_type)] += 1
+                        rep.operators[(s.entity_type, s.operator or "")] += 1
+                elif repair:
+                    residual += [s for s in repair if s.score >= pol.residual_threshold]
+                for s in residual:
                     rep.add_residual(i, path, s.entity_type, s.score)
             rep.residual_scanned += len({j[0] for j in jobs})
         rep.records_processed += len(kept)

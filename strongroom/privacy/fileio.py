@@ -229,7 +229,7 @@ def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict]:
 def _report_state(rep: DeidReport) -> dict:
     return {k: getattr(rep, k) for k in ("records_processed", "records_skipped", "skip_reasons", "counts",
                                          "operators", "residual_counts", "residual_examples",
-                                         "residual_scanned", "column_types", "notes")}
+                                         "residual_scanned", "second_pass", "column_types", "notes")}
 
 
 def _rewrite(obj: Any, reg: Any) -> Any:
@@ -293,7 +293,7 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
     from strongroom.privacy.operators import TagRegistry
     from strongroom.privacy.tables import k_anonymity
 
-    policy_ref = engine.policy.source if engine.policy.source else engine.policy
+    policy_ref = engine.policy  # the object: it carries allow-list additions (--allow-file)
     reg: TagRegistry = engine.transformer.tags
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
     qi_rows: list[dict] = []

@@ -30,6 +30,18 @@ STOP = {
     "assistant", "system", "agent", "customer", "client", "member", "team", "support", "bank", "card",
     "account", "policy", "claim", "phone", "email", "address", "date", "name", "ok", "okay",
 }
+# USPS Publication 28, Appendix C1 (street suffix names) not already listed below: generic US
+# address vocabulary ("52884 Jacob Extensions", "660 Tonya Underpass").
+USPS_SUFFIX = (
+    r"Burgs?|Bypass|Byp|Camp|Canyon|Cnyn|Cape|Centers?|Ctr|Cliffs?|Club|Corners?|Course|Courts|Coves|"
+    r"Crest|Crossroads?|Curve|Dam|Divide|Drives|Extensions?|Ext|Falls?|Ferry|Flats?|Fords?|Forest|"
+    r"Forges?|Forks?|Fort|Ft|Gateway|Glens|Greens|Groves|Harbou?rs|Hills|Inlet|Island|Isle|Junctions|"
+    r"Keys?|Knolls|Lights?|Loaf|Locks?|Lodge|Manors|Mills|Mission|Motorway|Mount|Mountains?|Mtn|Neck|"
+    r"Overpass|Parks|Parkways|Passage|Pines?|Plains?|Points|Ports?|Prairie|Radial|Ramp|Rapids?|Rest|"
+    r"Ridges|Rivers?|Roads|Run|Shoals?|Skyway|Spurs?|Squares|Station|Sta|Stravenue|Stream|Streets|"
+    r"Throughway|Track|Trafficway|Tunnel|Underpass|Unions?|Valleys|Viaduct|Views|Villages?|Ville|"
+    r"Vista|Walks|Wall|Ways"
+)
 STREET_SUFFIX = (
     r"Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Plaza|Way|"
     r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Route|Rte|Alley|Crescent|"
@@ -37,7 +49,7 @@ STREET_SUFFIX = (
     r"Freeway|Ridge|Point|Landing|Crossing|Estates?|Manor|Meadows?|Glen|Green|Hollow|Junction|Knoll|"
     r"Path|Pass|Shores?|Springs?|Summit|Trace|Vale|Valley|View|Villas?|Wells?|Causeway|Commons?|"
     r"Creek|Dale|Harbou?r|Haven|Lakes?|Mall|Mill|Orchard|Oval|Quay|Ranch|Wharf|Wynd|Brook|Bridge|"
-    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields"
+    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields|" + USPS_SUFFIX
 )
 GLUED_SUFFIX = (
     r"straße|strasse|str\.|gasse|weg|allee|platz|ring|damm|ufer|vej|vænget|gade|vägen|väg|gatan|"

@@ -295,8 +295,7 @@ def generalize(value: str, etype: str) -> str | None:
         if re.fullmatch(r"\d{5}(?:-?\d{4})?", value.strip()):
             z3 = d[:3]
             return "000" if z3 in RESTRICTED_ZIP3 else z3
-        compact = value.strip()
-        return compact[:3] if len(compact) > 3 else None
+        return None  # not a US ZIP (a foreign postcode, or a merged address): the caller tags it
     if etype == "DATE":
         parsed = parse_date(value)
         if parsed:

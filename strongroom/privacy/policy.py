@@ -11,6 +11,7 @@ mask or surrogate them is overridden to `redact` (tags are allowed: they carry n
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from strongroom.privacy.recognizers import Pattern, PatternRecognizer
 from strongroom.privacy.validators import get_validator
 
 BUILTIN_POLICIES = ("hipaa-safe-harbor", "pci-dss", "gdpr-pseudonymise", "training")
+ALLOW_ENV = "STRONGROOM_DEID_ALLOW_FILE"  # extra allow-list file(s), os.pathsep-separated
 DEFAULT_POLICY = "hipaa-safe-harbor"
 _SAD_OPS = ("redact", "tag")
 
@@ -44,6 +46,8 @@ class Policy:
     keep_years: bool = True
     day_first: bool = False
     residual_threshold: float = 0.85
+    residual_repair: bool = True  # remove what the re-scan finds at the policy's own thresholds
+    keep_record_keys: bool = True  # see tables.is_record_key_column
     column_hints: dict[str, str] = field(default_factory=dict)
     overridden: list[str] = field(default_factory=list)  # SAD entries the invariant replaced
     source: str | None = None  # built-in name or path it was loaded from (lets workers reload it)
@@ -138,7 +142,13 @@ def load_policy(name_or_path: str | Path = DEFAULT_POLICY) -> Policy:
     thresholds = dict(base.thresholds) if base else {}
     thresholds.update({k.upper(): float(v) for k, v in (data.get("thresholds") or {}).items()})
     allow = set(base.allow) if base else set()
-    allow |= {str(a).strip().casefold() for a in (data.get("allow") or {}).get("values", [])}
+    allow_tbl = data.get("allow") or {}
+    allow |= {normalise_allow(str(a)) for a in allow_tbl.get("values", []) if str(a).strip()}
+    for f in allow_tbl.get("files", []):
+        fp = Path(str(f))
+        if not fp.is_absolute() and Path(str(name_or_path)).is_file():
+            fp = Path(str(name_or_path)).parent / fp
+        allow |= read_allow_file(fp)
     deny = dict(base.deny) if base else {}
     for item in data.get("deny", []) if isinstance(data.get("deny"), list) else []:
         etype = str(item.get("entity", "CUSTOM")).upper()
@@ -165,7 +175,33 @@ def load_policy(name_or_path: str | Path = DEFAULT_POLICY) -> Policy:
         keep_years=bool(pick("keep_years", True)),
         day_first=bool(pick("day_first", False)),
         residual_threshold=float(pick("residual_threshold", 0.85)),
+        residual_repair=bool(pick("residual_repair", True)),
+        keep_record_keys=bool(pick("keep_record_keys", True)),
         column_hints=hints,
         source=str(name_or_path),
     )
+    env = os.environ.get(ALLOW_ENV, "").strip()
+    if env and base is None:  # once per load, at the root of an `extends` chain
+        for f in env.split(os.pathsep):
+            if f.strip():
+                pol.allow |= read_allow_file(Path(f.strip()))
     return pol
+
+
+def normalise_allow(value: str) -> str:
+    """Allow-list entries compare case-insensitively with runs of whitespace collapsed."""
+    return " ".join(value.split()).casefold()
+
+
+def read_allow_file(path: str | Path) -> set[str]:
+    """One value per line (an institution's own names: "Harbor Federal Bank", "Harbor Federal");
+    blank lines and lines starting with # are ignored. Values never exempt card security data or
+    credentials (see Analyzer)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"allow-list file not found: {p.name}")
+    try:
+        lines = p.read_text("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise BadInput(f"allow-list file {p.name} is not UTF-8") from None
+    return {normalise_allow(x) for x in lines if x.strip() and not x.lstrip().startswith("#")}

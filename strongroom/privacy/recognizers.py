@@ -50,6 +50,9 @@ class PatternRecognizer:
     trim_tokens: bool = False
     require_digit: bool = False
     needs: str = ""  # "digit", or a literal that must occur in the text (cheap pre-filter)
+    # recall first: a value that FAILS its checksum but sits next to a context word ("SSN 219-09-9999",
+    # "card number 4111 1111 1111 1112") may be a typo of a real one; keep it at this lower score
+    invalid_score: float | None = None
     _ctx: re.Pattern | None = None
 
     def __post_init__(self) -> None:
@@ -83,9 +86,18 @@ class PatternRecognizer:
                 cand = " ".join(parts)
                 if self.validator(cand):
                     return cand, True
-            return None
+            if self.invalid_score is None:
+                return None
+            # keep the leading run of short groups ("GB82 WEST 1234"), not the words after it
+            parts = value.split(" ")
+            keep = [parts[0]]
+            for p in parts[1:]:
+                if len(p) > 4 or not p.isalnum() or (p.isalpha() and p.islower() != parts[0].islower()):
+                    break
+                keep.append(p)
+            return " ".join(keep), False
         if verdict is False:
-            return None
+            return (value, False) if self.invalid_score is not None else None
         return value, verdict
 
     def analyze(self, text: str, has_digit: bool | None = None) -> list[Span]:
@@ -113,6 +125,11 @@ class PatternRecognizer:
                     score = max(score, self.valid_score if self.valid_score is not None else 1.0)
                 ctx = self._has_context(text, start, end) if self._ctx is not None else False
                 if self.context_required and not ctx:
+                    continue
+                if verdict is False:
+                    if not ctx:
+                        continue
+                    out.append(Span(self.entity_type, start, end, self.invalid_score, recognizer=self.name + ":unvalidated"))  # type: ignore[arg-type]
                     continue
                 if ctx:
                     score = min(1.0, score + self.context_boost)
@@ -229,9 +246,10 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         R("us_ssn", "US_SSN", [P(r"(?<![\d-])\d{3}([- .])\d{2}\1\d{4}(?![\d-])", 0.5),
                                P(r"(?<![\d-])\d{9}(?![\d-])", 0.05)],
           V.us_ssn, valid_score=0.6, context=["ssn", "social security", "social sec", "ss#", "ss #", "ssa", "taxpayer", "tin"],
-          context_boost=0.4),
-        R("npi", "NPI", [P(r"(?<!\d)\d{10}(?!\d)", 0.1)], V.npi, valid_score=0.3, context=["npi", "provider", "prescriber", "national provider"], context_boost=0.6),
-        R("dea", "DEA_NUMBER", [P(r"\b[A-Z][A-Z9]\d{7}\b", 0.3)], V.dea, valid_score=0.75, context=["dea"], context_boost=0.25),
+          context_boost=0.4, invalid_score=0.6),
+        R("npi", "NPI", [P(r"(?<!\d)\d{10}(?!\d)", 0.1)], V.npi, valid_score=0.3, context=["npi", "provider", "prescriber", "national provider"], context_boost=0.6,
+          invalid_score=0.5),
+        R("dea", "DEA_NUMBER", [P(r"\b[A-Z][A-Z9]\d{7}\b", 0.3)], V.dea, valid_score=0.75, context=["dea"], context_boost=0.25, invalid_score=0.5),
         R("mrn", "MEDICAL_RECORD_NUMBER", [
             P(r"(?i)\b(?:MRN|med(?:ical)?\.?\s*rec(?:ord)?s?|chart|patient|pt\.?|hospital|unit|case|encounter|admission|visit|accession|specimen)" + _LABEL_END + _CODE, 0.85, group=1),
         ], _has_digit),
@@ -247,7 +265,7 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         R("license", "LICENSE_NUMBER", [
             P(r"(?i)\b(?:driver'?s?\s*licen[cs]e|driving\s*licen[cs]e|licen[cs]e|DL|certificate|cert\.?|registration|permit|passport|badge|employee)" + _LABEL_END + _CODE, 0.85, group=1),
         ], _has_digit),
-        R("vin", "VIN", [P(r"\b[A-HJ-NPR-Z0-9]{17}\b", 0.3)], V.vin, valid_score=0.95, context=["vin", "vehicle", "chassis"]),
+        R("vin", "VIN", [P(r"\b[A-HJ-NPR-Z0-9]{17}\b", 0.3)], V.vin, valid_score=0.95, context=["vin", "vehicle", "chassis"], invalid_score=0.5),
         R("plate", "LICENSE_PLATE", [
             P(r"(?i)\b(?:licen[cs]e\s*plate|number\s*plate|plate|tag|registration\s*plate)" + _LABEL_END + r"([A-Z0-9]{1,4}[- ]?[A-Z0-9]{1,5})\b", 0.85, group=1),
         ], _has_digit),
@@ -256,11 +274,12 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         ], _has_digit),
         # ---- payments ----
         R("credit_card", "CREDIT_CARD", [P(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])", 0.3)], V.credit_card, valid_score=1.0,
-          context=["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "pan"]),
+          context=["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "pan"], invalid_score=0.5),
         R("iban", "IBAN_CODE", [P(r"\b[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}\b", 0.3)],
-          lambda v: V.iban(v.upper()), valid_score=1.0, trim_tokens=True),
+          lambda v: V.iban(v.upper()), valid_score=1.0, trim_tokens=True,
+          context=["iban", "account", "bank", "transfer", "wire"], context_boost=0.0, invalid_score=0.5),
         R("aba", "ABA_ROUTING", [P(r"(?<![\d-])\d{9}(?![\d-])", 0.1), P(r"(?<![\d-])\d{4}-\d{4}-\d(?![\d-])", 0.1)], V.aba_routing, valid_score=0.35,
-          context=["routing", "aba", "rtn", "transit", "bank"], context_boost=0.6),
+          context=["routing", "aba", "rtn", "transit", "bank"], context_boost=0.6, invalid_score=0.5),
         R("swift", "SWIFT_CODE", [P(r"\b[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?\b", 0.05)], V.swift_bic, valid_score=0.3,
           context=["swift", "bic", "bank"], context_boost=0.6),
         R("cvv", "CVV", [P(r"(?i)\b(?:cvv2?|cvc2?|cvn|cid|csc|card\s*security\s*code|security\s*code|card\s*verification(?:\s*(?:value|code))?)\b\s*(?:code|number|no\.?|#)?\s*(?:is|was|:|=|-)?\s*(\d{3,4})\b", 1.0, group=1)]),

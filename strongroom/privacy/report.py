@@ -23,6 +23,7 @@ class DeidReport:
     residual_counts: Counter = field(default_factory=Counter)  # entity_type -> n
     residual_examples: list[dict] = field(default_factory=list)  # {record, field, type, score}
     residual_scanned: int = 0
+    second_pass: Counter = field(default_factory=Counter)  # entity_type -> n found only by the re-scan (removed)
     column_types: dict[str, str] = field(default_factory=dict)
     k_anonymity: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -58,6 +59,7 @@ class DeidReport:
         self.operators.update(other.operators)
         self.residual_counts.update(other.residual_counts)
         self.residual_scanned += other.residual_scanned
+        self.second_pass.update(other.second_pass)
         room = 50 - len(self.residual_examples)
         if room > 0:
             self.residual_examples.extend(other.residual_examples[:room])
@@ -80,7 +82,7 @@ class DeidReport:
             "operators": [{"entity_type": e, "operator": o, "count": n} for (e, o), n in sorted(self.operators.items())],
             "detector_versions": self.detector_versions,
             "residual": {"scanned_records": self.residual_scanned, "counts": dict(self.residual_counts),
-                         "examples": self.residual_examples},
+                         "examples": self.residual_examples, "second_pass_removed": dict(self.second_pass)},
             "safe_for_training": self.safe_for_training,
             "column_types": self.column_types,
             "k_anonymity": self.k_anonymity,
@@ -113,6 +115,8 @@ class DeidReport:
         s.add_row("records processed", str(self.records_processed))
         s.add_row("records skipped", f"{self.records_skipped} {dict(self.skip_reasons) or ''}")
         s.add_row("residual scan", f"{self.residual_scanned} records, {dict(self.residual_counts) or 'nothing found'}")
+        if self.second_pass:
+            s.add_row("second pass", f"removed {dict(self.second_pass)} (found only on re-scan)")
         s.add_row("safe_for_training", "[green]yes[/green]" if self.safe_for_training else "[red]NO[/red]")
         if self.column_types:
             s.add_row("column types", ", ".join(f"{k}={v}" for k, v in self.column_types.items()))

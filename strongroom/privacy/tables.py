@@ -84,6 +84,47 @@ def classify_column(values: list[str], spans_per_value: list[list], min_share: f
     return None
 
 
+_KEY_NAME = re.compile(r"^(?:id|key|uuid|guid|pk|record_id|row_id|doc_id|document_id|message_id|"
+                       r"conversation_id|session_id|ticket_id|case_id|sample_id|[a-z]+_(?:uuid|guid|key|pk))$|^[a-z]{1,12}_id$")
+_KEY_VALUE = re.compile(r"^(?P<prefix>[A-Za-z]{1,12}[-_:/]?)?\d{1,12}$"
+                        r"|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+                        r"|^[0-9a-f]{12,64}$")
+# types that a record key must never look like: if detection types the value as one of these,
+# the column holds real identifiers, whatever it is called
+_KEY_SAFE_TYPES = frozenset({"ID_NUMBER", "DATE", "AGE", "ZIP_CODE"})
+
+
+def is_record_key_column(column: str, values: list[str], spans_per_value: list[list]) -> bool:
+    """True for an id-like column of the dataset's own opaque keys ("sup-000001", UUIDs, digests).
+
+    Why: HIPAA 164.514(c) lets a covered entity keep a record code that is not derived from
+    information about the individual; such keys are what links a de-identified record back to
+    its source for erasure, and tagging them destroys that link for no privacy gain. Three
+    conditions must all hold: the column NAME says it is a key (`id`, `*_id`, `uuid`, ...)
+    and no column hint types it (so `member_id`, `mrn`, `ssn` never qualify), every sampled
+    VALUE is key-shaped with one shared prefix (or a UUID / hex digest), and detection types
+    none of them as a real identifier (SSN, phone, card, MRN pattern, ...).
+    """
+    n = normalise_column(column)
+    if not _KEY_NAME.match(n) or n in COLUMN_HINTS:
+        return False
+    vals = [v.strip() for v in values if v and v.strip()]
+    if len(vals) < 3:
+        return False
+    prefixes = set()
+    for v in vals:
+        m = _KEY_VALUE.match(v)
+        if not m:
+            return False
+        prefixes.add((m.group("prefix") or "").lower())
+    if len(prefixes) != 1:
+        return False
+    for spans in spans_per_value:
+        if any(s.entity_type not in _KEY_SAFE_TYPES for s in spans):
+            return False
+    return True
+
+
 def zip3(value: Any) -> str | None:
     from strongroom.privacy.operators import RESTRICTED_ZIP3
 
