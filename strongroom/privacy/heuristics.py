@@ -189,8 +189,15 @@ def person_spans(text: str) -> list[Span]:
     return out
 
 
+_HON_BEFORE = re.compile(r"(?:^|(?<=[\s(\[\"']))(?:" + HONORIFIC + r")\.?[ \t]+$")
+
+
 def extend_person(text: str, span: Span) -> Span:
-    """Grow a name over following initials / capitalised tokens on the same line ("Jane" + " Q. Roe")."""
+    """Grow a name over following initials / capitalised tokens on the same line ("Jane" + " Q. Roe"),
+    and back over an honorific right before it ("Dr. " + "Roe"): a title narrows who it is."""
+    m = _HON_BEFORE.search(text, max(0, span.start - 12), span.start)
+    if m:
+        span = Span(span.entity_type, m.start(), span.end, span.score, recognizer=span.recognizer)
     end = span.end
     for _ in range(3):
         m = _INITIAL_OR_CAP.match(text, end)

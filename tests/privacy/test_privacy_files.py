@@ -83,3 +83,23 @@ def test_workers_preserve_order_and_tags(hipaa, tmp_path):
     assert [r["i"] for r in b] == list(range(600))
     assert "Jane Roe" not in b[0]["t"] and {r["t"].split()[0] for r in b} == {b[0]["t"].split()[0]}
     assert b[0]["t"].startswith("<PERSON_") and "#" not in b[0]["t"]
+
+
+def test_parallel_jsonl_blocks_keep_order_tags_and_errors(hipaa, tmp_path, monkeypatch):
+    """The JSONL fast path (binary blocks parsed in workers) across many small blocks."""
+    from strongroom.privacy import fileio
+
+    monkeypatch.setattr(fileio, "BLOCK_BYTES", 2048)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"i": i, "t": f"Jane Roe visit {i}"}) + "\n" + ("\n" if i == 50 else "")
+                           for i in range(200)))
+    rep = hipaa.deidentify_file(str(src), str(tmp_path / "o.jsonl"), workers=2)
+    b = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [r["i"] for r in b] == list(range(200)) and rep.records_processed == 200
+    assert len({r["t"].split()[0] for r in b}) == 1 and b[0]["t"].startswith("<PERSON_") and "#" not in b[0]["t"]
+    assert rep.skip_reasons.get("blank line") == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"t": "x"}) + "\n" for _ in range(150)) + "{oops\n")
+    with pytest.raises(BadInput) as ei:
+        hipaa.deidentify_file(str(bad), str(tmp_path / "out_bad.jsonl"), workers=2)
+    assert "line 151" in str(ei.value) and not (tmp_path / "out_bad.jsonl").exists()
