@@ -5,3 +5,4 @@ from strongroom.identity import models as _identity  # noqa: F401
 from strongroom.store import heads as _heads  # noqa: F401
 from strongroom.store import models as _store  # noqa: F401
 from strongroom.store import vault as _vault  # noqa: F401
+from strongroom.store import model_tables as _model_tables  # noqa: F401

@@ -31,6 +31,8 @@ from strongroom.store.datasets import DatasetService
 from strongroom.store.deid import DeidService
 from strongroom.store.door import Door
 from strongroom.store.heads import DbHeadStore
+from strongroom.store.model_registry import ModelService
+from strongroom.training.pipeline import TrainingService
 
 AUDIT_SIGNING = "audit-signing"
 AUDIT_HMAC = "audit-hmac"
@@ -143,6 +145,8 @@ class Runtime:
     door: Door
     datasets: DatasetService
     deid: DeidService
+    models: ModelService
+    training: TrainingService
     origin: str
 
     @classmethod
@@ -177,12 +181,17 @@ class Runtime:
         blobs.clean_stale()
         door = Door(audit, origin)
         datasets = DatasetService(sessions, keyring, blobs, door)
-        return cls(
+        models = ModelService(sessions, keyring, blobs, door)
+        rt = cls(
             settings=settings, engine=engine, sessions=sessions, keyring=keyring, audit=audit,
             identity=IdentityService(sessions, SecretBox(keyring, IDENTITY)), blobs=blobs,
             door=door, datasets=datasets, deid=DeidService(sessions, keyring, datasets, door),
-            origin=origin,
+            models=models, training=None, origin=origin,  # type: ignore[arg-type]
         )
+        # Training needs require_otp (admin override), which lives on the runtime itself.
+        rt.training = TrainingService(sessions, keyring, blobs, door, datasets, models,
+                                      rt.require_otp)
+        return rt
 
     def authenticate(self, api_key: str | None) -> Principal:
         """Resolve an API key to a principal; every success and failure is audited."""

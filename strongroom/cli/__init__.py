@@ -15,7 +15,7 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 import typer  # noqa: E402
 
-from strongroom.cli import admin, audit, data, deid  # noqa: E402
+from strongroom.cli import admin, audit, data, deid, models, train  # noqa: E402
 from strongroom.errors import StrongroomError  # noqa: E402
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.add_typer(admin.keyring_app, name="keyring")
 app.add_typer(data.app, name="data")
 app.add_typer(audit.app, name="audit")
 app.add_typer(deid.app, name="deid")
+app.command("train")(train.train)
+app.command("generate")(train.generate)
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:

@@ -1,0 +1,91 @@
+"""train and generate: fine-tune a base model on a dataset, and ask a model a question.
+
+Exit codes follow the rest of the CLI; a dataset that is not de-identified or not marked safe
+for training is refused with exit 3 (a policy refusal, audited as ``denied``), like any other
+permission failure.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from strongroom.cli.common import acting, console, print_json
+
+
+def train(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset to train on (latest version)."),
+    out: str = typer.Option(..., "--out", help="Model name to write; an existing name gets a new version."),
+    base: str = typer.Option("smollm2-135m-instruct", "--base",
+                             help="Registered base model name or a local Hugging Face directory."),
+    dataset_version: Optional[int] = typer.Option(None, "--dataset-version", help="Train on this dataset version."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 1)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (instead of --epochs)."),
+    canaries: int = typer.Option(0, "--canaries", help="Plant N random secrets (stored encrypted) for a memorisation test."),
+    canary_repeats: int = typer.Option(4, "--canary-repeats", help="Copies of each canary in the training split."),
+    dp_epsilon: Optional[float] = typer.Option(None, "--dp-epsilon", help="Train with DP-SGD to this epsilon."),
+    dp_delta: Optional[float] = typer.Option(None, "--dp-delta", help="DP delta (default min(1e-5, 1/(10 n)))."),
+    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm", help="DP per-unit clipping norm (default 1.0)."),
+    allow_identifiable: bool = typer.Option(False, "--allow-identifiable",
+                                            help="Admin only: train on data not de-identified/safe (needs --otp and --reason; audited)."),
+    otp: Optional[str] = typer.Option(None, "--otp", help="Your current TOTP code (for --allow-identifiable)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why the override is needed (recorded HMAC'd)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of --out from its last checkpoint."),
+    lr: float = typer.Option(2e-4, "--lr", help="Learning rate."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank (alpha = 2 r)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Micro-batch size (DP: physical batch)."),
+    grad_accumulation: int = typer.Option(1, "--grad-accumulation", help="Micro-batches per optimizer step."),
+    max_seq_len: int = typer.Option(512, "--max-seq-len", help="Tokens per record (longer ones are cut)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for LoRA init, batch order and canaries."),
+    eval_fraction: float = typer.Option(0.1, "--eval-fraction", help="Held-out share, split by subject."),
+    threads: int = typer.Option(1, "--threads", help="Torch CPU threads (default 1: the CPU is shared)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
+                                                   help="Encrypted checkpoint every N steps (default max-steps/5, or 20)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored model's metadata as JSON."),
+) -> None:
+    """Fine-tune a LoRA adapter on a de-identified dataset; everything is stored encrypted."""
+    from strongroom.training.pipeline import request_from_options
+
+    req = request_from_options(
+        dataset=dataset, out=out, base=base, dataset_version=dataset_version, epochs=epochs,
+        max_steps=max_steps, canaries=canaries, canary_repeats=canary_repeats,
+        dp_epsilon=dp_epsilon, dp_delta=dp_delta, max_grad_norm=max_grad_norm,
+        allow_identifiable=allow_identifiable, otp=otp, reason=reason, resume=resume, lr=lr,
+        lora_r=lora_r, batch_size=batch_size, grad_accumulation=grad_accumulation,
+        max_seq_len=max_seq_len, seed=seed, eval_fraction=eval_fraction, threads=threads,
+        checkpoint_every=checkpoint_every, progress=not quiet,
+    )
+    with acting() as (rt, p):
+        info = rt.training.train(p, req)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    s, priv = info.summary, info.privacy
+    dp = (f"DP epsilon spent {priv.get('epsilon_spent'):.3g} (delta {priv.get('delta'):.3g})"
+          if priv.get("differential_privacy") else "no differential privacy")
+    console.print(f"Trained {info.name} v{info.version}: {s.get('steps')} steps, held-out loss "
+                  f"{_f(s.get('initial_eval_loss'))} -> {_f(s.get('final_eval_loss'))}, {dp}")
+
+
+def _f(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def generate(
+    model: str = typer.Argument(..., help="A trained model name, or a base model name."),
+    prompt: str = typer.Argument(..., help="The question (audited as an HMAC, never as text)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens to generate."),
+    version: Optional[int] = typer.Option(None, "--version", help="Model version (default latest)."),
+    threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print {model, answer} as JSON."),
+) -> None:
+    """Answer PROMPT with MODEL (base + decrypted adapter, in memory only; audited)."""
+    with acting() as (rt, p):
+        answer = rt.training.generate(p, model, prompt, max_new_tokens=max_new_tokens,
+                                      version=version, threads=threads)
+    if as_json:
+        print_json({"model": model, "answer": answer})
+    else:
+        console.print(answer)
