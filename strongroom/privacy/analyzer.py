@@ -49,13 +49,15 @@ class AnalyzerConfig:
 
 class Analyzer:
     def __init__(self, ner: NerBackend | None, config: AnalyzerConfig,
-                 extra: Iterable[PatternRecognizer] = ()) -> None:
+                 extra: Iterable[PatternRecognizer] = (), raw_cache: dict[str, list[Span]] | None = None) -> None:
         self.ner = ner
         self.config = config
         recs = builtin_recognizers() + H.address_recognizers() + H.org_recognizers() + list(extra)
         wanted = config.entities
         self.recognizers = [r for r in recs if wanted is None or r.entity_type in wanted or r.entity_type in ALWAYS_REMOVE]
-        self._cache: dict[str, list[Span]] = {}
+        # raw detections (before type / threshold filtering) per distinct text; an engine shares one
+        # between its analyzers, so the re-scan of a text the first pass left unchanged is free
+        self._cache: dict[str, list[Span]] = raw_cache if raw_cache is not None else {}
         self._allow_re = None
         if config.allow:
             vals = sorted({a for a in config.allow if a.strip()}, key=len, reverse=True)
@@ -84,10 +86,11 @@ class Analyzer:
         results: list[list[Span] | None] = [None] * len(texts)
         todo: dict[str, list[int]] = {}
         cache = self._cache
+        keep = self._keep
         for i, t in enumerate(texts):
             hit = cache.get(t)
             if hit is not None:
-                results[i] = [copy(s) for s in hit]
+                results[i] = [copy(s) for s in hit if keep(s)]
             else:
                 todo.setdefault(t, []).append(i)
         if todo:
@@ -107,13 +110,12 @@ class Analyzer:
                     sp.end += off
                     raw[t].append(sp)
             for t, idxs in todo.items():
-                spans = [sp for sp in raw[t] if self._wanted(sp.entity_type) and sp.score >= self._threshold(sp.entity_type)]
                 if len(t) <= _CACHE_MAX_CHARS:
                     if len(cache) >= _CACHE_SIZE:
                         cache.pop(next(iter(cache)))
-                    cache[t] = spans
-                for j, i in enumerate(idxs):
-                    results[i] = spans if j == 0 and len(t) > _CACHE_MAX_CHARS else [copy(sp) for sp in spans]
+                    cache[t] = raw[t]
+                for i in idxs:
+                    results[i] = [copy(sp) for sp in raw[t] if keep(sp)]
         shared: dict[Any, dict[str, tuple[str, float]]] = {}
         if groups is not None and self.config.propagate:
             for t, r, g in zip(texts, results, groups):
@@ -126,6 +128,9 @@ class Analyzer:
         return out
 
     # ---- internals ----
+    def _keep(self, s: Span) -> bool:
+        return self._wanted(s.entity_type) and s.score >= self._threshold(s.entity_type)
+
     def _threshold(self, etype: str) -> float:
         th = self.config.thresholds.get(etype, self.config.default_threshold)
         if etype in ALWAYS_REMOVE:
@@ -284,12 +289,22 @@ def _propagate(text: str, spans: list[Span], extra: dict[str, tuple[str, float]]
                 terms.setdefault(k, v)
     if not terms:
         return []
-    rx = re.compile(r"(?<![\w])(?:" + "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)) + r")(?![\w])")
+    # plain substring search with word-boundary checks: compiling a regex per document cost more
+    # than the search itself; overlapping hits are merged later by resolve()
     out = []
-    for m in rx.finditer(text):
-        etype, score = terms[m.group()]
-        out.append(Span(etype, m.start(), m.end(), min(score, 0.8), recognizer="propagation"))
+    n = len(text)
+    for term, (etype, score) in terms.items():
+        i = text.find(term)
+        while i >= 0:
+            j = i + len(term)
+            if (i == 0 or not _is_word(text[i - 1])) and (j == n or not _is_word(text[j])):
+                out.append(Span(etype, i, j, min(score, 0.8), recognizer="propagation"))
+            i = text.find(term, i + 1)
     return out
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
 
 
 _HON = {h.lower() for h in H.HONORIFIC.split("|")}

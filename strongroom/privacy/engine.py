@@ -51,17 +51,18 @@ class DeidEngine:
         self._secret = bytes(secret)
         self.vault = vault
         self.ner = get_ner(policy.nlp_model, policy.token_model_dir)
+        raw_cache: dict[str, list[Span]] = {}
         self.analyzer = Analyzer(self.ner, AnalyzerConfig(
             entities=set(policy.entities), default_threshold=policy.default_threshold,
             thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
-            extra=policy.patterns)
+            extra=policy.patterns, raw_cache=raw_cache)
         # the re-scan ignores per-entity policy thresholds (a policy that raised one must not hide a
         # confident finding from the verdict) and reports down to the lowest detection threshold
         # (so that the second pass can remove what the first missed); _rescan sorts them out
         floor = min([policy.default_threshold, policy.residual_threshold, *policy.thresholds.values()])
         self.residual_analyzer = Analyzer(self.ner, AnalyzerConfig(
             entities=set(policy.entities), default_threshold=floor,
-            allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns)
+            allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns, raw_cache=raw_cache)
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
 

@@ -219,9 +219,35 @@ _BLOCK_SEG = re.compile(
 )
 
 
+_UNIT_START = re.compile(r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Rm|Room|Bldg)\b", re.IGNORECASE)
+# "<house no.> Name name 38" / "Markt 84" right before a unit designator: the European
+# "street + number" order (Koskikatu 25, Rua Augusta 12), optionally after a US-style house number
+_STREET_BEFORE_UNIT = re.compile(
+    r"(?:\b\d{1,6}[ \t]+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?\.?[ \t]*,?[ \t]*(?:\n[ \t>]*)?$")
+_HOUSE_NO_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[ \t]+$")
+
+
+def extend_address_left(text: str, span: Span) -> Span:
+    """Grow a street address back over what precedes it on the page: a street + number before a
+    unit ("Markt 84 Apt. 12"), and a house number before a street ("124 Devon Street")."""
+    start = span.start
+    if _UNIT_START.match(text, start):
+        m = _STREET_BEFORE_UNIT.search(text, max(0, start - 80), start)
+        if m and re.match(r"\s*(?:\d{1,6}[ \t]+)?[^\W\d_]", m.group()) and \
+                re.match(r"\s*(?:\d{1,6}[ \t]+)?[^\W\d_]", m.group()).group()[-1].isupper():
+            start = m.start() + (len(m.group()) - len(m.group().lstrip()))
+    m = _HOUSE_NO_BEFORE.search(text, max(0, start - 8), start)
+    if m:
+        start = m.start()
+    if start != span.start:
+        return Span(span.entity_type, start, span.end, span.score, recognizer=span.recognizer)
+    return span
+
+
 def extend_address(text: str, span: Span, max_segments: int = 4) -> Span:
     """Grow a street address over the locality segments that follow it (unit, city, state, zip,
     country), separated by commas or newlines, stopping at a blank line or a labelled field."""
+    span = extend_address_left(text, span)
     end = span.end
     for _ in range(max_segments):
         m = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:,[ \t]*)?|[ \t]+)").match(text, end)

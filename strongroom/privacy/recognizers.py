@@ -53,6 +53,9 @@ class PatternRecognizer:
     # recall first: a value that FAILS its checksum but sits next to a context word ("SSN 219-09-9999",
     # "card number 4111 1111 1111 1112") may be a typo of a real one; keep it at this lower score
     invalid_score: float | None = None
+    # cheap necessary condition for label-anchored patterns: one of these lower-case substrings
+    # must occur in the text (each is part of every label alternative of the pattern)
+    keywords: tuple[str, ...] = ()
     _ctx: re.Pattern | None = None
 
     def __post_init__(self) -> None:
@@ -100,7 +103,11 @@ class PatternRecognizer:
             return (value, False) if self.invalid_score is not None else None
         return value, verdict
 
-    def analyze(self, text: str, has_digit: bool | None = None) -> list[Span]:
+    def analyze(self, text: str, has_digit: bool | None = None, lower: str | None = None) -> list[Span]:
+        if self.keywords:
+            low = lower if lower is not None else text.lower()
+            if not any(k in low for k in self.keywords):
+                return []
         if self.needs:
             if self.needs == "digit":
                 if has_digit is None:
@@ -335,7 +342,23 @@ def builtin_recognizers() -> list[PatternRecognizer]:
           lambda v: _mixed_code_ok(v) if len(v.replace("-", "")) >= 6 else False,
           context=["id", "no", "number", "#", "code", "ref", "reference", "order", "serial", "identifier"], context_boost=0.3),
     ]
+    kw = {
+        "mrn": ("mrn", "med", "rec", "chart", "patient", "pt", "hospital", "unit", "case", "encounter", "admission",
+                "visit", "accession", "specimen"),
+        "policy": ("policy",),
+        "claim": ("claim", "ref", "case", "ticket", "incident", "file"),
+        "account": ("account", "acct", "a/c", "acc", "iban", "sort", "customer", "client", "loan", "mortgage",
+                    "savings", "checking", "chequing", "card"),
+        "license": ("licen", "dl", "certificate", "cert", "registration", "permit", "passport", "badge", "employee",
+                    "driv"),
+        "plate": ("plate", "tag", "registration"),
+        "device": ("serial", "s/n", "sn", "device", "imei", "udid", "meid", "lot", "model", "implant", "pacemaker", "pump"),
+        "cvv": ("cvv", "cvc", "cvn", "cid", "csc", "security", "verification"),
+        "expiry": ("exp", "valid", "good"),
+        "pin": ("pin", "passcode"),
+    }
     for r in recs:
+        r.keywords = kw.get(r.name, ())
         if r.name == "email":
             r.needs = "@"
         elif r.name == "ipv6":
@@ -348,6 +371,7 @@ def builtin_recognizers() -> list[PatternRecognizer]:
 def run_all(recognizers: Iterable[Any], text: str) -> list[Span]:
     out: list[Span] = []
     has_digit = _ANY_DIGIT.search(text) is not None
+    lower = text.lower()
     for r in recognizers:
-        out.extend(r.analyze(text, has_digit) if isinstance(r, PatternRecognizer) else r.analyze(text))
+        out.extend(r.analyze(text, has_digit, lower) if isinstance(r, PatternRecognizer) else r.analyze(text))
     return out
