@@ -350,5 +350,10 @@ def _union_type(best: Span, members: list[Span], start: int, end: int) -> str:
     types = {s.entity_type for s in members}
     if "STREET_ADDRESS" in types and types <= _ADDRESS_PARTS | {"PERSON", "ORGANIZATION", "ID_NUMBER"}:
         return "STREET_ADDRESS"
-    widest = max(members, key=lambda s: (s.end - s.start, s.score))
-    return widest.entity_type
+    if best.entity_type in _NARROW_OPERATOR_TYPES:
+        return max(members, key=lambda s: (s.end - s.start, s.score)).entity_type
+    return best.entity_type  # "104-year-old": AGE stays AGE (and becomes "90+") over a generic code
+
+
+# types whose operator keeps part of the value (ZIP -> 3 digits): never stretched over a wider union
+_NARROW_OPERATOR_TYPES = frozenset({"ZIP_CODE"})
