@@ -175,9 +175,12 @@ def _child_run(inp: str, out: str, workers: int, policy: str) -> dict:
             "from strongroom.privacy import DeidEngine,load_policy;"
             "e=DeidEngine(load_policy(%r),secret=b'b'*32);t=time.perf_counter();"
             "r=e.deidentify_file(%r,%r,workers=%d);dt=time.perf_counter()-t;"
-            "s=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;c=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+            "S=resource.getrusage(resource.RUSAGE_SELF);C=resource.getrusage(resource.RUSAGE_CHILDREN);"
+            "s=S.ru_maxrss;c=C.ru_maxrss;cp=S.ru_utime+S.ru_stime;cw=C.ru_utime+C.ru_stime;"
             "print(json.dumps({'seconds':dt,'records':r.records_processed,'peak_rss_mb_parent':s/1024,"
-            "'peak_rss_mb_worker':c/1024,'safe_for_training':r.safe_for_training,'residual':dict(r.residual_counts)}))"
+            "'peak_rss_mb_worker':c/1024,'cpu_s_parent':round(cp,1),'cpu_s_workers':round(cw,1),"
+            "'cpu_per_wall':round((cp+cw)/dt,2),'safe_for_training':r.safe_for_training,"
+            "'residual':dict(r.residual_counts),'second_pass':dict(r.second_pass)}))"
             ) % (str(ROOT), policy, inp, out, workers)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -198,6 +201,11 @@ def big(args: argparse.Namespace) -> dict:
         out[f"workers_{w}"] = r
     if "workers_1" in out and "workers_2" in out:
         out["speedup_2_vs_1"] = round(out["workers_1"]["seconds"] / out["workers_2"]["seconds"], 2)
+        # on a shared machine the wall-clock speed-up is capped by the CPU the run actually got:
+        # cpu_per_wall near 2 means two busy cores; well under 2 means other load starved it
+        out["cpu_per_wall_2_workers"] = out["workers_2"]["cpu_per_wall"]
+    out["load_average_1m"] = round(os.getloadavg()[0], 2)
+    out["cpu_count"] = os.cpu_count()
     return out
 
 

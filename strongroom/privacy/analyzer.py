@@ -233,8 +233,8 @@ class Analyzer:
 
 _TRIM = " \t\n,;:'’-."
 _HAS_LETTER = re.compile(r"[^\W\d_]")
-_CACHE_SIZE = 20_000
-_CACHE_MAX_CHARS = 4_000
+_CACHE_SIZE = 10_000
+_CACHE_MAX_CHARS = 2_000  # bounded: at most ~20 MB of cached text per engine
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:

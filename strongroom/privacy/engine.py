@@ -1,10 +1,16 @@
 """DeidEngine: detection + policy + operators, for text, record streams and files.
 
-Residual scan: after transforming a text, detection is re-run on the output. A finding counts
-as residual when its score reaches the policy's residual_threshold, its type is one the policy
-removes, the operator would actually change it, and it is NOT inside a region this engine wrote
-(tags, tokens, hashes, masks and surrogates are tracked by their output offsets, so a realistic
-surrogate name never trips the scan while an original name left next to it does).
+Record streams (`deidentify_records`):
+- detection runs batched over every string of a batch of records; a name found in one field
+  of a record is looked for in the record's other fields (chat turns rarely repeat the cue);
+- the subject field passes through unchanged (the store links records to data subjects with
+  it), and id-like columns of the dataset's own opaque keys are kept (tables.is_record_key_column);
+- residual scan: detection re-runs on the output. Findings inside text this engine wrote
+  (tags, tokens, hashes, masks, surrogates, generalised values) are judged on their remainder
+  only. What the policy removes at its own thresholds is removed by a second pass
+  (report.second_pass); what it would leave but scores >= residual_threshold is a residual
+  finding and makes `safe_for_training` False. Lone-word model guesses score 0.7, below every
+  built-in residual_threshold, so they are removed but never flip the verdict.
 """
 
 from __future__ import annotations

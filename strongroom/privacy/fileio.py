@@ -4,9 +4,13 @@ Guarantees: constant memory (records flow in chunks), no half-written output (a 
 target directory is fsynced and os.replace'd only on success, removed on any failure), and bad
 input is a BadInput naming the line/record, never a traceback or a partial file.
 
-Workers: chunks of records go to a multiprocessing pool (imap keeps order). Each worker builds
-its own engine from the policy source and secret and emits tag placeholders <TYPE_#hmac>; the
-parent renumbers them to <TYPE_n> in output order, so tags stay consistent across the dataset.
+Workers: for JSONL the parent only reads binary blocks of whole lines (BLOCK_BYTES) and writes
+the bytes that come back; workers parse, de-identify and serialise, so nothing per record is
+pickled and the serial part is a read, one regex pass and a write. Other formats send chunks
+of parsed records. At most 2 x workers tasks are in flight, so memory stays constant for any
+input size. Each worker builds its own engine from the policy and secret and emits tag
+placeholders <TYPE_#hmac>; the parent renumbers them to <TYPE_n> in output order, so tags stay
+consistent across the dataset (record numbers in the report count records, blank lines aside).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from strongroom.privacy.report import DeidReport
 FORMATS = ("jsonl", "csv", "parquet", "txt")
 MAX_LINE_BYTES = 64 * 1024 * 1024
 CHUNK_RECORDS = 256
-BLOCK_BYTES = 512 * 1024  # JSONL parallel path: ~400 chat records per task
+BLOCK_BYTES = 256 * 1024  # JSONL parallel path: ~200 chat records per task
 
 
 def detect_format(path: str, fmt: str | None) -> str:
