@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable
 
@@ -367,8 +367,5 @@ class TrainingService:
 
 
 def request_from_options(**kw: Any) -> TrainRequest:
-    """Build a TrainRequest from CLI options (None means 'the default')."""
-    defaults = asdict(TrainRequest(dataset="", out=""))
-    return TrainRequest(**{k: (defaults[k] if v is None and k not in (
-        "epochs", "max_steps", "dp_epsilon", "dp_delta", "max_grad_norm", "otp", "reason",
-        "dataset_version", "checkpoint_every") else v) for k, v in kw.items()})
+    """Build a TrainRequest from CLI options (unknown names are a programming error)."""
+    return TrainRequest(**kw)
