@@ -244,33 +244,50 @@ def extend_address_left(text: str, span: Span) -> Span:
     return span
 
 
-def extend_address(text: str, span: Span, max_segments: int = 4) -> Span:
+# lower-case words inside place names ("Ostrov nad Ohrí", "Soto del Barco", "Frankfurt am Main")
+_PLACE_CONNECTOR = re.compile(
+    r"[ \t]+(?:de|del|de la|des|du|la|le|les|los|las|nad|pod|u|na|am|an|im|bei|ob|sur|sous|en|di|da|do|dos|das|"
+    r"van|von|der|den|ter|op|y)[ \t]+(?=[^\W\d_])(?:" + _W + r")")
+_SEP = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:\n[ \t>]*)?(?:,[ \t]*)?|[ \t]+)")
+# after a blank line, only a "<Country or place> <postcode>" line still belongs to the address
+_POSTCODE_LINE = re.compile(r"[ \t>]*[^\W\d_][\w'’.()-]*(?:[ \t]+[^\W\d_][\w'’.()-]*){0,3}[ \t]+\d{3,6}(?:[ -]\d{2,4})?[ \t]*(?:\n|$)")
+
+
+def extend_address(text: str, span: Span, max_segments: int = 5) -> Span:
     """Grow a street address over the locality segments that follow it (unit, city, state, zip,
-    country), separated by commas or newlines, stopping at a blank line or a labelled field."""
+    country), separated by commas or newlines, stopping at a blank line (unless a postcode line
+    follows it) or a labelled field."""
     span = extend_address_left(text, span)
     end = span.end
     for _ in range(max_segments):
-        m = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:,[ \t]*)?|[ \t]+)").match(text, end)
+        m = _SEP.match(text, end)
         if not m or m.end() == end and end < len(text):
             if not m:
                 break
         sep_end = m.end() if m else end
-        if "\n\n" in text[end:sep_end]:
+        if "\n" in text[end:sep_end] and re.search(r"\n[ \t>]*\n", text[end:sep_end]) \
+                and not _POSTCODE_LINE.match(text, sep_end):
             break
         seg = _BLOCK_SEG.match(text, sep_end)
         if not seg or seg.end() == sep_end:
             break
-        s = seg.group()
+        seg_end = seg.end()
+        while True:
+            c = _PLACE_CONNECTOR.match(text, seg_end)
+            if not c or not c.group().split()[-1][:1].isupper():
+                break
+            seg_end = c.end()
+        s = text[sep_end:seg_end]
         first = s.lstrip()[:1]
-        line_rest = text[seg.end(): text.find("\n", seg.end()) if "\n" in text[seg.end():] else len(text)]
+        line_rest = text[seg_end: text.find("\n", seg_end) if "\n" in text[seg_end:] else len(text)]
         if not (first.isupper() or first.isdigit() or first == "#"):
             break
         if line_rest.lstrip().startswith(":"):
             break  # "Phone:" style label, not a locality
-        words = re.findall(r"[^\W\d_]+", s)
-        if len(words) > 5 or any(w.lower() in STOP and w.lower() not in {"north", "south", "east", "west", "new"} for w in words):
+        words = re.findall(r"[^\W\d_]+", seg.group())  # connector words ("am", "de") are not stopwords here
+        if len(words) > 6 or any(w.lower() in STOP and w.lower() not in {"north", "south", "east", "west", "new"} for w in words):
             break
-        end = seg.end()
+        end = seg_end
     if end != span.end:
         return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
     return span

@@ -129,3 +129,17 @@ def test_site_pattern_with_validator(tmp_path, secret):
     assert site.analyze(f"chart H{bad} reviewed") == []
     eng = DeidEngine(pol, secret=secret)
     assert good not in eng.deidentify_text(f"chart H{good} reviewed").text
+
+
+@pytest.mark.parametrize("text,parts", [
+    ("Send it to 31 Kastanjelaan 9\n Suite 12\n Frankfurt am Main\n\n Germany 60311\nThanks, Ana",
+     ["31", "Kastanjelaan 9", "Suite 12", "Frankfurt am Main", "Germany 60311"]),
+    ("We are at 77 Lindholmsgade 4 Apt. 2, Soto del Real today.", ["77 Lindholmsgade 4", "Apt. 2", "Soto del Real"]),
+    ("Mail goes to 124 Quarry Extensions, Port Oliver, VT 05401.", ["124 Quarry Extensions", "Port Oliver", "05401"]),
+])
+def test_address_blocks_are_removed_whole(make_engine, text, parts):
+    """Foreign street + number order, unit lines, place names with connectors, USPS suffixes,
+    and a postcode line after a blank line all belong to the address."""
+    out = make_engine("training").deidentify_text(text).text
+    assert not [p for p in parts if p in out], out
+    assert ("\nThanks," in out) if "Thanks" in text else out.rstrip().endswith(("today.", ".")), out
