@@ -189,3 +189,17 @@ def test_export_needs_permission_and_generate_is_audited(runtime, home, tiny_bas
     assert "prompt" in gens[0]["details"]
     exports = [e for e in log if e["action"] == "model.export"]
     assert [e["outcome"] for e in exports] == ["denied", "success"]
+
+
+def test_dp_training_records_the_guarantee(runtime, tiny_base):
+    _dataset(runtime, n=120)
+    eng = _key(runtime, ["ml-engineer"])
+    info = runtime.training.train(eng, _req(tiny_base, max_steps=3, dp_epsilon=4.0,
+                                            dp_delta=1e-4, max_grad_norm=0.5))
+    p = info.privacy
+    assert p["differential_privacy"] is True and p["delta"] == 1e-4
+    assert p["max_grad_norm"] == 0.5 and 0 < p["epsilon_spent"] <= 4.0 + 1e-6
+    card = runtime.models.card(eng, "toy-model")
+    assert "How DP-SGD was applied" in card
+    with pytest.raises(BadInput, match="need --dp-epsilon"):
+        runtime.training.train(eng, _req(tiny_base, dp_delta=1e-5))
