@@ -196,6 +196,8 @@ class Analyzer:
 
     def _finish(self, text: str, spans: list[Span], extra_terms: dict[str, tuple[str, float]] | None = None) -> list[Span]:
         """Spans arrive already filtered by type and threshold; add propagation, apply the allow list."""
+        if self._wanted("PERSON"):
+            spans.extend(s for s in H.structural_names(text, spans) if s.score >= self._threshold("PERSON"))
         if self.config.propagate:
             spans.extend(_propagate(text, spans, extra_terms))
         if self._allow_re is not None:

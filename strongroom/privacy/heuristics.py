@@ -291,3 +291,51 @@ def extend_address(text: str, span: Span, max_segments: int = 5) -> Span:
     if end != span.end:
         return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
     return span
+
+
+_LIST_ITEM = re.compile(r"[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*){0,2}")
+_LIST_RUN = re.compile(
+    r"(?:[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*){0,2})(?:(?:,[ \t]*(?:and[ \t]+|&[ \t]*)?|[ \t]+(?:and|&)[ \t]+)"
+    r"(?:[^\W\d_][\w'’-]*(?:[ \t]+[^\W\d_][\w'’-]*){0,2}))+")
+_SPEAKER = re.compile(r"(?m)^[ \t>]*([A-ZÀ-ÖØ-Þ][^\W\d_]{1,20}(?:[ \t]+[A-ZÀ-ÖØ-Þ][^\W\d_]{1,20})?)[ \t]*:")
+
+
+def structural_names(text: str, spans: list[Span]) -> list[Span]:
+    """Names the layout vouches for, once the model found some of them.
+
+    Coordination: in "Ann, Gaetane and Bo" or "Usamov and Bowers", when a conjunct is a person
+    the other capitalised conjuncts are too. Transcripts: when one line-initial speaker label
+    ("Koppány: ...") is a person, the other capitalised speaker labels of the document are too.
+    Without a person among them nothing is added, so form labels ("Plan:", "Allergies:") and
+    lists of products or places stay as they are.
+    """
+    persons = [(s.start, s.end) for s in spans if s.entity_type == "PERSON" and s.score >= 0.5]
+    if not persons:
+        return []
+
+    def is_person(a: int, b: int) -> bool:
+        return any(pa < b and a < pb for pa, pb in persons)
+
+    out: list[Span] = []
+    for run in _LIST_RUN.finditer(text):
+        items = []
+        for m in _LIST_ITEM.finditer(run.group()):
+            w = m.group()
+            if w.lower() in ("and",):
+                continue
+            items.append((run.start() + m.start(), run.start() + m.end(), w))
+        named = [it for it in items if is_person(it[0], it[1])]
+        if not named or len(items) < 2:
+            continue
+        for a, b, w in items:
+            words = w.split()
+            if is_person(a, b) or not all(x[0].isupper() and x.lower() not in STOP for x in words):
+                continue
+            out.append(Span("PERSON", a, b, 0.5, recognizer="coordination"))
+    labels = [(m.start(1), m.end(1)) for m in _SPEAKER.finditer(text)]
+    if len(labels) >= 2 and any(is_person(a, b) for a, b in labels):
+        for a, b in labels:
+            w = text[a:b]
+            if not is_person(a, b) and all(x.lower() not in STOP and x.upper() != x for x in w.split()):
+                out.append(Span("PERSON", a, b, 0.5, recognizer="speaker_label"))
+    return out

@@ -143,3 +143,12 @@ def test_address_blocks_are_removed_whole(make_engine, text, parts):
     out = make_engine("training").deidentify_text(text).text
     assert not [p for p in parts if p in out], out
     assert ("\nThanks," in out) if "Thanks" in text else out.rstrip().endswith(("today.", ".")), out
+
+
+def test_layout_vouches_for_names_only_next_to_a_known_person(make_engine):
+    eng = make_engine("training")
+    out = eng.deidentify_text('Koppány Vass: "Who are you?"\nZsófika: "Your new neighbour."').text
+    assert "Zsófika" not in out and "Koppány" not in out
+    note = "Plan: rest and fluids\nAllergies: none known\nSeen by Dr. Jane Roe"
+    out = eng.deidentify_text(note).text
+    assert out.startswith("Plan: rest and fluids\nAllergies: none known\n"), out
