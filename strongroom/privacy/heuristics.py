@@ -285,7 +285,9 @@ def extend_address(text: str, span: Span, max_segments: int = 5) -> Span:
         if line_rest.lstrip().startswith(":"):
             break  # "Phone:" style label, not a locality
         words = re.findall(r"[^\W\d_]+", seg.group())  # connector words ("am", "de") are not stopwords here
-        if len(words) > 6 or any(w.lower() in STOP and w.lower() not in {"north", "south", "east", "west", "new"} for w in words):
+        # an all-caps 2-3 letter word is a state / province code ("ON", "IN", "OR"), not a stopword
+        if len(words) > 6 or any(w.lower() in STOP and w.lower() not in {"north", "south", "east", "west", "new"}
+                                 and not (w.isupper() and len(w) <= 3) for w in words):
             break
         end = seg_end
     if end != span.end:
