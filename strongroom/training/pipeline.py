@@ -91,6 +91,18 @@ class TrainRequest:
         return cfg
 
 
+def _quiet_hf() -> None:
+    """Keep the CLI's output to our own progress bar: no loader bars or known-noise warnings."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    warnings.filterwarnings("ignore", message="Could not find a config file.*")
+
+
 class TrainingService:
     """``strongroom train`` and ``strongroom generate``."""
 
@@ -254,6 +266,7 @@ class TrainingService:
         from strongroom.training._env import set_threads
 
         set_threads(req.threads)
+        _quiet_hf()
         _, it = self._datasets.read_records(principal, info.name, info.version,
                                             action="model.train.read")
         records = list(it)
@@ -334,6 +347,7 @@ class TrainingService:
         if max_new_tokens < 1 or max_new_tokens > 4096:
             raise BadInput("--max-new-tokens must be between 1 and 4096")
         set_threads(threads)
+        _quiet_hf()
         public = {"max_new_tokens": max_new_tokens}
         if self._models.exists(name):
             info, arts = self._models.read_artifacts(
