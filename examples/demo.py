@@ -94,13 +94,13 @@ def train_and_ask(env: dict[str, str]) -> None:
     console.print(sr(["models", "list"], env).stdout)
     qa = [json.loads(line) for line in (DATA / "policy_qa.jsonl").read_text().splitlines()]
     for i, row in enumerate(qa[q] for q in QUESTIONS):
-        tuned = sr(["generate", "support-assistant", row["question"], "--max-new-tokens", "40",
+        tuned = sr(["generate", "support-assistant", row["question"], "--max-new-tokens", "64",
                     "--threads", "2"], env).stdout.strip()
         lines = [f"[b]question[/b]: {row['question']}", f"[b]expected[/b]: {row['answer']}",
                  f"[b]fine-tuned[/b]: {tuned}"]
         if i == 0:
             base = sr(["generate", "smollm2-135m-instruct", row["question"], "--max-new-tokens",
-                       "40", "--threads", "2"], env).stdout.strip()
+                       "64", "--threads", "2"], env).stdout.strip()
             lines.append(f"[b]base model[/b]: {base}")
         console.print(Panel("\n".join(lines), title="held-out question", border_style="cyan"))
     console.print(f"training step took {time.monotonic() - t0:.0f} s in all")
