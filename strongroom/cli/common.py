@@ -57,3 +57,13 @@ def acting() -> Iterator[tuple[Runtime, Principal]]:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def print_info(info: dict[str, Any], as_json: bool) -> None:
+    """One object's metadata: JSON for machines, aligned ``key value`` lines for people."""
+    if as_json:
+        print_json(info)
+        return
+    width = max((len(k) for k in info), default=0) + 2
+    for key, value in info.items():
+        console.print(f"{key:{width}} {value}")

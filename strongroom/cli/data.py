@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from strongroom.cli.common import acting, console, err_console, print_json
+from strongroom.cli.common import acting, console, err_console, print_info, print_json
 
 app = typer.Typer(help="Encrypted datasets: import, list, show, export, delete (shred).",
                   no_args_is_help=True)
@@ -61,11 +61,7 @@ def show(
     """Show one dataset version's metadata, lineage and de-identification report."""
     with acting() as (rt, p):
         info = rt.datasets.show(p, name, version)
-    if as_json:
-        print_json(info.to_dict())
-        return
-    for key, value in info.to_dict().items():
-        console.print(f"{key:18} {value}")
+    print_info(info.to_dict(), as_json)
 
 
 @app.command("export")

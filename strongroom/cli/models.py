@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from strongroom.cli.common import acting, console, err_console, print_json
+from strongroom.cli.common import acting, console, err_console, print_info, print_json
 
 app = typer.Typer(help="Fine-tuned models: list, show, card, export; and base models.",
                   no_args_is_help=True)
@@ -75,11 +75,7 @@ def show(
     """Show one model version: lineage, base model hashes, privacy guarantee, metrics summary."""
     with acting() as (rt, p):
         info = rt.models.show(p, name, version)
-    if as_json:
-        print_json(info.to_dict())
-        return
-    for key, value in info.to_dict().items():
-        console.print(f"{key:16} {value}")
+    print_info(info.to_dict(), as_json)
 
 
 @app.command("card")
