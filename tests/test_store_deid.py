@@ -85,3 +85,21 @@ def test_analyst_cannot_deid_or_reidentify(source):
         rt.deid.deidentify_dataset(analyst, "raw", "x")
     with pytest.raises(PermissionDenied):
         rt.deid.reidentify(analyst, "<tok_PERSON_aaaaaaaaaaaaaaaaaaaa>")
+
+
+def test_allow_list_keeps_institution_names_under_training_policy(runtime, tmp_path):
+    """The `training` policy tags organisations; an allow list keeps the institution's own name."""
+    p = _steward(runtime)
+    src = tmp_path / "bank.jsonl"
+    src.write_text(json.dumps({"id": 1, "text": "Harbor Federal Bank charges $27 for an overdraft, "
+                                                "Marguerite Okonkwo was told by Acme Freight Corporation."}) + "\n")
+    runtime.datasets.import_file(p, src, "bank")
+    runtime.deid.deidentify_dataset(p, "bank", "plain", policy="training")
+    runtime.deid.deidentify_dataset(p, "bank", "kept", policy="training", allow={"Harbor Federal Bank"})
+    _, it = runtime.datasets.read_records(p, "plain")
+    plain = list(it)[0]["text"]
+    _, it = runtime.datasets.read_records(p, "kept")
+    kept = list(it)[0]["text"]
+    assert "Harbor Federal" not in plain
+    assert kept.startswith("Harbor Federal Bank charges $27") and "Okonkwo" not in kept
+    assert runtime.datasets.show(p, "kept").lineage["allow_list_entries"] == 1

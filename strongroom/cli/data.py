@@ -94,12 +94,18 @@ def deid(
     policy: str = typer.Option("hipaa-safe-harbor", "--policy", help="Built-in policy or a TOML file."),
     field: list[str] = typer.Option([], "--field", help="Only these fields (default: every text field)."),
     subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (date shifts)."),
+    allow_file: list[Path] = typer.Option([], "--allow-file", help="Values to keep, one per line (e.g. your institution's own names)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset info and report as JSON."),
 ) -> None:
     """Write a de-identified version of dataset NAME as OUT, with lineage and a report."""
+    from strongroom.privacy.policy import read_allow_file
+
+    allow: set[str] = set()
+    for f in allow_file:
+        allow |= read_allow_file(f)
     with acting() as (rt, p):
         info, report = rt.deid.deidentify_dataset(p, name, out, policy=policy, fields=field or None,
-                                                  subject_field=subject_field)
+                                                  subject_field=subject_field, allow=allow)
     if as_json:
         print_json(info.to_dict())
         return

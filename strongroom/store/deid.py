@@ -33,6 +33,7 @@ class DeidService:
     def deidentify_dataset(
         self, principal, name: str, out: str, *, policy: str = "hipaa-safe-harbor",  # noqa: ANN001
         fields: list[str] | None = None, subject_field: str | None = None,
+        allow: set[str] | None = None,
     ) -> tuple[DatasetInfo, Any]:
         """Write ``out`` as the de-identified version of ``name``; return its info and report."""
         from strongroom.privacy import DeidEngine, load_policy
@@ -42,7 +43,7 @@ class DeidService:
         pol = load_policy(policy)
         src, records = self._datasets.read_records(principal, name, action="dataset.deid.read")
         vault = StoreTokenVault(self._sessions, self._keyring, src.version_id)
-        engine = DeidEngine(pol, secret=self.secret(), vault=vault)
+        engine = DeidEngine(pol, secret=self.secret(), vault=vault, allow=allow or None)
         deid_iter, report = engine.deidentify_records(records, fields, subject_field)
         holder: dict[str, Any] = {}
 
@@ -54,7 +55,8 @@ class DeidService:
         info = self._datasets.write_records(
             principal, out, deid_iter, source_format="jsonl", action="dataset.deid",
             lineage={"source": "deid", "from": name, "from_version": src.version,
-                     "from_content_hash": src.content_hash, "policy": pol.name},
+                     "from_content_hash": src.content_hash, "policy": pol.name,
+                     "allow_list_entries": len(allow or ())},
             deid_report=lambda: holder["report"], deidentified=True,
             safe_for_training=lambda: report.safe_for_training, on_before_commit=finish,
         )
