@@ -12,7 +12,7 @@ from typing import Any
 
 from strongroom.errors import BadInput, IntegrityError
 from strongroom.training import _env  # noqa: F401
-from strongroom.training.checkpoint import read_metadata
+from strongroom.training.checkpoint import unpack_tagged
 
 ADAPTER_KEY = "strongroom.adapter"
 ADAPTER_FORMAT = "strongroom-lora/1"
@@ -33,18 +33,7 @@ def adapter_to_bytes(adapter_state: dict[str, Any], lora: dict[str, Any],
 
 def adapter_from_bytes(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inverse of ``adapter_to_bytes``: (tensors, metadata)."""
-    from safetensors.torch import load
-
-    m = read_metadata(blob)
-    if ADAPTER_KEY not in m:
-        raise IntegrityError("not a strongroom adapter")
-    meta = json.loads(m[ADAPTER_KEY])
-    if meta.get("format") != ADAPTER_FORMAT:
-        raise IntegrityError("unsupported adapter format")
-    try:
-        return load(blob), meta
-    except Exception:
-        raise IntegrityError("adapter tensors are corrupt") from None
+    return unpack_tagged(blob, ADAPTER_KEY, ADAPTER_FORMAT, "adapter")
 
 
 def load_adapter(model, blob: bytes, *, expected_base_sha256: dict[str, str] | None = None):

@@ -111,21 +111,30 @@ def read_metadata(blob: bytes) -> dict[str, str]:
     return meta
 
 
-def unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Inverse of ``pack``; raises IntegrityError on anything that is not our format."""
+def unpack_tagged(blob: bytes, meta_key: str, fmt: str, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a safetensors blob whose metadata ``meta_key`` holds JSON with ``format == fmt``.
+
+    Shared by checkpoints and adapters: anything that is not our format, or whose tensors do
+    not parse, is an IntegrityError naming ``what``; nothing is ever unpickled.
+    """
     from safetensors.torch import load
 
     meta_map = read_metadata(blob)
-    if META_KEY not in meta_map:
-        raise IntegrityError("not a strongroom checkpoint")
-    meta = json.loads(meta_map[META_KEY])
-    if meta.get("format") != FORMAT:
-        raise IntegrityError("unsupported checkpoint format")
+    if meta_key not in meta_map:
+        raise IntegrityError(f"not a strongroom {what}")
+    meta = json.loads(meta_map[meta_key])
+    if meta.get("format") != fmt:
+        raise IntegrityError(f"unsupported {what} format")
     try:
         tensors = load(blob)
     except Exception:
-        raise IntegrityError("checkpoint tensors are corrupt") from None
+        raise IntegrityError(f"{what} tensors are corrupt") from None
     return tensors, meta
+
+
+def unpack(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of ``pack``; raises IntegrityError on anything that is not our format."""
+    return unpack_tagged(blob, META_KEY, FORMAT, "checkpoint")
 
 
 def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
