@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from strongroom.crypto import Keyring, checkpoint_wal
 from strongroom.errors import BadInput, NotFound, StrongroomError
 from strongroom.identity import Principal, in_scope
+from strongroom.store import named
 from strongroom.store.blobs import BlobStore, blob_aad, new_id
 from strongroom.store.door import Door
 from strongroom.store.formats import atomic_output, detect_format, read_records, write_records
@@ -139,7 +140,7 @@ class DatasetService:
         written: list[str] = []
         with self._sessions() as s:
             try:
-                ds = self._live(s, name)
+                ds = named.live(s, Dataset, name)
                 if ds is None:
                     ds = Dataset(
                         id=new_id("ds"), name=name, created_at=datetime.now(UTC),
@@ -236,7 +237,7 @@ class DatasetService:
         self._door.check(principal, "dataset:delete", action="dataset.delete",
                          scope_resource=f"dataset:{name}", details={"name": name})
         with self._sessions() as s:
-            ds = self._require(s, name)
+            ds = named.require(s, Dataset, name, "dataset")
             relpaths: list[str] = []
             now = datetime.now(UTC)
             for v in ds.versions:
@@ -271,8 +272,8 @@ class DatasetService:
         self._door.check(principal, "dataset:list", action="dataset.show",
                          scope_resource=f"dataset:{name}", details={"name": name})
         with self._sessions() as s:
-            ds = self._require(s, name)
-            info = _info(ds, self._version(ds, version))
+            ds = named.require(s, Dataset, name, "dataset")
+            info = _info(ds, named.pick_version(ds, version, "dataset"))
         self._door.record(principal, "dataset.show", resource=f"dataset:{info.id}", details={"name": name})
         return info
 
@@ -284,8 +285,8 @@ class DatasetService:
         self._door.check(principal, permission, action=action,
                          scope_resource=f"dataset:{name}", details={"name": name})
         with self._sessions() as s:
-            ds = self._require(s, name)
-            v = self._version(ds, version)
+            ds = named.require(s, Dataset, name, "dataset")
+            v = named.pick_version(ds, version, "dataset")
             info = _info(ds, v)
             blobs = [(b.id, b.key_id, b.relpath, b.shredded_at) for b in v.blobs]
         self._door.record(principal, action, resource=f"dataset:{info.id}", details={"name": name},
@@ -321,26 +322,3 @@ class DatasetService:
                                        action="dataset.export")
         with atomic_output(out) as fh:
             return write_records(records, fh, fmt)
-
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _live(s: Session, name: str) -> Dataset | None:
-        return s.execute(
-            select(Dataset).where(Dataset.name == name, Dataset.deleted_at.is_(None))
-        ).scalar_one_or_none()
-
-    def _require(self, s: Session, name: str) -> Dataset:
-        ds = self._live(s, name)
-        if ds is None or not ds.versions:
-            raise NotFound(f"unknown dataset {name!r}")
-        return ds
-
-    @staticmethod
-    def _version(ds: Dataset, version: int | None) -> DatasetVersion:
-        if version is None:
-            return ds.versions[-1]
-        for v in ds.versions:
-            if v.version == version:
-                return v
-        raise NotFound(f"dataset {ds.name!r} has no version {version}")

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from strongroom.crypto import Keyring
 from strongroom.errors import BadInput, IntegrityError, NotFound, StrongroomError
 from strongroom.identity import Principal, in_scope
+from strongroom.store import named
 from strongroom.store.blobs import BlobStore, blob_aad, new_id
 from strongroom.store.door import Door
 from strongroom.store.formats import fsync_dir
@@ -108,7 +109,7 @@ class ModelService:
         written: list[str] = []
         with self._sessions() as s:
             try:
-                m = self._live(s, name)
+                m = named.live(s, Model, name)
                 if m is None:
                     m = Model(id=new_id("m"), name=name, created_at=datetime.now(UTC),
                               created_by=principal.id)
@@ -176,8 +177,8 @@ class ModelService:
         self._door.check(principal, "model:list", action="model.show",
                          scope_resource=f"model:{name}", details={"name": name})
         with self._sessions() as s:
-            m = self._require(s, name)
-            info = _info(m, self._version(m, version))
+            m = named.require(s, Model, name, "model")
+            info = _info(m, named.pick_version(m, version, "model"))
         self._door.record(principal, "model.show", resource=f"model:{info.id}",
                           details={"name": name})
         return info
@@ -185,7 +186,7 @@ class ModelService:
     def exists(self, name: str) -> bool:
         """Whether a live model of this name exists (no content; used to route ``generate``)."""
         with self._sessions() as s:
-            m = self._live(s, name)
+            m = named.live(s, Model, name)
             return m is not None and bool(m.versions)
 
     def read_artifacts(
@@ -197,8 +198,8 @@ class ModelService:
         self._door.check(principal, permission, action=action, scope_resource=f"model:{name}",
                          details={"name": name, **(details or {})})
         with self._sessions() as s:
-            m = self._require(s, name)
-            v = self._version(m, version)
+            m = named.require(s, Model, name, "model")
+            v = named.pick_version(m, version, "model")
             info = _info(m, v)
             missing = [a for a in wanted if a not in (v.artifacts or {})]
             if missing:
@@ -264,26 +265,3 @@ class ModelService:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
         return [out_dir / a for a in EXPORTED]
-
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _live(s: Session, name: str) -> Model | None:
-        return s.execute(
-            select(Model).where(Model.name == name, Model.deleted_at.is_(None))
-        ).scalar_one_or_none()
-
-    def _require(self, s: Session, name: str) -> Model:
-        m = self._live(s, name)
-        if m is None or not m.versions:
-            raise NotFound(f"unknown model {name!r}")
-        return m
-
-    @staticmethod
-    def _version(m: Model, version: int | None) -> ModelVersion:
-        if version is None:
-            return m.versions[-1]
-        for v in m.versions:
-            if v.version == version:
-                return v
-        raise NotFound(f"model {m.name!r} has no version {version}")
