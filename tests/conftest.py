@@ -62,3 +62,29 @@ def run_cli(args: list[str], env: dict[str, str], input: str | None = None,
     """Run ``strongroom ARGS`` in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "strongroom", *args], env=env, input=input,
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def principal(rt, roles: list[str], scope: tuple[str, ...] = ()):
+    """A fresh API key with ``roles`` (made at the service layer, no TOTP), authenticated."""
+    _, plaintext = rt.identity.create_api_key(roles=roles, scope=scope, expires_in=None, user_id=None)
+    return rt.authenticate(plaintext)
+
+
+def audit_entries(home: dict[str, Any]) -> list[dict]:
+    """Every audit entry of ``home``, parsed."""
+    import json
+
+    return [json.loads(line) for line in
+            (home["path"] / "audit" / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The training library's tiny Llama + tokenizer written as a safetensors HF directory."""
+    from strongroom.training import tiny_llama
+
+    d = tmp_path_factory.mktemp("tiny-base")
+    model, tok = tiny_llama()
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d

@@ -4,42 +4,21 @@ generate. In-process, on the library's tiny random Llama saved as a local base d
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyotp
 import pytest
 from sqlalchemy import select
 
 from strongroom.errors import BadInput, NotAuthenticated, PermissionDenied
+from tests.conftest import audit_entries, principal
 
 REASON = "compare against raw data for the Q3 audit (ticket 7731)"
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> Path:
-    """The library's tiny Llama + tokenizer written as a safetensors HF directory."""
-    from strongroom.training import tiny_llama
-
-    d = tmp_path_factory.mktemp("tiny-base")
-    model, tok = tiny_llama()
-    model.save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    return d
-
-
-def _key(rt, roles, scope=()):
-    _, plaintext = rt.identity.create_api_key(roles=roles, scope=scope, expires_in=None, user_id=None)
-    return rt.authenticate(plaintext)
-
-
-def _audit(home) -> list[dict]:
-    return [json.loads(l) for l in (home["path"] / "audit" / "log.jsonl").read_text().splitlines()]
 
 
 def _dataset(rt, name="toy", *, safe=True, n=80):
     from strongroom.training import toy_records
 
-    steward = _key(rt, ["data-steward"])
+    steward = principal(rt, ["data-steward"])
     return rt.datasets.write_records(steward, name, toy_records(n), source_format="jsonl",
                                      action="dataset.import", deidentified=safe,
                                      safe_for_training=safe)
@@ -57,7 +36,7 @@ def _req(tiny_base, **kw):
 
 def test_refuses_data_not_deidentified_and_audits(runtime, home, tiny_base):
     _dataset(runtime, safe=False)
-    eng = _key(runtime, ["ml-engineer"])
+    eng = principal(runtime, ["ml-engineer"])
     with pytest.raises(PermissionDenied, match="not de-identified"):
         runtime.training.train(eng, _req(tiny_base))
     # A non-admin cannot override, even with the flag.
@@ -72,7 +51,7 @@ def test_refuses_data_not_deidentified_and_audits(runtime, home, tiny_base):
         runtime.training.train(admin, _req(tiny_base, allow_identifiable=True, reason=REASON))
     assert runtime.models.list(admin) == []
     runtime.audit.checkpoint()
-    log = _audit(home)
+    log = audit_entries(home)
     denied = [e for e in log if e["action"].startswith("model.train") and e["outcome"] == "denied"]
     assert {e["action"] for e in denied} == {"model.train", "model.train.override"}
     assert not any(e["action"] == "model.train.start" for e in log)
@@ -87,7 +66,7 @@ def test_admin_override_trains_and_is_audited_high(runtime, home, tiny_base):
     runtime.audit.checkpoint()
     raw = (home["path"] / "audit" / "log.jsonl").read_text()
     assert REASON not in raw  # HMAC'd
-    (ovr,) = [e for e in _audit(home) if e["action"] == "model.train.override"]
+    (ovr,) = [e for e in audit_entries(home) if e["action"] == "model.train.override"]
     assert ovr["severity"] == "high" and ovr["outcome"] == "success"
     assert "reason" in ovr["details"] and ovr["details"]["reason"] != REASON
     card = runtime.models.card(admin, "toy-model")
@@ -100,7 +79,7 @@ def test_train_stores_everything_encrypted_and_shreds_checkpoints(runtime, home,
     from strongroom.store.models import Blob
 
     ds = _dataset(runtime)
-    eng = _key(runtime, ["ml-engineer"])
+    eng = principal(runtime, ["ml-engineer"])
     info = runtime.training.train(eng, _req(tiny_base, canaries=2, canary_repeats=3))
     assert info.name == "toy-model" and info.version == 1 and info.summary["steps"] == 6
     assert info.lineage["content_hash"] == ds.content_hash
@@ -157,7 +136,7 @@ def test_checkpoint_store_keeps_two_with_fresh_keys(runtime):
 
 def test_export_needs_permission_and_generate_is_audited(runtime, home, tiny_base, tmp_path):
     _dataset(runtime)
-    eng = _key(runtime, ["ml-engineer"])
+    eng = principal(runtime, ["ml-engineer"])
     runtime.training.train(eng, _req(tiny_base))
     with pytest.raises(PermissionDenied):
         runtime.models.export(eng, "toy-model", tmp_path / "out")
@@ -177,13 +156,13 @@ def test_export_needs_permission_and_generate_is_audited(runtime, home, tiny_bas
     prompt = "what color is the dog 1 ?"
     answer = runtime.training.generate(eng, "toy-model", prompt, max_new_tokens=6)
     assert isinstance(answer, str) and answer
-    analyst = _key(runtime, ["auditor"])
+    analyst = principal(runtime, ["auditor"])
     with pytest.raises(PermissionDenied):
         runtime.training.generate(analyst, "toy-model", prompt)
     runtime.audit.checkpoint()
     raw = (home["path"] / "audit" / "log.jsonl").read_text()
     assert prompt not in raw
-    log = _audit(home)
+    log = audit_entries(home)
     gens = [e for e in log if e["action"] == "model.generate"]
     assert [e["outcome"] for e in gens] == ["success", "denied"]
     assert "prompt" in gens[0]["details"]
@@ -193,7 +172,7 @@ def test_export_needs_permission_and_generate_is_audited(runtime, home, tiny_bas
 
 def test_dp_training_records_the_guarantee(runtime, tiny_base):
     _dataset(runtime, n=120)
-    eng = _key(runtime, ["ml-engineer"])
+    eng = principal(runtime, ["ml-engineer"])
     info = runtime.training.train(eng, _req(tiny_base, max_steps=3, dp_epsilon=4.0,
                                             dp_delta=1e-4, max_grad_norm=0.5))
     p = info.privacy

@@ -10,6 +10,7 @@ import pytest
 
 from strongroom.errors import BadInput, IntegrityError, NotFound, PermissionDenied
 from strongroom.store.formats import read_records
+from tests.conftest import audit_entries, principal
 
 SECRET_VALUES = ["Zebulon Quartermaine", "078-05-1120", "zq@example.org"]
 
@@ -22,18 +23,9 @@ def _jsonl(path: Path, n: int = 30) -> Path:
     return path
 
 
-def _key(rt, roles, scope=()):
-    _, plaintext = rt.identity.create_api_key(roles=roles, scope=scope, expires_in=None, user_id=None)
-    return rt.authenticate(plaintext)
-
-
-def _audit_lines(home) -> list[dict]:
-    return [json.loads(l) for l in (home["path"] / "audit" / "log.jsonl").read_text().splitlines()]
-
-
 def test_import_export_round_trip_all_formats(runtime, tmp_path):
     admin = runtime.authenticate  # noqa: F841 - keep the name for readability below
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     src = _jsonl(tmp_path / "in.jsonl")
     info = runtime.datasets.import_file(p, src, "notes")
     assert info.record_count == 30 and info.version == 1
@@ -52,7 +44,7 @@ def test_import_export_round_trip_all_formats(runtime, tmp_path):
 
 
 def test_text_and_csv_import(runtime, tmp_path):
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     txt = tmp_path / "a.txt"
     txt.write_text("first line\n\nsecond line\n")
     assert runtime.datasets.import_file(p, txt, "t").record_count == 2
@@ -68,7 +60,7 @@ def test_text_and_csv_import(runtime, tmp_path):
 
 
 def test_malformed_csv_names_line_and_leaves_nothing(runtime, tmp_path):
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     c = tmp_path / "bad.csv"
     c.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(BadInput, match="line 3"):
@@ -79,7 +71,7 @@ def test_malformed_csv_names_line_and_leaves_nothing(runtime, tmp_path):
 
 
 def test_nothing_under_home_is_plaintext(runtime, home, tmp_path):
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl", 500), "notes")
     runtime.close()
     blob = b"".join(f.read_bytes() for f in home["path"].rglob("*") if f.is_file())
@@ -89,25 +81,25 @@ def test_nothing_under_home_is_plaintext(runtime, home, tmp_path):
 
 
 def test_denial_is_audited_and_raises(runtime, home, tmp_path):
-    steward = _key(runtime, ["data-steward"])
+    steward = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(steward, _jsonl(tmp_path / "in.jsonl"), "notes")
-    analyst = _key(runtime, ["analyst"])
+    analyst = principal(runtime, ["analyst"])
     with pytest.raises(PermissionDenied):
         runtime.datasets.export(analyst, "notes", tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
     runtime.audit.checkpoint()
-    denied = [e for e in _audit_lines(home) if e["outcome"] == "denied"]
+    denied = [e for e in audit_entries(home) if e["outcome"] == "denied"]
     assert denied and denied[-1]["action"] == "dataset.export"
     assert denied[-1]["principal"] == analyst.id
     assert "notes" not in json.dumps(denied[-1])  # the name is HMAC'd
 
 
 def test_scoped_key_reaches_only_its_dataset(runtime, tmp_path):
-    steward = _key(runtime, ["data-steward"])
+    steward = principal(runtime, ["data-steward"])
     src = _jsonl(tmp_path / "in.jsonl")
     runtime.datasets.import_file(steward, src, "alpha")
     runtime.datasets.import_file(steward, src, "beta")
-    scoped = _key(runtime, ["data-steward"], scope=("dataset:alpha",))
+    scoped = principal(runtime, ["data-steward"], scope=("dataset:alpha",))
     assert [i.name for i in runtime.datasets.list(scoped)] == ["alpha"]
     runtime.datasets.read_records(scoped, "alpha")
     with pytest.raises(PermissionDenied):
@@ -120,7 +112,7 @@ def test_delete_shreds_keys_and_files(runtime, tmp_path):
     from strongroom.crypto.models import DataKey as DataKeyRow  # noqa: F401 - table exists
     from strongroom.store.models import Blob
 
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "gone")
     with runtime.sessions() as s:
         blobs = s.execute(select(Blob)).scalars().all()
@@ -138,7 +130,7 @@ def test_delete_shreds_keys_and_files(runtime, tmp_path):
 
 
 def test_tampered_blob_is_an_integrity_error(runtime, tmp_path):
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "t")
     (blob,) = list(runtime.settings.objects_dir.rglob("*.srg"))
     data = bytearray(blob.read_bytes())
@@ -150,7 +142,7 @@ def test_tampered_blob_is_an_integrity_error(runtime, tmp_path):
 
 
 def test_rotation_keeps_datasets_readable(runtime, tmp_path):
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "r")
     runtime.keyring.rotate()
     _, it = runtime.datasets.read_records(p, "r")
@@ -161,7 +153,7 @@ def test_large_import_spans_several_shards(runtime, tmp_path, monkeypatch):
     from strongroom.store import datasets as mod
 
     monkeypatch.setattr(mod, "SHARD_RECORDS", 7)
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     info = runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl", 30), "big")
     assert len(list(runtime.settings.objects_dir.rglob("*.srg"))) == 5
     _, it = runtime.datasets.read_records(p, "big")
@@ -172,7 +164,7 @@ def test_audit_failure_blocks_the_import(runtime, tmp_path, monkeypatch):
     """Fail closed: when the audit record cannot be written, the dataset does not appear."""
     from strongroom.errors import AuditWriteError
 
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     real_append = runtime.audit.append
 
     def failing(**kw):
@@ -192,7 +184,7 @@ def test_audit_failure_blocks_the_import(runtime, tmp_path, monkeypatch):
 def test_audit_failure_blocks_a_read(runtime, tmp_path, monkeypatch):
     from strongroom.errors import AuditWriteError
 
-    p = _key(runtime, ["data-steward"])
+    p = principal(runtime, ["data-steward"])
     runtime.datasets.import_file(p, _jsonl(tmp_path / "in.jsonl"), "r")
 
     def failing(**kw):

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from strongroom.errors import PermissionDenied
+from tests.conftest import principal
 
 RECORDS = [
     {"id": 1, "subject_id": "s1", "messages": [
@@ -21,8 +22,7 @@ IDENTIFIERS = ["Okonkwo", "536-22-8190", "marguerite.okonkwo@gmail.com", "4111 1
 
 
 def _steward(rt):
-    _, key = rt.identity.create_api_key(roles=["data-steward"], scope=(), expires_in=None, user_id=None)
-    return rt.authenticate(key)
+    return principal(rt, ["data-steward"])
 
 
 @pytest.fixture

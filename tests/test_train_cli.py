@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -20,17 +19,6 @@ from tests.conftest import PASSPHRASE, REPO, cli_env, run_cli
 
 TRAIN = ["--max-steps", "6", "--batch-size", "8", "--lr", "1e-2", "--lora-r", "4",
          "--max-seq-len", "64", "--eval-fraction", "0.15", "--checkpoint-every", "2", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    from strongroom.training import tiny_llama
-
-    d = tmp_path_factory.mktemp("tiny-base")
-    model, tok = tiny_llama()
-    model.save_pretrained(d, safe_serialization=True)
-    tok.save_pretrained(d)
-    return d
 
 
 def _ok(res):
