@@ -15,7 +15,21 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
 import typer  # noqa: E402
 
-from strongroom.cli import admin, audit, data, deid, models, train  # noqa: E402
+from strongroom.cli import (  # noqa: E402
+    admin,
+    audit,
+    backup,
+    compliance,
+    data,
+    deid,
+    dr,
+    evaluate,
+    maintenance,
+    models,
+    serve,
+    subjects,
+    train,
+)
 from strongroom.errors import StrongroomError  # noqa: E402
 
 app = typer.Typer(
@@ -36,6 +50,13 @@ app.add_typer(deid.app, name="deid")
 app.command("train")(train.train)
 app.command("generate")(train.generate)
 app.add_typer(models.app, name="models")
+app.command("serve")(serve.serve)
+app.command("eval")(evaluate.evaluate)
+app.add_typer(compliance.app, name="compliance")
+app.add_typer(subjects.app, name="subjects")
+app.add_typer(backup.app, name="backup")
+app.add_typer(dr.app, name="dr")
+app.add_typer(maintenance.app, name="maintenance")
 
 
 def main() -> None:

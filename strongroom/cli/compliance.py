@@ -1,0 +1,7 @@
+"""``strongroom compliance``. (Filled by the compliance work.)"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="compliance (not built yet).", no_args_is_help=True)

@@ -1,0 +1,7 @@
+"""``strongroom dr``. (Filled by the compliance work.)"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="dr (not built yet).", no_args_is_help=True)

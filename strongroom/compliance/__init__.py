@@ -1,0 +1,1 @@
+"""Compliance evidence, data-subject rights, retention, backup and recovery."""

@@ -1,0 +1,1 @@
+"""Model evaluation (quality, privacy, security, fairness) and the release gate."""

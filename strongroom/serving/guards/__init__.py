@@ -1,0 +1,1 @@
+"""Input and output guards for the gateway; the contract is in ``base``."""
