@@ -49,6 +49,32 @@ class SecuritySettings:
 
 
 @dataclass
+class ServingSettings:
+    """``strongroom serve`` defaults (docs/SERVING.md): TLS files, queue, limits, OIDC, policies.
+
+    Paths are relative to the home unless absolute. ``oidc`` holds issuer, audience, jwks_file
+    or jwks_url, groups_claim and group_roles; ``guard_policies`` maps a model name or a key id
+    to ``{scanner: block|redact|flag}``; ``key_limits`` maps a key id to its own
+    ``requests_per_minute`` / ``tokens_per_hour``.
+    """
+
+    tls_cert: str = "tls/localhost.crt"
+    tls_key: str = "tls/localhost.key"
+    workers: int = 1
+    queue_size: int = 16
+    requests_per_minute: int = 120
+    tokens_per_hour: int = 200_000
+    auth_failures_slow_after: int = 5
+    auth_failures_refuse_after: int = 20
+    auth_failure_window_s: int = 300
+    anomaly_threshold: int = 10
+    anomaly_window_s: int = 300
+    oidc: dict[str, Any] = field(default_factory=dict)
+    guard_policies: dict[str, Any] = field(default_factory=dict)
+    key_limits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Settings:
     """Everything in strongroom.toml. ``home`` is where it was read from (not persisted)."""
 
@@ -57,6 +83,7 @@ class Settings:
     key_provider: dict[str, Any] = field(default_factory=dict)
     audit: AuditSettings = field(default_factory=AuditSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
 
     @property
     def db_path(self) -> Path:
@@ -94,6 +121,7 @@ class Settings:
                 key_provider=dict(raw.get("key_provider", {})),
                 audit=AuditSettings(**raw.get("audit", {})),
                 security=SecuritySettings(**raw.get("security", {})),
+                serving=ServingSettings(**raw.get("serving", {})),
             )
         except TypeError as exc:
             raise StrongroomError(f"{path}: unknown setting ({exc})") from None

@@ -92,6 +92,9 @@ def init_home(home: Path, provider: KeyProvider, admin_name: str = "admin",
     signer = _signer(keyring)
     for purpose in NAMED_SECRETS:  # created now, outside any later write transaction
         keyring.named_secret(purpose)
+    from strongroom.serving.tls import create_localhost_cert  # noqa: PLC0415 (serving #5)
+
+    create_localhost_cert(home / "tls", keyring)  # the gateway's TLS certificate, key encrypted
     settings.audit.public_key = public_key_b64(signer)
     audit = AuditLog.open(
         settings.audit_dir, hmac_key=keyring.named_secret(AUDIT_HMAC), signer=signer,
