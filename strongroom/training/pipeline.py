@@ -337,9 +337,7 @@ class TrainingService:
         Permission ``inference``; the audit record carries an HMAC of the prompt, never its text.
         The adapter is decrypted into memory and attached to a freshly loaded base model.
         """
-        from strongroom.training import (
-            BaseModelSpec, generate, load_adapter, load_base, registered_names, resolve_base,
-        )
+        from strongroom.training import generate
         from strongroom.training._env import set_threads
 
         if not prompt.strip():
@@ -347,12 +345,30 @@ class TrainingService:
         if max_new_tokens < 1 or max_new_tokens > 4096:
             raise BadInput("--max-new-tokens must be between 1 and 4096")
         set_threads(threads)
+        model, tok = self.load_for_inference(principal, name, version=version,
+                                             action="model.generate",
+                                             details={"prompt": prompt},
+                                             public={"max_new_tokens": max_new_tokens})
+        return generate(model, tok, prompt, max_new_tokens=max_new_tokens)
+
+    def load_for_inference(self, principal: Principal, name: str, *, version: int | None = None,
+                           action: str, details: dict[str, Any] | None = None,
+                           public: dict[str, Any] | None = None) -> tuple[Any, Any]:
+        """(model, tokenizer) for ``name``: base + adapter decrypted into memory, never on disk.
+
+        Shared by ``generate`` and the serving gateway; permission ``inference`` on
+        ``model:NAME``, audited as ``action`` (``details`` are HMAC'd).
+        """
+        from strongroom.training import (
+            BaseModelSpec, load_adapter, load_base, registered_names, resolve_base,
+        )
+
         _quiet_hf()
-        public = {"max_new_tokens": max_new_tokens}
+        public = dict(public or {})
         if self._models.exists(name):
             info, arts = self._models.read_artifacts(
                 principal, name, (ADAPTER,), version, permission="inference",
-                action="model.generate", details={"prompt": prompt}, public=public)
+                action=action, details=details, public=public)
             stored = info.base_model
             if stored.get("name") in registered_names():
                 spec = resolve_base(stored["name"])
@@ -365,19 +381,19 @@ class TrainingService:
         elif name in registered_names():
             if version is not None:
                 raise BadInput("base models have no versions")
-            self._door.check(principal, "inference", action="model.generate",
+            self._door.check(principal, "inference", action=action,
                              scope_resource=f"model:{name}",
-                             details={"name": name, "prompt": prompt})
+                             details={"name": name, **(details or {})})
             spec = resolve_base(name)
-            self._door.record(principal, "model.generate", resource=f"base:{name}",
-                              details={"name": name, "prompt": prompt},
+            self._door.record(principal, action, resource=f"base:{name}",
+                              details={"name": name, **(details or {})},
                               public=dict(public, base=True))
             model, tok = load_base(spec)
         else:
-            self._door.check(principal, "inference", action="model.generate",
+            self._door.check(principal, "inference", action=action,
                              scope_resource=f"model:{name}", details={"name": name})
             raise NotFound(f"unknown model {name!r}")
-        return generate(model, tok, prompt, max_new_tokens=max_new_tokens)
+        return model, tok
 
 
 def request_from_options(**kw: Any) -> TrainRequest:
