@@ -611,3 +611,36 @@ def _inside(path: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+# --------------------------------------------------------------------------- through the door
+
+
+def run_backup(rt: Any, principal: Any, out: Path,
+               progress: Callable[[int], None] | None = None) -> BackupResult:
+    """``backup create``: permission ``backup:admin``, the archive, then ``backup.create``.
+
+    A failure is audited (outcome failure, error class only) and re-raised.
+    """
+    from strongroom.runtime import _signer
+
+    rt.door.check(principal, "backup:admin", action="backup.create")
+    try:
+        result = create_backup(rt.settings.home, Path(out), rt.blobs._scratch_dir(),
+                               provider=rt.keyring.provider, signer=_signer(rt.keyring),
+                               progress=progress)
+    except StrongroomError as exc:
+        rt.door.record(principal, "backup.create", outcome="failure", severity="warning",
+                       details={"path": str(out)}, public={"error": type(exc).__name__})
+        raise
+    rt.door.record(principal, "backup.create", resource=f"backup:{result.backup_id}",
+                   details={"path": str(out)}, public=evidence(result.to_dict()))
+    return result
+
+
+def evidence(d: dict[str, Any]) -> dict[str, Any]:
+    """The public, non-secret fields of a backup/restore result for the audit record."""
+    keep = ("backup_id", "created_at", "snapshot_at", "archive_bytes", "archive_sha256", "files",
+            "objects", "plaintext_bytes", "audit_entries", "audit_root", "key_id", "seconds",
+            "lock_seconds")
+    return {k: d[k] for k in keep if k in d}

@@ -411,7 +411,7 @@ def restore_archive(
     target: Path,
     get_passphrase: Callable[[], str],
     *,
-    on_staged: Callable[[Path], None] | None = None,
+    on_staged: Callable[[Path, RestoreResult], None] | None = None,
     pinned_public_key: str | None = None,
     environ: Any = os.environ,
 ) -> RestoreResult:
@@ -433,7 +433,7 @@ def restore_archive(
         root.mkdir(mode=0o700)
         result = extract_and_check(opened, key, root)
         if on_staged is not None:
-            on_staged(root)
+            on_staged(root, result)
         _fsync_tree(root)
         check_target(target)  # again: someone may have written there meanwhile
         if target.exists():
@@ -488,3 +488,48 @@ __all__ = [
     "OpenedArchive", "RestoreResult", "check_target", "open_archive",
     "restore_archive", "unwrap_backup_key", "verify_archive",
 ]
+
+
+# --------------------------------------------------------------------------- through the door
+
+
+def run_verify(rt: Any, principal: Any, archive: Path, get_passphrase: Callable[[], str],
+               pinned_public_key: str | None = None) -> RestoreResult:
+    """``backup verify``: permission ``backup:admin``; the result is audited either way.
+
+    Unless a key is pinned explicitly, the archive must be signed by this home's audit key.
+    """
+    from strongroom.compliance.backup import evidence
+
+    rt.door.check(principal, "backup:admin", action="backup.verify")
+    pinned = pinned_public_key or rt.settings.audit.public_key
+    try:
+        result = verify_archive(archive, get_passphrase, rt.blobs._scratch_dir(),
+                                pinned_public_key=pinned)
+    except (IntegrityError, BadInput) as exc:
+        rt.door.record(principal, "backup.verify", outcome="failure", severity="high",
+                       details={"path": str(archive)},
+                       public={"error": type(exc).__name__, "reason": str(exc)[:200]})
+        raise
+    rt.door.record(principal, "backup.verify", resource=f"backup:{result.backup_id}",
+                   details={"path": str(archive)}, public=evidence(result.to_dict()))
+    return result
+
+
+def record_restore(home: Path, get_passphrase: Callable[[], str], api_key: str | None,
+                   result_so_far: dict[str, Any], origin: str | None = None) -> None:
+    """Open the staged home (proves the keys open with the passphrase), authenticate the
+    operator against the restored identity tables, check ``backup:admin``, record
+    ``backup.restore`` in the restored home's own audit log."""
+    from strongroom.compliance.backup import evidence
+    from strongroom.runtime import Runtime
+
+    rt = Runtime.open(home, get_passphrase, origin=origin)
+    try:
+        principal = rt.authenticate(api_key)
+        rt.door.check(principal, "backup:admin", action="backup.restore")
+        rt.door.record(principal, "backup.restore", severity="warning",
+                       resource=f"backup:{result_so_far.get('backup_id')}",
+                       public=evidence(result_so_far))
+    finally:
+        rt.close()
