@@ -20,11 +20,15 @@ def import_(
     name: str = typer.Option(..., "--name", help="Dataset name; an existing name gets a new version."),
     fmt: Optional[str] = typer.Option(None, "--format", help="jsonl|csv|parquet|txt (default: from the extension)."),
     purpose: str = typer.Option("", "--purpose", help="Why this data is processed (GDPR Art. 30)."),
+    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field holding the data subject's id: records are sealed per subject (erasable)."),
+    retention: Optional[str] = typer.Option(None, "--retention", help="Keep each version this long (e.g. 365d); `maintenance run` shreds it after."),
+    consent_required: list[str] = typer.Option([], "--consent-required", help="Purpose (e.g. model-training) needing the subject's consent; repeatable."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Import a file as an encrypted dataset version (streaming, atomic)."""
     with acting() as (rt, p):
-        info = rt.datasets.import_file(p, file, name, fmt, purpose)
+        info = rt.datasets.import_file(p, file, name, fmt, purpose, subject_field=subject_field,
+                                       retention=retention, consent_required=consent_required or None)
     if as_json:
         print_json(info.to_dict())
     else:
@@ -93,7 +97,8 @@ def deid(
     out: str = typer.Option(..., "--out", help="Name of the de-identified dataset to write."),
     policy: str = typer.Option("hipaa-safe-harbor", "--policy", help="Built-in policy or a TOML file."),
     field: list[str] = typer.Option([], "--field", help="Only these fields (default: every text field)."),
-    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (date shifts)."),
+    subject_field: Optional[str] = typer.Option(None, "--subject-field", help="Field naming the data subject (default: the source's); kept as an opaque ref."),
+    retention: Optional[str] = typer.Option(None, "--retention", help="Retention of the output (default: the source's), e.g. 365d."),
     allow_file: list[Path] = typer.Option([], "--allow-file", help="Values to keep, one per line (e.g. your institution's own names)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset info and report as JSON."),
 ) -> None:
@@ -105,7 +110,8 @@ def deid(
         allow |= read_allow_file(f)
     with acting() as (rt, p):
         info, report = rt.deid.deidentify_dataset(p, name, out, policy=policy, fields=field or None,
-                                                  subject_field=subject_field, allow=allow)
+                                                  subject_field=subject_field, allow=allow,
+                                                  retention=retention)
     if as_json:
         print_json(info.to_dict())
         return

@@ -57,7 +57,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     for i in infos:
         eps = i.privacy.get("epsilon_spent") if i.privacy.get("differential_privacy") else None
         loss = i.summary.get("final_eval_loss")
-        table.add_row(i.name, str(i.version), str(i.base_model.get("name")),
+        table.add_row(i.name + "".join(f" ({f})" for f in i.flags), str(i.version), str(i.base_model.get("name")),
                       f"{i.lineage.get('dataset')} v{i.lineage.get('dataset_version')}",
                       str(i.summary.get("steps")),
                       f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",

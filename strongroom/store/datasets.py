@@ -78,6 +78,7 @@ class DatasetInfo:
     retention: str | None = None
     expires_at: str | None = None
     shredded: bool = False
+    purpose: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -207,6 +208,7 @@ def _info(ds: Dataset, v: DatasetVersion, s: Session | None = None) -> DatasetIn
         lineage=dict(v.lineage or {}),
         deid_report=v.deid_report,
         versions=len(ds.versions),
+        purpose=ds.purpose or "",
         **(_extras(s, ds, v) if s is not None else {}),
     )
 
@@ -796,14 +798,14 @@ class DatasetService:
             self._record_failure(principal, action, info.name, exc)
             raise
 
-    def subject_holdings(self, principal: Principal, subject_ref: str, *,
+    def subject_holdings(self, principal: Principal, subject_ref: str, *, audit_subject: str,
                          action: str = "subject.read") -> Iterator[tuple[DatasetInfo, list[dict[str, Any]]]]:
         """Every live dataset version's records about one subject (permission ``subject:admin``).
 
         For a data-subject access request: only the subject's own envelopes are decrypted (the
         other subjects' keys are never unwrapped); each version read is audited.
         """
-        self._door.check(principal, "subject:admin", action=action)
+        self._door.check(principal, "subject:admin", action=action, details={"subject": audit_subject})
         with self._sessions() as s:
             key_row = s.get(SubjectKey, subject_ref)
             if key_row is None or key_row.erased_at is not None:
@@ -823,7 +825,7 @@ class DatasetService:
             key_id = key_row.key_id
         for info, blobs, opener, env in plans:
             self._door.record(principal, action, resource=f"dataset:{info.id}",
-                              details={"name": info.name, "subject": subject_ref},
+                              details={"name": info.name, "subject": audit_subject},
                               public={"version": info.version})
             yield info, list(self._iter_blobs(principal, action, info, blobs, opener, env, key_id))
 

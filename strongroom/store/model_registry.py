@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from strongroom.crypto import Keyring
 from strongroom.errors import BadInput, IntegrityError, NotFound, StrongroomError
@@ -29,7 +29,7 @@ from strongroom.store.blobs import BlobStore, blob_aad, new_id
 from strongroom.store.door import Door
 from strongroom.store.formats import fsync_dir
 from strongroom.store.model_tables import Model, ModelVersion
-from strongroom.store.models import Blob
+from strongroom.store.models import Blob, model_flags
 
 ADAPTER = "adapter.safetensors"
 CARD_MD = "model_card.md"
@@ -59,6 +59,7 @@ class ModelInfo:
     adapter_sha256: str
     run_id: str | None = None
     versions: int = 1
+    flags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,6 +76,7 @@ def _info(m: Model, v: ModelVersion) -> ModelInfo:
         privacy=dict(v.privacy or {}), summary=dict(v.summary or {}),
         train_config=dict(v.train_config or {}), artifacts=sorted(v.artifacts or {}),
         adapter_sha256=v.adapter_sha256, run_id=v.run_id, versions=len(m.versions),
+        flags=model_flags(object_session(v), v.id) if object_session(v) is not None else [],
     )
 
 

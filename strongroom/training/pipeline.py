@@ -268,7 +268,7 @@ class TrainingService:
         set_threads(req.threads)
         _quiet_hf()
         _, it = self._datasets.read_records(principal, info.name, info.version,
-                                            action="model.train.read")
+                                            action="model.train.read", purpose="model-training")
         records = list(it)
         if not records:
             raise BadInput(f"dataset {info.name!r} v{info.version} has no records")
