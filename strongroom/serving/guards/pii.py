@@ -1,0 +1,116 @@
+"""PII: per-request tokens in the prompt, redaction in the answer.
+
+Detection is the de-identification engine's (``strongroom.privacy.DeidEngine.analyze``:
+patterns with checksums, spaCy NER, heuristics), so the gateway finds what ``data deid`` finds.
+
+In a prompt each identifier becomes ``<TYPE_n>`` (the same value keeps the same token across
+the request's messages) and ``ctx.pii_tokens`` keeps the map: the model never sees the value,
+and the answer can be given back with the values only to a principal holding ``pii:view``.
+In an answer, identifiers the model produced itself (memorised or invented) are replaced by
+``[REDACTED_TYPE]``; the request's own tokens are left for the restore step.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets as _secrets
+import threading
+from functools import lru_cache
+from typing import Any
+
+from strongroom.serving.guards.actions import act
+from strongroom.serving.guards.base import RequestContext, Stage
+from strongroom.serving.guards.hits import Hit, rewrite
+from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_TYPES
+
+TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*?)_(\d{1,4})>")
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def default_engine(policy: str = "hipaa-safe-harbor") -> Any:
+    """A detection-only engine (its keyed operators are never used here, so any key will do)."""
+    from strongroom.privacy import DeidEngine
+
+    return DeidEngine(policy, secret=_secrets.token_bytes(32))
+
+
+def _analyze(engine: Any, text: str) -> list:
+    with _LOCK:  # spaCy and the engine's detection cache are shared by worker threads
+        return engine.analyze(text)
+
+
+class PiiScanner:
+    """Scanner ``pii`` for one stage; default ``redact`` (tokenise in, redact out)."""
+
+    name = "pii"
+    default_action = "redact"
+
+    def __init__(self, stage: Stage, engine: Any) -> None:
+        self.stage = stage
+        self.engine = engine
+
+    # ---- input ----
+    def scan(self, text: str, ctx: RequestContext) -> str:
+        if self.stage == "output":
+            hits = self.hits(text, ctx)
+            if not hits:
+                return text
+            return act(self, ctx, code="pii", original=text, rewritten=rewrite(text, hits), count=len(hits))
+        spans = [s for s in _analyze(self.engine, text) if s.entity_type not in SECRET_TYPES
+                 and not _inside_token(text, s.start, s.end)]
+        if not spans:
+            return text
+        # tokens are only allocated when the policy says redact: a block or flag leaves no map
+        from strongroom.serving.guards.actions import action_for
+
+        if action_for(self, ctx) != "redact":
+            return act(self, ctx, code="pii", original=text, rewritten=text, count=len(spans))
+        by_value = {v: k for k, v in ctx.pii_tokens.items()}
+        pieces: list[str] = []
+        pos = 0
+        for s in sorted(spans, key=lambda s: s.start):
+            if s.start < pos:
+                continue
+            value = text[s.start:s.end]
+            token = by_value.get(value)
+            if token is None:
+                token = _new_token(ctx, s.entity_type)
+                ctx.pii_tokens[token] = value
+                by_value[value] = token
+            pieces.append(text[pos:s.start])
+            pieces.append(token)
+            pos = s.end
+        pieces.append(text[pos:])
+        return act(self, ctx, code="pii", original=text, rewritten="".join(pieces), count=len(spans))
+
+    # ---- output ----
+    def hits(self, text: str, ctx: RequestContext) -> list[Hit]:
+        """Identifiers in an answer, except the request's own tokens and secrets (their own scanner)."""
+        out = []
+        for s in _analyze(self.engine, text):
+            if s.entity_type in SECRET_TYPES or _inside_token(text, s.start, s.end):
+                continue
+            out.append(Hit(s.start, s.end, "pii", f"[REDACTED_{s.entity_type}]", s.score))
+        return out
+
+
+def _new_token(ctx: RequestContext, etype: str) -> str:
+    n = 1 + sum(1 for t in ctx.pii_tokens if t.startswith(f"<{etype}_"))
+    return f"<{etype}_{n}>"
+
+
+def _inside_token(text: str, start: int, end: int) -> bool:
+    """True when [start, end) lies within a ``<TYPE_n>`` token already in the text."""
+    lo = text.rfind("<", 0, start + 1)
+    if lo < 0:
+        return False
+    m = TOKEN_RE.match(text, lo)
+    return bool(m and m.end() >= end)
+
+
+def restore(text: str, ctx: RequestContext) -> str:
+    """Put the request's own values back, only for a principal allowed ``pii:view``."""
+    if not ctx.can_view_pii or not ctx.pii_tokens:
+        return text
+    return TOKEN_RE.sub(lambda m: ctx.pii_tokens.get(m.group(0), m.group(0)), text)
