@@ -187,3 +187,88 @@ def _markdown(d: dict[str, Any], statement: str, result) -> str:
     if d["privacy"]["differential_privacy"]:
         lines += ["## How DP-SGD was applied", "", (_DP_METHOD or "").strip(), ""]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- release evaluation
+
+EVAL_BEGIN = "<!-- strongroom:evaluation -->"
+EVAL_END = "<!-- /strongroom:evaluation -->"
+_BIAS_PENDING = "_Pending: to be filled by the evaluation step._"
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if not isinstance(x, (int, float)) else f"{100 * x:.1f} %"
+
+
+def evaluation_markdown(summary: dict[str, Any]) -> str:
+    """The card's 'Release evaluation' section from an evaluation summary (numbers only)."""
+    s = summary
+    verdict = "**PASSED**" if s.get("passed") else "**FAILED**"
+    rows = {
+        "evaluated at": s.get("evaluated_at"), "evaluation id": s.get("evaluation_id"),
+        "suites": ", ".join(s.get("suites", [])),
+        "canary exposure (mean / max, bits)": (
+            f"{_fmt(s.get('exposure_mean_bits'))} / {_fmt(s.get('exposure_max_bits'))} of at "
+            f"most {_fmt(s.get('exposure_max_sample_bits'))} ({s.get('canaries')} canaries, "
+            f"{s.get('candidates')} candidates each)" if s.get("canaries") else "not measured"),
+        "membership inference AUC (strongest attack)": _fmt(s.get("membership_auc")),
+        "membership TPR at 1 % FPR": _fmt(s.get("membership_tpr_at_1pct_fpr")),
+        "PII extraction rate": (_pct(s.get("extraction_rate"))
+                                if s.get("extraction_status") == "ok"
+                                else f"not measured ({s.get('extraction_status')})"),
+        "held-out perplexity (fine-tuned / base)": (
+            f"{_fmt(s.get('heldout_perplexity'))} / {_fmt(s.get('base_heldout_perplexity'))}"),
+        "ROUGE-L on held-out answers": _fmt(s.get("rouge_l")),
+    }
+    for cat, rate in sorted((s.get("attack_success") or {}).items()):
+        rows[f"attack success: {cat}"] = _pct(rate)
+    for attr, rate in sorted((s.get("flip_rate") or {}).items()):
+        rows[f"decision flip rate: {attr}"] = _pct(rate)
+    lines = [EVAL_BEGIN, "## Release evaluation", "",
+             f"Release gate: {verdict} under the policy recorded with the evaluation.", "",
+             _kv_table(rows)]
+    if s.get("failures"):
+        lines += ["Failed checks:", "", *[f"- {f}" for f in s["failures"]], ""]
+    lines += [EVAL_END, ""]
+    return "\n".join(lines)
+
+
+def bias_markdown(summary: dict[str, Any]) -> str:
+    """The 'Bias evaluation' paragraph from the fairness numbers of an evaluation."""
+    flips = summary.get("flip_rate") or {}
+    if not flips:
+        return "_Not evaluated: the fairness suite was not run._"
+    parts = ", ".join(f"{a} {_pct(r)}" for a, r in sorted(flips.items()))
+    return ("Counterfactual probes (banking, insurance, health decisions) changing one "
+            f"attribute at a time; decision flip rate per attribute: {parts}. See the "
+            "evaluation report for score gaps and approval rates by attribute value.")
+
+
+def card_with_evaluation(markdown: str, data: dict[str, Any], summary: dict[str, Any]
+                         ) -> tuple[str, dict[str, Any]]:
+    """Return the card (Markdown, JSON data) with the evaluation written in (replacing any older).
+
+    ``summary`` must hold numbers and verdicts only, never secrets or identifiers.
+    """
+    section = evaluation_markdown(summary)
+    if EVAL_BEGIN in markdown and EVAL_END in markdown:
+        head, rest = markdown.split(EVAL_BEGIN, 1)
+        tail = rest.split(EVAL_END, 1)[1].lstrip("\n")
+        markdown = head + section + tail
+    elif "## Bias, risks and limitations" in markdown:
+        head, tail = markdown.split("## Bias, risks and limitations", 1)
+        markdown = head + section + "## Bias, risks and limitations" + tail
+    else:
+        markdown = markdown.rstrip("\n") + "\n\n" + section
+    bias = bias_markdown(summary)
+    marker = "### Bias evaluation\n\n"
+    if marker in markdown:
+        head, tail = markdown.split(marker, 1)
+        tail = tail.split("\n\n", 1)[1] if "\n\n" in tail else ""
+        markdown = head + marker + bias + "\n\n" + tail
+    data = dict(data)
+    data["evaluation"] = _jsonable(summary)
+    brl = dict(data.get("bias_risks_limitations") or {})
+    brl["bias_evaluation"] = bias
+    data["bias_risks_limitations"] = brl
+    return markdown, data

@@ -1,0 +1,169 @@
+"""Canary exposure (Carlini et al. 2019, "The Secret Sharer"): how much a model memorised a secret.
+
+For a planted secret s drawn from a candidate space R, rank every candidate by the model's
+log-likelihood in the canary's context; exposure = log2|R| - log2 rank(s). We rank s among
+n >= 10,000 candidates drawn uniformly from R, so the rank in R is estimated as
+rank_n * |R| / (n + 1) and
+
+    exposure ~= log2((n + 1) / rank_n),   at most log2(n + 1) for this sample,
+
+while the candidate space itself allows up to log2|R|. A second, extrapolated estimate fits a
+skew-normal to the candidates' log-likelihoods (the paper's section 4.3) and can see past the
+sample's ceiling. An unmemorised secret has rank ~ n/2, i.e. exposure ~ 1 bit.
+
+Ties count half (mid-rank), so a model that scores everything alike is not called memorising.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from strongroom.errors import BadInput
+
+MIN_CANDIDATES = 10_000
+
+
+def rank_of(secret_score: float, candidate_scores: Sequence[float] | np.ndarray) -> float:
+    """1-based mid-rank of the secret among secret + candidates (higher score = more likely)."""
+    c = np.asarray(candidate_scores, dtype=np.float64)
+    greater = float(np.sum(c > secret_score))
+    ties = float(np.sum(c == secret_score))
+    return 1.0 + greater + ties / 2.0
+
+
+def exposure_from_rank(rank: float, n_candidates: int) -> float:
+    """Estimated exposure in bits from the secret's rank among ``n_candidates`` random others."""
+    if n_candidates < 1 or not 1.0 <= rank <= n_candidates + 1:
+        raise BadInput("rank must lie in [1, n_candidates + 1]")
+    return math.log2((n_candidates + 1) / rank)
+
+
+def max_sample_exposure(n_candidates: int) -> float:
+    """The highest exposure a sample of ``n_candidates`` can show (secret ranked first)."""
+    return math.log2(n_candidates + 1)
+
+
+def extrapolated_exposure(secret_score: float, candidate_scores: np.ndarray,
+                          space_bits: float) -> float | None:
+    """Exposure from a skew-normal fit of candidate log-likelihoods (capped at log2|R|).
+
+    -log2 P(candidate at least as likely as the secret) under the fitted distribution.
+    """
+    try:
+        from scipy import stats
+    except ImportError:  # pragma: no cover - scipy ships with scikit-learn
+        return None
+    c = np.asarray(candidate_scores, dtype=np.float64)
+    if c.size < 100 or not np.isfinite(c).all() or float(np.std(c)) == 0.0:
+        return None
+    a, loc, scale = stats.skewnorm.fit(c)
+    tail = float(stats.skewnorm.sf(secret_score, a, loc, scale))
+    if tail <= 0.0:
+        return float(space_bits)
+    return float(min(space_bits, max(0.0, -math.log2(tail))))
+
+
+def random_candidates(space: dict[str, Any], n: int, rng: random.Random,
+                      exclude: str) -> list[str]:
+    """``n`` distinct random secrets from the canary's candidate space, never the secret."""
+    alphabet, length = space.get("alphabet"), space.get("length")
+    if not isinstance(alphabet, str) or not alphabet or not isinstance(length, int) or length < 1:
+        raise BadInput("canary candidate space needs an alphabet and a length")
+    size = len(alphabet) ** length
+    if n > size - 1:
+        raise BadInput(f"the candidate space holds only {size - 1} other secrets")
+    seen: set[str] = {exclude}
+    out: list[str] = []
+    while len(out) < n:
+        c = "".join(rng.choice(alphabet) for _ in range(length))
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+@dataclass
+class CanaryExposure:
+    """One canary's result: numbers only, never the secret or the name it was planted under."""
+
+    index: int
+    repeats: int
+    candidates: int
+    rank: float
+    exposure_bits: float
+    max_sample_bits: float
+    space_bits: float
+    extrapolated_bits: float | None
+    secret_logprob: float
+    histogram: dict[str, list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _histogram(values: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"counts": counts.astype(int).tolist(), "edges": [float(e) for e in edges]}
+
+
+def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: int, *,
+                    n_candidates: int = MIN_CANDIDATES, seed: int = 0, batch_size: int = 256,
+                    progress: Callable[[int], None] | None = None) -> CanaryExposure:
+    """Rank the canary's secret among ``n_candidates`` random secrets in its own context.
+
+    The context is the training record as the model saw it (user question, then the answer up
+    to the secret); each candidate is scored on its own tokens plus the closing full stop.
+    """
+    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs
+
+    if n_candidates < 1:
+        raise BadInput("need at least one candidate")
+    space = dict(canary.get("candidate_space") or {})
+    secret, prefix, prompt = canary["secret"], canary["prefix"], canary["prompt"]
+    rng = random.Random(f"{seed}:{index}")
+    cands = random_candidates(space, n_candidates, rng, exclude=secret)
+    marker = "\x00SECRET\x00"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt},
+         {"role": "assistant", "content": f"{prefix}{marker}."}], tokenize=False)
+    before = rendered[:rendered.index(marker)]
+    texts = [f"{before}{s}." for s in [secret, *cands]]
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    shared = common_prefix_len(enc)
+    if shared == 0:
+        raise BadInput("the candidates share no context with the secret")
+    shared = min(shared, min(len(e) for e in enc) - 1)  # every candidate keeps >= 1 token
+    scores = suffix_logprobs(model, enc[0][:shared], [e[shared:] for e in enc],
+                             batch_size=batch_size, progress=progress)
+    secret_score, cand_scores = float(scores[0]), scores[1:]
+    alphabet, length = space["alphabet"], space["length"]
+    space_bits = length * math.log2(len(alphabet))
+    rank = rank_of(secret_score, cand_scores)
+    return CanaryExposure(
+        index=index, repeats=int(canary.get("repeats", 1)), candidates=len(cands), rank=rank,
+        exposure_bits=exposure_from_rank(rank, len(cands)),
+        max_sample_bits=max_sample_exposure(len(cands)), space_bits=space_bits,
+        extrapolated_bits=extrapolated_exposure(secret_score, cand_scores, space_bits),
+        secret_logprob=secret_score, histogram=_histogram(cand_scores),
+    )
+
+
+def summarise(results: Sequence[CanaryExposure]) -> dict[str, Any]:
+    """Mean, median and max exposure over canaries (the gate reads ``mean`` by default)."""
+    if not results:
+        return {"canaries": 0}
+    e = np.array([r.exposure_bits for r in results])
+    x = [r.extrapolated_bits for r in results if r.extrapolated_bits is not None]
+    return {
+        "canaries": len(results), "candidates": min(r.candidates for r in results),
+        "mean_bits": float(e.mean()), "median_bits": float(np.median(e)),
+        "max_bits": float(e.max()), "max_sample_bits": results[0].max_sample_bits,
+        "space_bits": results[0].space_bits,
+        "mean_extrapolated_bits": float(np.mean(x)) if x else None,
+        "per_canary": [r.to_dict() for r in results],
+    }
