@@ -217,5 +217,6 @@ class BackgroundServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # do not wait for idle keep-alive clients
         self.thread.join(timeout=10)
         self.sock.close()
