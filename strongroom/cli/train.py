@@ -42,10 +42,20 @@ def train(
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads (default 1: the CPU is shared)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every",
                                                    help="Encrypted checkpoint every N steps (default max-steps/5, or 20)."),
+    fsdp: str = typer.Option("auto", "--fsdp",
+                             help="Under torchrun/accelerate launch: shard the model with FSDP "
+                                  "(on|off|auto: when it would not fit one GPU)."),
+    dtype: str = typer.Option("auto", "--dtype",
+                              help="Base weights: auto (bf16 on GPU, fp32 on CPU), bfloat16, float32."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored model's metadata as JSON."),
 ) -> None:
-    """Fine-tune a LoRA adapter on a de-identified dataset; everything is stored encrypted."""
+    """Fine-tune a LoRA adapter on a de-identified dataset; everything is stored encrypted.
+
+    Runs as one process, or data-parallel under `torchrun --nproc-per-node N` /
+    `accelerate launch` (DDP; FSDP with --fsdp): rank 0 alone touches the store.
+    """
+    from strongroom.training.distributed import DistContext
     from strongroom.training.pipeline import request_from_options
 
     req = request_from_options(
@@ -55,8 +65,14 @@ def train(
         allow_identifiable=allow_identifiable, otp=otp, reason=reason, resume=resume, lr=lr,
         lora_r=lora_r, batch_size=batch_size, grad_accumulation=grad_accumulation,
         max_seq_len=max_seq_len, seed=seed, eval_fraction=eval_fraction, threads=threads,
-        checkpoint_every=checkpoint_every, progress=not quiet,
+        checkpoint_every=checkpoint_every, progress=not quiet, fsdp=fsdp, dtype=dtype,
     )
+    dist = DistContext.from_env()
+    if dist.enabled and not dist.is_main:
+        from strongroom.training.worker import run_worker
+
+        run_worker(dist, req)  # never opens the home: rank 0 sends the records
+        return
     with acting() as (rt, p):
         info = rt.training.train(p, req)
     if as_json:
@@ -79,12 +95,14 @@ def generate(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens to generate."),
     version: Optional[int] = typer.Option(None, "--version", help="Model version (default latest)."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
+    system: Optional[str] = typer.Option(None, "--system",
+                                         help="System prompt the model is deployed with (audited as an HMAC)."),
     as_json: bool = typer.Option(False, "--json", help="Print {model, answer} as JSON."),
 ) -> None:
     """Answer PROMPT with MODEL (base + decrypted adapter, in memory only; audited)."""
     with acting() as (rt, p):
         answer = rt.training.generate(p, model, prompt, max_new_tokens=max_new_tokens,
-                                      version=version, threads=threads)
+                                      version=version, threads=threads, system=system)
     if as_json:
         print_json({"model": model, "answer": answer})
     else:

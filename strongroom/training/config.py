@@ -91,6 +91,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps; 0 = no checkpoints
     num_threads: int | None = None  # None = all free cores
     device: str | None = None  # None = cuda if available else cpu
+    fsdp: str = "auto"  # multi-process only: "on" | "off" | "auto" (when the model won't fit)
     dp: DPConfig | None = None
 
     def validate(self) -> None:
@@ -108,6 +109,8 @@ class TrainConfig:
             raise BadInput("max_steps must be >= 1")
         if self.batch_size < 1 or self.grad_accumulation < 1 or self.max_seq_len < 2:
             raise BadInput("batch_size, grad_accumulation must be >= 1, max_seq_len >= 2")
+        if self.fsdp not in ("on", "off", "auto"):
+            raise BadInput("fsdp must be on, off or auto")
         if self.eval_every < 0 or self.checkpoint_every < 0:
             raise BadInput("eval_every and checkpoint_every must be >= 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
@@ -140,7 +143,7 @@ class TrainConfig:
     def determinism_key(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run that wrote the checkpoint."""
         d = self.to_dict()
-        for k in ("checkpoint_every", "num_threads"):
+        for k in ("checkpoint_every", "num_threads", "fsdp"):
             d.pop(k, None)
         return d
 

@@ -86,15 +86,20 @@ def snapshot_trainable(model) -> dict[str, Any]:
 
 
 def check_update_direction(model, before: dict[str, Any], grads: dict[str, Any],
-                           require_descent: bool = True) -> None:
+                           require_descent: bool = True, reduce: Any = None) -> None:
     """Raise unless the step changed the LoRA weights, against the (clipped/noised) gradient.
 
     ``grads`` are the gradients the optimizer actually applied. For SGD and Adam's first step
     the update has negative inner product with the gradient; weight decay could only fight
     that for lora_B, which starts at zero. After a resume Adam's momentum can legitimately
     point elsewhere, so there only movement is required (``require_descent=False``).
+
+    Across processes, ``reduce`` sums ``[moved, dot]`` over ranks: under FSDP each rank sees
+    only its shard of every parameter, so the verdict must combine all shards.
     """
     import torch
+
+    from strongroom.training.parallel import local
 
     dot = 0.0
     moved = 0
@@ -102,10 +107,13 @@ def check_update_direction(model, before: dict[str, Any], grads: dict[str, Any],
         g = grads.get(n)
         if g is None:
             raise TrainingGuardError(f"no gradient reached trainable parameter {n}")
-        delta = p.detach() - before[n]
+        delta = local(p.detach()) - local(before[n])
         if torch.count_nonzero(delta):
             moved += 1
-        dot += float((delta.double() * g.double()).sum())
+        dot += float((delta.double() * local(g).double()).sum())
+    if reduce is not None:
+        moved_f, dot = reduce([float(moved), dot])
+        moved = int(moved_f)
     if moved == 0:
         raise TrainingGuardError("the first optimizer step left every LoRA parameter unchanged")
     if require_descent and not dot < 0:

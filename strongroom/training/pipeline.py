@@ -65,6 +65,8 @@ class TrainRequest:
     threads: int = 1
     checkpoint_every: int | None = None
     progress: bool = True
+    fsdp: str = "auto"  # under torchrun / accelerate launch: on | off | auto
+    dtype: str = "auto"  # base weights: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
 
     def train_config(self):  # noqa: ANN201 - TrainConfig, imported lazily
         from strongroom.training.config import DPConfig, TrainConfig
@@ -85,10 +87,24 @@ class TrainRequest:
             lora_dropout=0.0, batch_size=self.batch_size, grad_accumulation=self.grad_accumulation,
             max_seq_len=self.max_seq_len, seed=self.seed, epochs=self.epochs or 1.0,
             max_steps=self.max_steps, checkpoint_every=every, num_threads=self.threads,
-            warmup_ratio=0.05, dp=dp,
+            warmup_ratio=0.05, dp=dp, fsdp=self.fsdp,
         )
         cfg.validate()
         return cfg
+
+
+def load_dtype(name: str, device: Any) -> Any:
+    """The dtype to load base weights in: ``auto`` is bf16 on a bf16-capable GPU, else fp32."""
+    import torch
+
+    if name == "auto":
+        ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if ok else torch.float32
+    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float32": torch.float32,
+             "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise BadInput("--dtype must be auto, bfloat16, float16 or float32")
+    return table[name]
 
 
 def _quiet_hf() -> None:
@@ -211,12 +227,34 @@ class TrainingService:
     # ------------------------------------------------------------------ train
 
     def train(self, principal: Principal, req: TrainRequest) -> ModelInfo:
-        """Fine-tune ``req.base`` on dataset ``req.dataset`` and store the result as ``req.out``."""
+        """Fine-tune ``req.base`` on dataset ``req.dataset`` and store the result as ``req.out``.
+
+        Under ``torchrun`` / ``accelerate launch`` this is rank 0: it alone touches the store
+        and hands the records to the other ranks (``strongroom.training.worker``); if it fails
+        before that, the other ranks are told to stop.
+        """
+        from strongroom.training.distributed import DistContext, job_guard
+
+        dist = DistContext.from_env()
+        if dist.enabled and not dist.is_main:
+            raise BadInput("ranks > 0 run strongroom.training.worker, not TrainingService.train")
+        dist.init()
+        try:
+            with job_guard(dist):
+                return self._train_main(principal, req, dist)
+        finally:
+            dist.close()
+
+    def _train_main(self, principal: Principal, req: TrainRequest, dist: Any) -> ModelInfo:
         check_model_name(req.out)
         self._door.check(principal, "model:train", action="model.train",
                          scope_resource=f"model:{req.out}",
                          details={"name": req.out, "dataset": req.dataset})
         config = req.train_config()
+        if dist.enabled:
+            from strongroom.training.worker import worker_preflight
+
+            worker_preflight(req)
         if req.canaries < 0 or req.canary_repeats < 1:
             raise BadInput("--canaries must be >= 0 and --canary-repeats >= 1")
         info = self._datasets.show(principal, req.dataset, self._resume_version(req))
@@ -235,7 +273,7 @@ class TrainingService:
                                          keep=KEEP_CHECKPOINTS)
         try:
             model_info = self._train(principal, req, config, info, spec, run_id, store,
-                                     resumed, override)
+                                     resumed, override, dist)
         except BaseException as exc:
             self._set_status(run_id, "failed")
             try:
@@ -259,7 +297,7 @@ class TrainingService:
 
     def _train(self, principal: Principal, req: TrainRequest, config: Any, info: DatasetInfo,
                spec: Any, run_id: str, store: EncryptedCheckpointStore, resumed: bool,
-               override: bool) -> ModelInfo:
+               override: bool, dist: Any) -> ModelInfo:
         from strongroom.training import (
             adapter_to_bytes, build_model_card, load_base, plant_canaries, split_records, train,
         )
@@ -278,9 +316,13 @@ class TrainingService:
         if req.canaries:
             train_r, canaries = plant_canaries(train_r, req.canaries, req.canary_repeats,
                                                random.Random(req.seed))
-        model, tok = load_base(spec)
+        if dist.enabled:  # the other ranks train on exactly these records (in memory only)
+            dist.send_job({"config": config.to_dict(), "base": spec.to_dict(),
+                           "dtype": req.dtype, "train": train_r, "eval": eval_r,
+                           "resume": req.resume})
+        model, tok = load_base(spec, load_dtype(req.dtype, dist.device()))
         result = train(model, tok, train_r, eval_r, config, checkpoint_store=store,
-                       resume=req.resume, progress=req.progress)
+                       resume=req.resume, progress=req.progress, dist=dist)
         base = spec.to_dict()
         adapter = adapter_to_bytes(result.adapter_state, result.lora, base)
         dataset_meta = {
@@ -305,6 +347,8 @@ class TrainingService:
             "train_records": dataset_meta["train_records"], "eval_records": len(eval_r),
             "canaries": len(canaries), "tokens_per_s": result.tokens_per_s,
             "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
+            "world_size": result.data.get("world_size", 1),
+            "parallel": result.data.get("parallel", "none"),
         }
         lineage = {
             "dataset": info.name, "dataset_id": info.id, "dataset_version": info.version,
@@ -331,11 +375,14 @@ class TrainingService:
     # ------------------------------------------------------------------ generate
 
     def generate(self, principal: Principal, name: str, prompt: str, *, max_new_tokens: int = 64,
-                 version: int | None = None, threads: int = 1) -> str:
+                 version: int | None = None, threads: int = 1,
+                 system: str | None = None) -> str:
         """Answer ``prompt`` with model ``name`` (a stored model or a registered base model).
 
         Permission ``inference``; the audit record carries an HMAC of the prompt, never its text.
         The adapter is decrypted into memory and attached to a freshly loaded base model.
+        ``system`` is the system prompt the model is deployed with (a fine-tuned assistant
+        answers best under the one it was trained with); audited as an HMAC too.
         """
         from strongroom.training import generate
         from strongroom.training._env import set_threads
@@ -345,11 +392,12 @@ class TrainingService:
         if max_new_tokens < 1 or max_new_tokens > 4096:
             raise BadInput("--max-new-tokens must be between 1 and 4096")
         set_threads(threads)
+        details = {"prompt": prompt} if system is None else {"prompt": prompt, "system": system}
         model, tok = self.load_for_inference(principal, name, version=version,
-                                             action="model.generate",
-                                             details={"prompt": prompt},
-                                             public={"max_new_tokens": max_new_tokens})
-        return generate(model, tok, prompt, max_new_tokens=max_new_tokens)
+                                             action="model.generate", details=details,
+                                             public={"max_new_tokens": max_new_tokens,
+                                                     "system_prompt": system is not None})
+        return generate(model, tok, prompt, max_new_tokens=max_new_tokens, system=system)
 
     def load_for_inference(self, principal: Principal, name: str, *, version: int | None = None,
                            action: str, details: dict[str, Any] | None = None,

@@ -23,6 +23,7 @@ from strongroom.training.config import TrainConfig
 from strongroom.training.data import (
     Example, collate, encode_records, order_batches, pack_examples,
 )
+from strongroom.training.distributed import DistContext
 from strongroom.training.lora import (
     apply_lora, check_optimizer_params, check_update_direction, resolve_device,
     snapshot_trainable, trainable_named_parameters,
@@ -145,11 +146,18 @@ class _Order:
 def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
           eval_records: Sequence[dict[str, Any]], config: TrainConfig, *,
           checkpoint_store: CheckpointStore | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, dist: DistContext | None = None) -> TrainResult:
     """Fine-tune ``model`` (modified in place: LoRA layers are injected) and return the adapter.
 
     With ``resume=True`` and a checkpoint in ``checkpoint_store``, continues from it and ends
     with the same adapter an uninterrupted run would have produced (same config and data).
+
+    With ``dist`` (world size > 1, every rank calling ``train`` with the same records and
+    config) the run is data-parallel: DDP, or FSDP when ``config.fsdp`` asks for it. Each
+    optimizer step consumes ``grad_accumulation * world_size`` micro-batches of the same
+    deterministic order a single process would use, so N ranks compute what one process with
+    ``grad_accumulation * N`` computes. Only rank 0 writes checkpoints (its store); the other
+    ranks pass ``checkpoint_store=None`` and receive rank 0's checkpoint on ``resume``.
     """
     import torch
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -157,9 +165,26 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
 
     config.validate()
     _env.set_threads(config.num_threads)
-    if resume and checkpoint_store is None:
+    dist = dist if dist is not None else DistContext()
+    world, rank = dist.world_size, dist.rank
+    if resume and checkpoint_store is None and dist.is_main:
         raise BadInput("resume needs a checkpoint store")
-    device = resolve_device(config.device)
+    if dist.enabled and config.dp is not None:
+        raise BadInput("differential privacy is not supported across processes yet (Poisson "
+                       "sampling and noise would have to be shared by all ranks): run DP "
+                       "training as a single process, without torchrun / accelerate launch")
+    device = dist.device(config.device) if dist.enabled else resolve_device(config.device)
+    dist.init(device)
+    from strongroom.training.parallel import choose_fsdp, wrap_parallel
+
+    use_fsdp = dist.enabled and choose_fsdp(config.fsdp, model, device, world)
+    if use_fsdp and resume:
+        raise BadInput("--resume is not supported under FSDP yet; restart the run, or resume "
+                       "it with DDP (--fsdp off) on GPUs that hold the model")
+    checkpoints_on = bool(config.checkpoint_every) and (
+        checkpoint_store is not None if not dist.enabled
+        else bool(dist.sum_floats([1.0 if checkpoint_store is not None and dist.is_main
+                                   else 0.0])[0]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     train_ex, train_stats = encode_records(tokenizer, train_records, config.max_seq_len)
@@ -171,8 +196,12 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     fingerprint = _fingerprint(train_ex, eval_ex)
 
     torch.manual_seed(config.seed)  # LoRA A init draws from the global generator
-    peft_model = apply_lora(model, config, device)
+    # FSDP moves each block to the GPU as it shards it: a model that does not fit one GPU
+    # must not be moved whole first. (DP, where opacus#820 makes the order matter, is refused
+    # across processes above.)
+    peft_model = apply_lora(model, config, torch.device("cpu") if use_fsdp else device)
     peft_model.train()
+    par = wrap_parallel(peft_model, dist, device, use_fsdp)  # shards in place under FSDP
     params = [p for _, p in trainable_named_parameters(peft_model)]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -196,9 +225,9 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         fwd_module = dp_engine.module
         check_optimizer_params(peft_model, optimizer.original_optimizer)
     else:
-        steps_per_epoch = math.ceil(len(order.batches(0)) / config.grad_accumulation)
+        steps_per_epoch = math.ceil(len(order.batches(0)) / (config.grad_accumulation * world))
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-        fwd_module = peft_model
+        fwd_module = par.module
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer.original_optimizer if dp_engine else optimizer, _lr_lambda(config, total_steps))
@@ -209,13 +238,18 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     resumed_from = None
 
     def adapter_now() -> dict[str, Any]:
-        return {k: v.detach().to("cpu").clone()
+        return {k: par.full(v).detach().to("cpu").clone()
                 for k, v in get_peft_model_state_dict(peft_model).items()}
 
     def save_checkpoint() -> None:
-        tensors = {f"adapter.{k}": v for k, v in get_peft_model_state_dict(peft_model).items()}
-        opt_t, groups = optimizer_to_tensors(
-            (optimizer.original_optimizer if dp_engine else optimizer).state_dict())
+        # Under FSDP gathering the full tensors is a collective: every rank takes part,
+        # only rank 0 stores.
+        tensors = adapter_now()
+        tensors = {f"adapter.{k}": v for k, v in tensors.items()}
+        opt_t, groups = optimizer_to_tensors(par.full_optimizer_state(
+            (optimizer.original_optimizer if dp_engine else optimizer).state_dict()))
+        if not dist.is_main:
+            return
         tensors.update(opt_t)
         tensors["rng.torch"] = torch.get_rng_state()
         if device.type == "cuda":
@@ -235,15 +269,22 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             dt, dm = dp_engine.state()
             tensors.update(dt)
             meta["dp"] = dm
+        meta["world_size"] = world
         checkpoint_store.save(st.step, pack(tensors, meta))
 
     if resume:
-        latest = checkpoint_store.load_latest()
+        latest = checkpoint_store.load_latest() if dist.is_main else None
+        if dist.enabled:  # rank 0's checkpoint, decrypted in its memory, to every rank
+            blob = dist.broadcast_bytes(latest[1] if latest is not None else b"")
+            latest = (0, blob) if blob else None
         if latest is not None:
             step_no, blob = latest
             tensors, meta = unpack(blob)
             if meta["config"] != json.loads(json.dumps(config.determinism_key())):
                 raise BadInput("checkpoint was written with a different training config")
+            if int(meta.get("world_size", 1)) != world:
+                raise BadInput(f"checkpoint was written by {meta.get('world_size', 1)} "
+                               f"process(es); resume it with the same number, not {world}")
             if meta["data_fingerprint"] != fingerprint:
                 raise BadInput("checkpoint was written for different training/eval data")
             set_peft_model_state_dict(peft_model, {k[8:]: v for k, v in tensors.items()
@@ -269,19 +310,28 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             return None
         peft_model.eval()
         tot, n = 0.0, 0
+        # Each rank scores its share of the held-out batches; sums are combined. Under FSDP
+        # every rank must run the same number of forwards (each one all-gathers weights).
+        batches = [eval_ex[i:i + config.batch_size]
+                   for i in range(0, len(eval_ex), config.batch_size)]
+        mine = batches[rank::world]
+        if use_fsdp:
+            mine += [batches[0]] * (math.ceil(len(batches) / world) - len(mine))
         with torch.no_grad():
-            for i in range(0, len(eval_ex), config.batch_size):
-                _, summed, count, _ = _forward_loss(peft_model, eval_ex[i:i + config.batch_size],
-                                                    pad_id, device)
-                tot += float(summed.sum())
-                n += int(count.sum())
+            for j, rows in enumerate(mine):
+                _, summed, count, _ = _forward_loss(peft_model, rows, pad_id, device)
+                if j * world + rank < len(batches):  # padding forwards are not counted
+                    tot += float(summed.sum())
+                    n += int(count.sum())
         peft_model.train()
+        tot, n = dist.sum_floats([tot, float(n)])
         return tot / max(1, n)
 
     if resumed_from is None and eval_ex and config.eval_at_start:
         metrics.append({"step": 0, "eval_loss": evaluate()})
 
-    bar = tqdm(total=total_steps, initial=st.step, disable=not progress, unit="step",
+    bar = tqdm(total=total_steps, initial=st.step, disable=not progress or not dist.is_main,
+               unit="step",
                desc="dp-lora" if dp_engine else "lora", dynamic_ncols=True)
     first_step_checked = False
     last_eps = dp_engine.epsilon() if dp_engine is not None else 0.0
@@ -301,15 +351,23 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             step_tokens = loss_fn.tokens
             step_loss = info["token_loss_sum"] / max(1, info["tokens"])
         else:
-            micro = [order.next(st) for _ in range(config.grad_accumulation)]
-            learned = sum(train_ex[i].n_learned for b in micro for i in b)
+            # The step's micro-batches in the single-process order; rank r takes every
+            # world-th one. Gradients are averaged over ranks, hence the factor ``world``:
+            # the applied gradient is the token mean over the whole step, as in one process.
+            every = [order.next(st) for _ in range(config.grad_accumulation * world)]
+            learned = sum(train_ex[i].n_learned for b in every for i in b)
+            micro = every[rank::world]
             step_tokens, tok_sum = 0, 0.0
-            for b in micro:
+            for j, b in enumerate(micro):
                 rows = [train_ex[i] for i in b]
-                _, summed, _, ntok = _forward_loss(fwd_module, rows, pad_id, device)
-                (summed.sum() / max(1, learned)).backward()
+                with par.no_sync(j < len(micro) - 1):
+                    _, summed, _, ntok = _forward_loss(fwd_module, rows, pad_id, device)
+                    (summed.sum() * (world / max(1, learned))).backward()
                 step_tokens += ntok
                 tok_sum += float(summed.detach().sum())
+            if dist.enabled:
+                tok_sum, step_tokens = dist.sum_floats([tok_sum, float(step_tokens)])
+                step_tokens = int(step_tokens)
             step_loss = tok_sum / max(1, learned)
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -318,7 +376,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
                      for n, p in trainable_named_parameters(peft_model)}
             check_update_direction(peft_model, before, grads,
-                                   require_descent=resumed_from is None)
+                                   require_descent=resumed_from is None,
+                                   reduce=dist.sum_floats if dist.enabled else None)
             first_step_checked = True
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -331,7 +390,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
                                "tokens": step_tokens,
                                "tokens_per_s": step_tokens / dt if dt > 0 else 0.0}
         eval_due = bool(config.eval_every) and st.step % config.eval_every == 0
-        ckpt_due = checkpoint_store is not None and bool(config.checkpoint_every) and (
+        ckpt_due = checkpoints_on and (
             st.step % config.checkpoint_every == 0 or st.step == total_steps)
         if dp_engine is not None:
             row["units"] = info["units"]
@@ -355,8 +414,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         bar.set_postfix(loss=f"{step_loss:.4f}",
                         tok_s=f"{st.tokens / max(st.elapsed, 1e-9):.0f}",
                         **({"eps": f"{last_eps:.2f}"} if dp_engine else {}))
-        if ckpt_due or (st.stopped_early and checkpoint_store is not None
-                        and config.checkpoint_every):
+        if ckpt_due or (st.stopped_early and checkpoints_on):
             save_checkpoint()
     bar.close()
 
@@ -370,7 +428,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     if (config.early_stopping_patience is not None and best_adapter is not None
             and st.best_eval is not None and (eval_loss is None or st.best_eval < eval_loss)):
         adapter, final_eval = best_adapter, st.best_eval
-        set_peft_model_state_dict(peft_model, best_adapter)
+        par.load_adapter(best_adapter)
     peft_model.eval()
     lcfg = peft_model.peft_config["default"]
     tm = lcfg.target_modules
@@ -382,7 +440,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         dp=dict(dp_engine.describe(), records_dropped_by_subject_cap=capped)
         if dp_engine else None,
         data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
-              "packed": config.packing},
+              "packed": config.packing, "world_size": world,
+              "parallel": "fsdp" if use_fsdp else ("ddp" if dist.enabled else "none")},
         lora={"r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "lora_dropout": lcfg.lora_dropout,
               "target_modules": sorted(tm) if not isinstance(tm, str) else tm,
               "trainable_parameters": sum(p.numel() for p in params)},
