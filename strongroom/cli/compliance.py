@@ -122,3 +122,41 @@ def sbom(
     err_console.print(f"Wrote CycloneDX {doc['specVersion']} SBOM with {len(doc.get('components', []))} "
                       f"components to {out} (audit seq {seq}); pin check: "
                       + ("all pinned" if not problems else f"{len(problems)} problem(s), e.g. {problems[0]}"))
+
+
+def _document(kind: str, out: Optional[Path], fmt: str, controller: str = "", dpo: str = "") -> None:
+    from strongroom.compliance.assess import document
+
+    with acting() as (rt, p):
+        text, seq = document(rt, p, kind, fmt=fmt, controller=controller, dpo=dpo)
+    if out is None:
+        console.file.write(text)
+    else:
+        _write(out, text)
+        err_console.print(f"Wrote {kind} to {out} (audit seq {seq})")
+
+
+@app.command("ropa")
+def ropa(
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file; default stdout."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="md|json (default: from -o, else md)."),
+    controller: str = typer.Option("", "--controller", help="Controller name and contact, printed in the record."),
+    dpo: str = typer.Option("", "--dpo", help="Data protection officer contact."),
+) -> None:
+    """GDPR Art. 30 records of processing, from dataset purposes, lineage and recipients."""
+    _document("ropa", out, _fmt(fmt, out, ("md", "json"), "md"), controller, dpo)
+
+
+@app.command("dpia")
+def dpia(
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file; default stdout."),
+    controller: str = typer.Option("", "--controller", help="Controller name, printed in the draft."),
+) -> None:
+    """A DPIA draft (GDPR Art. 35) pre-filled with the facts the system knows (Markdown)."""
+    _document("dpia", out, "md", controller)
+
+
+@app.command("deid-method")
+def deid_method(out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output file; default stdout.")) -> None:
+    """The de-identification method document from the de-id reports (HIPAA 164.514(b)) (Markdown)."""
+    _document("deid-method", out, "md")

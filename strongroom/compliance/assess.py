@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from strongroom.compliance.catalogs import Catalog, Control, load_catalog
@@ -124,5 +124,37 @@ def system_facts(rt: "Runtime", ctx: Context) -> dict[str, Any]:
     }
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+DOCUMENTS = ("ropa", "dpia", "deid-method")
+
+
+def document(rt: "Runtime", principal: Principal, kind: str, *, fmt: str = "md",
+             controller: str = "", dpo: str = "") -> tuple[str, int]:
+    """Render the ROPA, DPIA draft or de-identification method document; returns (text, audit seq).
+
+    Permission compliance:read; the document is audited (``compliance.<kind>``) before it is
+    returned, and its own audit sequence number is printed in it.
+    """
+    from strongroom.compliance.inventory import collect
+
+    if kind not in DOCUMENTS:
+        raise ValueError(kind)
+    action = f"compliance.{kind}"
+    rt.door.check(principal, PERMISSION, action=action)
+    ctx = evidence_context(rt, Thresholds())
+    inv = collect(rt, ctx.facts)
+    results = run_checks(ctx, known_checks()) if kind == "dpia" else {}
+    seq = rt.door.record(principal, action, public={
+        "datasets": len(inv.datasets), "models": len(inv.models), "format": fmt,
+        "audit_verified": ctx.facts.verified})
+    if kind == "ropa":
+        from strongroom.compliance.ropa import render_ropa
+
+        return render_ropa(inv, generated_at=ctx.now, audit_seq=seq, fmt=fmt, controller=controller,
+                           dpo=dpo), seq
+    if kind == "dpia":
+        from strongroom.compliance.dpia import render_dpia
+
+        return render_dpia(inv, results, generated_at=ctx.now, audit_seq=seq, controller=controller), seq
+    from strongroom.compliance.deid_method import render_deid_method
+
+    return render_deid_method(inv, generated_at=ctx.now, audit_seq=seq), seq

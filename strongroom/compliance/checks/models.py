@@ -1,9 +1,10 @@
 """Released models passed the evaluation gate, and none awaits retraining after an erasure.
 
-A model is released when a ``model.promote`` entry in the verified audit log says so (and no
-later ``model.demote`` withdrew it). The gate's verdict must be on record: in the promote
-entry itself or in a successful ``model.eval`` of the same model before it. A verdict that
-cannot be found is a finding (fail closed).
+Released means promoted and not revoked: read from the evaluation tables
+(``model_promotions`` joined to ``model_evaluations``) where the build has them, else from
+``model.promote``/``model.demote`` entries of the verified audit log. The gate's passing
+verdict must be on record for the exact adapter released; a verdict that cannot be found, a
+failed one or an admin override is a finding (fail closed).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from strongroom.compliance.checks.base import Context, Evidence, check, fail, ok
+from strongroom.compliance.checks.base import Context, Evidence, check, fail, iso, ok
 from strongroom.store import models as sm
 from strongroom.store.model_tables import Model, ModelVersion
 
@@ -45,27 +46,91 @@ def released(ctx: Context) -> dict[tuple[str, Any], dict[str, Any]]:
     return out
 
 
+def _from_tables(ctx: Context) -> tuple[list[str], list[Evidence], set[tuple[str, Any]]] | None:
+    """Promotions and evaluations from the evaluation tables; None if this build has none."""
+    try:
+        from strongroom.evaluation.tables import ModelEvaluation, ModelPromotion
+    except ImportError:
+        return None
+    from sqlalchemy.exc import OperationalError
+
+    problems: list[str] = []
+    ev: list[Evidence] = []
+    keys: set[tuple[str, Any]] = set()
+    promote_seq = {(e.get("resource"), _version(e)): e["seq"] for e in ctx.facts.of("model.promote")}
+    try:
+        with ctx.runtime.sessions() as s:
+            rows = list(s.scalars(select(ModelPromotion).where(ModelPromotion.revoked_at.is_(None))
+                                  .order_by(ModelPromotion.promoted_at)))
+            ev.append(Evidence("released model versions (model_promotions, not revoked)", len(rows)))
+            for p in rows:
+                m = s.get(Model, p.model_id)
+                mv = s.get(ModelVersion, p.model_version_id)
+                label = f"{m.name if m else p.model_id} v{p.model_version}"
+                if m is None or m.deleted_at is not None or mv is None:
+                    continue  # a shredded model is no longer served
+                keys.add((f"model:{p.model_id}", p.model_version))
+                e = s.get(ModelEvaluation, p.evaluation_id) if p.evaluation_id else None
+                seq = promote_seq.get((f"model:{p.model_id}", p.model_version))
+                if e is None:
+                    problems.append(f"{label} was released with no evaluation on record")
+                    verdict = "no evaluation"
+                elif not e.passed:
+                    problems.append(f"{label} was released although its evaluation failed ({', '.join(e.failures or []) or 'failed'})")
+                    verdict = "evaluation FAILED"
+                elif e.model_version_id != mv.id or e.adapter_sha256 != mv.adapter_sha256:
+                    problems.append(f"{label}: the evaluated adapter is not the released one")
+                    verdict = "evaluated another adapter"
+                else:
+                    verdict = f"gate passed ({', '.join(e.suites or [])})"
+                if p.override:
+                    problems.append(f"{label} was released under an admin override of the gate")
+                    verdict += "; ADMIN OVERRIDE"
+                ev.append(Evidence(f"released {label}", verdict, iso(p.promoted_at), seq))
+    except OperationalError:
+        return None  # tables not created yet in this home: fall back to the audit log
+    return problems, ev, keys
+
+
 @check("models.release-gate", "Released models passed the evaluation gate",
-       "model.promote entries in the verified audit log (not withdrawn by model.demote): each needs "
-       "a passing gate verdict in the promote entry or in an earlier successful model.eval of the "
-       "same model and version; no released version may carry an open needs-retrain flag.")
+       "model_promotions (not revoked) joined to model_evaluations: each released version has a "
+       "passing evaluation of that exact adapter (SHA-256) and no admin override; without those "
+       "tables, model.promote/model.eval entries of the verified audit log. No released version "
+       "may carry an open needs-retrain flag.")
 def release_gate(ctx: Context) -> tuple[str, str, list[Evidence]]:
     if not ctx.facts.verified:
         return fail("the audit log does not verify, so promotions cannot be evidenced",
                     [Evidence("audit verification error", ctx.facts.error)])
+    with ctx.runtime.sessions() as s:
+        flag_table = getattr(sm, "ModelFlag", None)
+        flagged: list[tuple[str, int, str, str]] = []
+        if flag_table is not None:
+            for f, mv, name in s.execute(select(flag_table, ModelVersion, Model.name).join(
+                    ModelVersion, ModelVersion.id == flag_table.model_version_id)
+                    .join(Model, Model.id == ModelVersion.model_id)
+                    .where(flag_table.cleared_at.is_(None), Model.deleted_at.is_(None))):
+                flagged.append((f"model:{mv.model_id}", mv.version, f"{name} v{mv.version}", f.flag))
+    tabled = _from_tables(ctx)
+    problems, ev, released_keys = tabled if tabled is not None else _from_audit(ctx)
+    for resource, version, label, flag in flagged:
+        if (resource, version) in released_keys:
+            problems.append(f"released {label} is flagged {flag}")
+    n_released = ev[0].value if ev else 0
+    if problems:
+        ev.extend(Evidence("problem", p) for p in problems)
+        return fail(problems[0], ev)
+    if not n_released:
+        return ok("no fine-tuned model has been released (only registry base models may be served)", ev)
+    return ok(f"all {n_released} released model version(s) passed the evaluation gate", ev)
+
+
+def _from_audit(ctx: Context) -> tuple[list[str], list[Evidence], set[tuple[str, Any]]]:
     rel = released(ctx)
     evals = ctx.facts.of("model.eval")
     problems: list[str] = []
-    ev: list[Evidence] = [Evidence("released model versions", len(rel))]
+    ev: list[Evidence] = [Evidence("released model versions (model.promote entries)", len(rel))]
     with ctx.runtime.sessions() as s:
         names = {f"model:{m.id}": m.name for m in s.scalars(select(Model))}
-        flag_table = getattr(sm, "ModelFlag", None)
-        flagged: dict[str, list[str]] = {}
-        if flag_table is not None:
-            for f, mv in s.execute(select(flag_table, ModelVersion).join(
-                    ModelVersion, ModelVersion.id == flag_table.model_version_id)
-                    .where(flag_table.cleared_at.is_(None))):
-                flagged.setdefault(f"model:{mv.model_id}", []).append(f"v{mv.version} {f.flag}")
     for (resource, version), promo in sorted(rel.items(), key=lambda kv: kv[1]["seq"]):
         label = f"{names.get(resource, resource)}" + (f" v{version}" if version is not None else "")
         passing = gate_passed(promo)
@@ -79,12 +144,4 @@ def release_gate(ctx: Context) -> tuple[str, str, list[Evidence]]:
                            via["ts"], via["seq"]))
         if not passing:
             problems.append(f"{label} was released without a passing evaluation gate on record")
-        for f in flagged.get(resource, []):
-            if version is None or f.startswith(f"v{version} "):
-                problems.append(f"released {label} is flagged {f.split(' ', 1)[1]}")
-    if problems:
-        ev.extend(Evidence("problem", p) for p in problems)
-        return fail(problems[0], ev)
-    if not rel:
-        return ok("no fine-tuned model has been released (only registry base models may be served)", ev)
-    return ok(f"all {len(rel)} released model version(s) passed the evaluation gate", ev)
+    return problems, ev, set(rel)
