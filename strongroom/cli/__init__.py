@@ -57,6 +57,8 @@ app.add_typer(subjects.app, name="subjects")
 app.add_typer(backup.app, name="backup")
 app.add_typer(dr.app, name="dr")
 app.add_typer(maintenance.app, name="maintenance")
+from strongroom.cli import breakglass  # noqa: E402
+app.add_typer(breakglass.app, name="breakglass")
 
 
 def main() -> None:

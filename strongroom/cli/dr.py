@@ -36,7 +36,7 @@ def drill(
         ("backup", f"{report.backup_id} ({report.archive_bytes:,} bytes, {report.backup_seconds:.2f} s)"),
         ("restore", f"{report.restore_seconds:.2f} s"),
         ("verify", f"{report.verify_seconds:.2f} s: {report.objects_decrypted} objects decrypted "
-                   f"({report.plaintext_bytes:,} bytes), {report.datasets_verified} dataset versions and "
+                   f"({report.records_read:,} records), {report.datasets_verified} dataset versions and "
                    f"{report.models_verified} models byte-identical, {report.audit_entries_verified} "
                    "audit entries verified"),
         ("RTO (measured)", f"{report.rto_seconds:.2f} s from archive to a verified home"),
