@@ -96,3 +96,37 @@ def export(
     with acting() as (rt, p):
         paths = rt.models.export(p, name, out, version)
     console.print(f"Exported {name} to {out} ({', '.join(x.name for x in paths)})")
+
+
+@app.command("promote")
+def promote(
+    name: str,
+    version: Optional[int] = typer.Option(None, "--version", help="Version to promote (default latest)."),
+    override: bool = typer.Option(False, "--override",
+                                  help="Admin only: promote although the release gate fails (needs --otp and --reason; audited, high)."),
+    otp: Optional[str] = typer.Option(None, "--otp", help="Your current TOTP code (for an override)."),
+    reason: Optional[str] = typer.Option(None, "--reason", help="Why the override is needed (recorded HMAC'd)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="TOML release-gate policy file."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Release a model for serving if its latest evaluation passes the release gate (model:promote)."""
+    from strongroom.evaluation.service import EvaluationService
+
+    with acting() as (rt, p):
+        out = EvaluationService(rt).promote(p, name, version, override=override, otp=otp,
+                                            reason=reason, policy_file=policy)
+    if as_json:
+        print_json(out)
+        return
+    how = "under an audited admin override" if out["override"] else "release gate passed"
+    console.print(f"Promoted {name} v{out['version']} for serving ({how}).")
+
+
+@app.command("demote")
+def demote(name: str) -> None:
+    """Withdraw a model from serving (model:promote; audited)."""
+    from strongroom.evaluation.service import EvaluationService
+
+    with acting() as (rt, p):
+        n = EvaluationService(rt).demote(p, name)
+    console.print(f"Withdrew {n} promotion(s) of {name}.")
