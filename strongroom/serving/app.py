@@ -162,7 +162,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
         call = call_of(request)
         p = await gw.authenticate(call, request.headers.get("authorization"))
-        gw.authorize(call, "inference")  # list operations need the permission, not a model
+        gw.authorize_list(call, "inference")
         names = [m for m in gw.models if in_scope(p, f"model:{m}")]
         await gw.in_thread(lambda: gw.audit(call, status=200, outcome="success"))
         return ModelList(data=[ModelCard(id=m, created=gw.created) for m in names])

@@ -136,6 +136,13 @@ class Gateway:
             self.metrics.auth_failures.labels(reason="forbidden").inc()
             raise
 
+    def authorize_list(self, call: Call, permission: str) -> None:
+        """For listing: the permission itself; the caller then filters by the key's scope."""
+        assert call.principal is not None
+        if permission not in call.principal.permissions:
+            self.metrics.auth_failures.labels(reason="forbidden").inc()
+            raise PermissionDenied(f"permission denied: {permission}")
+
     def admit(self, call: Call) -> None:
         assert call.principal is not None
         self.limiter.admit(call.principal.id)
