@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
+from strongroom.privacy.layout import contact_block_spans, given_name_spans
+from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
 
@@ -25,7 +27,7 @@ _PRIORITY = {t: i for i, t in enumerate([
     "EMAIL_ADDRESS", "URL", "IP_ADDRESS", "ABA_ROUTING", "SWIFT_CODE", "NPI", "DEA_NUMBER", "VIN",
     "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_ID", "POLICY_NUMBER", "CLAIM_NUMBER", "ACCOUNT_NUMBER",
     "LICENSE_NUMBER", "LICENSE_PLATE", "DEVICE_ID", "PHONE_NUMBER", "DATE", "AGE", "ZIP_CODE",
-    "STREET_ADDRESS", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "ID_NUMBER",
+    "STREET_ADDRESS", "PERSON", "LOCATION", "ORGANIZATION", "NRP", "OCCUPATION", "ID_NUMBER",
 ])}
 _DATEISH = re.compile(r"(?i)\b\d{4}\b|\d[/.-]\d|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
 _CHUNK = 100_000
@@ -146,6 +148,8 @@ class Analyzer:
         spans.extend(self._ner_spans(text, ents))
         spans.extend(H.person_spans(text))
         spans.extend(H.caps_place_spans(text))
+        spans.extend(H.cue_spans(text))
+        spans.extend(given_name_spans(text))
         if self._deny_re is not None:
             for m in self._deny_re.finditer(text):
                 spans.append(Span(self._deny_map.get(m.group().casefold(), "CUSTOM"), m.start(), m.end(), 1.0, recognizer="deny_list"))
@@ -198,11 +202,17 @@ class Analyzer:
         """Spans arrive already filtered by type and threshold; add propagation, apply the allow list."""
         if self._wanted("PERSON"):
             spans.extend(s for s in H.structural_names(text, spans) if s.score >= self._threshold("PERSON"))
+        if self._wanted("ORGANIZATION"):
+            spans.extend(s for s in contact_block_spans(text, spans) if s.score >= self._threshold("ORGANIZATION"))
+        if self._wanted("OCCUPATION"):
+            spans.extend(s for s in occupation_spans(text, spans) if s.score >= self._threshold("OCCUPATION"))
+        if self._wanted("STREET_ADDRESS"):
+            spans.extend(H.bridge_address_blocks(text, spans))
         if self.config.propagate:
             spans.extend(_propagate(text, spans, extra_terms))
         if self._allow_re is not None:
             spans = self._apply_allow(text, spans)
-        return resolve(text, spans)
+        return resolve(text, H.widen_corners(text, resolve(text, spans)))
 
     def _apply_allow(self, text: str, spans: list[Span]) -> list[Span]:
         """Drop spans inside an allowed phrase ("Harbor Federal Bank" anywhere in the text, also in
@@ -347,9 +357,12 @@ def _union_type(best: Span, members: list[Span], start: int, end: int) -> str:
     """Type of a merged span. The strongest member names it only when it covers most of the union:
     a ZIP code (score 0.9) merged into "12 Elm St, Springfield, IL 62704" must not turn the whole
     address into a ZIP_CODE (whose operator keeps three characters of the value)."""
+    types = {s.entity_type for s in members}
+    if "STREET_ADDRESS" in types and best.entity_type in ("PERSON", "ORGANIZATION", "LOCATION") \
+            and any(m.start == start and m.entity_type == "STREET_ADDRESS" for m in members):
+        return "STREET_ADDRESS"  # "338 17 St Omers Road": a name does not start with a house number
     if len(members) == 1 or (best.end - best.start) >= 0.6 * (end - start):
         return best.entity_type
-    types = {s.entity_type for s in members}
     if "STREET_ADDRESS" in types and types <= _ADDRESS_PARTS | {"PERSON", "ORGANIZATION", "ID_NUMBER"}:
         return "STREET_ADDRESS"
     if best.entity_type in _NARROW_OPERATOR_TYPES:

@@ -49,12 +49,12 @@ STREET_SUFFIX = (
     r"Freeway|Ridge|Point|Landing|Crossing|Estates?|Manor|Meadows?|Glen|Green|Hollow|Junction|Knoll|"
     r"Path|Pass|Shores?|Springs?|Summit|Trace|Vale|Valley|View|Villas?|Wells?|Causeway|Commons?|"
     r"Creek|Dale|Harbou?r|Haven|Lakes?|Mall|Mill|Orchard|Oval|Quay|Ranch|Wharf|Wynd|Brook|Bridge|"
-    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields|" + USPS_SUFFIX
+    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields|Str|" + USPS_SUFFIX
 )
 GLUED_SUFFIX = (
     r"straße|strasse|str\.|gasse|weg|allee|platz|ring|damm|ufer|vej|vænget|gade|vägen|väg|gatan|"
     r"gata|veien|vei|veg|gate|laan|straat|plein|gracht|kade|dreef|utca|út|tér|ulica|ucica|katu|tie|"
-    r"polku|tori|kuja|gränd|torget|stræde|cesta|ulice|ul\.|street|road|lane|avenue"
+    r"polku|tori|kuja|gränd|torget|stræde|cesta|ulice|ul\.|u\.|útja|vegen|street|road|lane|avenue"
 )
 PREFIX_STREET = (
     r"ul\.|ulica|Avda\.?|Av\.|Avenida|Avenue|Calle|C/|Rua|Via|Viale|Piazza|Corso|Rue|Boulevard|Bd\.?|"
@@ -79,6 +79,18 @@ _MONTH_WORDS = {"january", "february", "march", "april", "may", "june", "july", 
                 "nov", "dec", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 
 
+# suffixes that are not English word endings: a lower-cased "hersnapvej 18" is still a street
+_FOREIGN_GLUED = re.compile(r"(?i)(?:straße|strasse|gasse|vej|gade|vägen|gatan|gata|veien|vegen|straat|utca|út|útja|"
+                            r"katu|ulica|ulice|tie|vei)\s+\d")
+
+
+def _glued_ok(value: str) -> bool | None:
+    """Capitalised as a street name should be, or carrying an unmistakably foreign street suffix."""
+    if _caps_ok(value) is None:
+        return None
+    return None if _FOREIGN_GLUED.search(value) else False
+
+
 def _street_ctx_ok(value: str) -> bool | None:
     if any(w.lower().strip(".,") in _MONTH_WORDS for w in value.split()):
         return False
@@ -96,16 +108,16 @@ def address_recognizers() -> list[PatternRecognizer]:
         ], _caps_ok, context=ctx, context_boost=0.15, needs="digit"),
         R("street_glued", "STREET_ADDRESS", [
             P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:" + _W + r"\s+){0,2}?[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
-        ], _caps_ok, context=ctx, context_boost=0.2, needs="digit"),
+        ], _glued_ok, context=ctx, context_boost=0.2, needs="digit"),
         R("street_prefix", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?(?<![\w.])(?:" + PREFIX_STREET + r")\s+(?:" + _W + r"\s+){0,4}?(?:" + _W + r")[\s,]+(?:n[º°o]\.?\s*)?\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
             P(r"(?i)\b\d{1,5},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|via|calle|rua)\s+(?:" + _W + r"\s*){1,5}", 0.7),
         ], context=ctx, context_boost=0.2, needs="digit"),
         R("po_box", "STREET_ADDRESS", [
             P(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s*Office\s*Box|Postfach|Apartado|Caixa\s*Postal|Box)\s*#?\s*\d{1,6}\b", 0.8),
-            P(r"\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b", 0.9),
-            P(r"\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9),
-            P(r"\bUS(?:NS|S|NV|CGC)\s+[A-Z][a-z]+\b", 0.7),
+            P(r"(?i)\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b", 0.9),
+            P(r"(?i)\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9),
+            P(r"(?i)\bUS(?:NS|S|NV|CGC)\s+[^\W\d_]+\b", 0.7),
         ]),
         R("unit", "STREET_ADDRESS", [
             P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6),
@@ -125,7 +137,7 @@ def org_recognizers() -> list[PatternRecognizer]:
     cap = r"[A-Z][\w&'’.-]*"
     return [
         R("org_suffix", "ORGANIZATION", [
-            P(r"\b(?:" + cap + r"[ ,]+){1,4}(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|GmbH|AG|S\.?A|PLC|LLP|LP|N\.?V|B\.?V|AB|ASA|Oy|S\.?p\.?A|S\.?r\.?l|Group|Holdings|Partners|Associates|Incorporated|Bank|Hospital|Clinic|Medical\s+Center|Health(?:care)?|Insurance|Assurance|University|College|Foundation|Trust|Pharmacy|Laboratories|Labs)\b\.?", 0.75),
+            P(r"\b(?:" + cap + r"[ ,]+){1,4}(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|GmbH|AG|S\.?A|PLC|LLP|LP|N\.?V|B\.?V|AB|ASA|Oy|S\.?p\.?A|S\.?r\.?l|Group|Holdings|Partners|Associates|Incorporated|Bank|Hospital|Clinic|Medical\s+Center|Health(?:care)?|Insurance|Assurance|University|College|Foundation|Trust|Pharmacy|Laboratories|Labs|(?:and|&)\s+(?:Sons|Daughters|Co|Partners))\b\.?", 0.75),
             P(r"\b[A-Z][a-z]+(?:-[A-Z][a-z]+)?,\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?,?\s+(?:and|&)\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?\b", 0.7),
         ]),
     ]
@@ -138,10 +150,22 @@ _CUE_STRONG = re.compile(
     r"attending|referring|signed|signature|author|sender|recipient|guarantor|subscriber)?\s*name\s*(?:is|:|\?|-|=)|"
     r"dear|sincerely,?|regards,?|yours\s+truly,?|signed\s*(?:by)?:?|attn:?|attention:?|patient:|pt:|"
     r"called|named|known\s+as|a\.k\.a\.?|spouse|wife|husband|son|daughter|mother|father|brother|sister|"
-    r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|"
+    r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|kid|child|baby|"
+    r"boyfriend|girlfriend|roommate|flatmate|neighbou?r|colleague|co-?worker|boss|manager|landlord|tenant|"
     r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:))[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
 )
 _CUE_WEAK = re.compile(r"(?i:\b(?:this\s+is|i\s+am|i'm|im|it's|call\s+me|ask\s+for|speak\s+to|talk\s+to|meet|met|thanks|thank\s+you|hi|hello|hey|with))[ \t,]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
+# "Elita B Desaulniers", "Vide A. Persson": given name, middle initial, family name
+_MIDDLE_INITIAL = re.compile(r"(?<![\w'’-])([A-ZÀ-ÖØ-Þ][^\W\d_A-Z]+(?:-[A-ZÀ-ÖØ-Þ][^\W\d_]+)?[ \t]+[A-ZÀ-ÖØ-Þ]\.?[ \t]+"
+                             r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:-[A-ZÀ-ÖØ-Þ][^\W\d_]+)?)(?![\w'’-])")
+# an employer after a work cue; a place after a travel or residence cue
+_ORG_CUE = re.compile(r"(?i:\b(?:work(?:s|ed|ing)?[ \t]+(?:for|at)|employed[ \t]+(?:by|at)|employer[ \t]*:?|"
+                      r"company[ \t]*:|joined|hired[ \t]+by|interned[ \t]+at|customer[ \t]+of|client[ \t]+of))[ \t]+"
+                      r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
+_PLACE_CUE = re.compile(r"(?i:\b(?:moved(?:[ \t]+here)?[ \t]+(?:to|from)|flew[ \t]+(?:to|from|into)|arrived[ \t]+(?:at|in)|"
+                        r"returned[ \t]+to|travell?ed[ \t]+to|trip[ \t]+to|born[ \t]+in|grew[ \t]+up[ \t]+in|"
+                        r"lives?[ \t]+in|living[ \t]+in|I[ \t]+am[ \t]+in|I'm[ \t]+in|visiting|relocated[ \t]+to))[ \t]+"
+                        r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
 _INITIAL_OR_CAP = re.compile(r"[ \t]+((?:[A-Z]\.?|" + _W + r"))(?=[\s,.;:!?)'\"]|$)")
 
 
@@ -175,8 +199,24 @@ def caps_place_spans(text: str) -> list[Span]:
     return out
 
 
+def cue_spans(text: str) -> list[Span]:
+    """Organisations after a work cue ("worked for Civic Insight") and places after a travel or
+    residence cue ("arrived at Ettelgem"): the capitalised run that follows the cue."""
+    out: list[Span] = []
+    for rx, etype in ((_ORG_CUE, "ORGANIZATION"), (_PLACE_CUE, "LOCATION")):
+        for m in rx.finditer(text):
+            r = _take_caps(text, m.start(1), m.group(1))
+            if r:
+                out.append(Span(etype, r[0], r[1], 0.55, recognizer="cue"))
+    return out
+
+
 def person_spans(text: str) -> list[Span]:
     out: list[Span] = []
+    for m in _MIDDLE_INITIAL.finditer(text):
+        first = m.group(1).split()[0]
+        if first.lower() not in STOP:
+            out.append(Span("PERSON", m.start(1), m.end(1), 0.7, recognizer="middle_initial"))
     for m in _HONORIFIC_RE.finditer(text):
         r = _take_caps(text, m.start(1), m.group(1))
         if r:
@@ -223,8 +263,10 @@ _UNIT_START = re.compile(r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Rm|Room
 # "<house no.> Name name 38" / "Markt 84" right before a unit designator: the European
 # "street + number" order (Koskikatu 25, Rua Augusta 12), optionally after a US-style house number
 _STREET_BEFORE_UNIT = re.compile(
-    r"(?:\b\d{1,6}[ \t]+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?\.?[ \t]*,?[ \t]*(?:\n[ \t>]*)?$")
+    r"(?:\b\d{1,6}[ \t]+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?\.?"
+    r"(?:[ \t]*(?:,|\n|\?{2,}|[|•·>]))*[ \t]*$")
 _HOUSE_NO_BEFORE = re.compile(r"(?<![\w.,/-])\d{1,6}[ \t]+$")
+_CORNER_BEFORE = re.compile(r"(?i)\b(?:the[ \t]+)?corner[ \t]+of[ \t]+$")
 
 
 def extend_address_left(text: str, span: Span) -> Span:
@@ -239,6 +281,9 @@ def extend_address_left(text: str, span: Span) -> Span:
     m = _HOUSE_NO_BEFORE.search(text, max(0, start - 8), start)
     if m:
         start = m.start()
+    m = _CORNER_BEFORE.search(text, max(0, start - 16), start)
+    if m:
+        start = m.start()  # "the corner of Main St and 5th Ave" names a place as well as an address
     if start != span.start:
         return Span(span.entity_type, start, span.end, span.score, recognizer=span.recognizer)
     return span
@@ -248,7 +293,9 @@ def extend_address_left(text: str, span: Span) -> Span:
 _PLACE_CONNECTOR = re.compile(
     r"[ \t]+(?:de|del|de la|des|du|la|le|les|los|las|nad|pod|u|na|am|an|im|bei|ob|sur|sous|en|di|da|do|dos|das|"
     r"van|von|der|den|ter|op|y)[ \t]+(?=[^\W\d_])(?:" + _W + r")")
-_SEP = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:\n[ \t>]*)?(?:,[ \t]*)?|[ \t]+)")
+# separators between the lines of an address block: commas, line breaks, and the bullets and
+# pipes that scraped or mis-encoded pages use instead ("53 Main St ??? Suite 7 ??? Oslo")
+_SEP = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:\n[ \t>]*)?(?:,[ \t]*)?|(?:\?{2,}|[|•·>])[ \t]*|[ \t]+)")
 # after a blank line, only a "<Country or place> <postcode>" line still belongs to the address
 _POSTCODE_LINE = re.compile(r"[ \t>]*[^\W\d_][\w'’.()-]*(?:[ \t]+[^\W\d_][\w'’.()-]*){0,3}[ \t]+\d{3,6}(?:[ -]\d{2,4})?[ \t]*(?:\n|$)")
 
@@ -319,6 +366,7 @@ def structural_names(text: str, spans: list[Span]) -> list[Span]:
         return any(pa < b and a < pb for pa, pb in persons)
 
     out: list[Span] = []
+    lower_doc = not any(c.isupper() for c in text)  # all-lower-case text: capitals prove nothing
     for run in _LIST_RUN.finditer(text):
         items = []
         for m in _LIST_ITEM.finditer(run.group()):
@@ -331,7 +379,7 @@ def structural_names(text: str, spans: list[Span]) -> list[Span]:
             continue
         for a, b, w in items:
             words = w.split()
-            if is_person(a, b) or not all(x[0].isupper() and x.lower() not in STOP for x in words):
+            if is_person(a, b) or not all((lower_doc or x[0].isupper()) and x.lower() not in STOP for x in words):
                 continue
             out.append(Span("PERSON", a, b, 0.5, recognizer="coordination"))
     labels = [(m.start(1), m.end(1)) for m in _SPEAKER.finditer(text)]
@@ -340,4 +388,74 @@ def structural_names(text: str, spans: list[Span]) -> list[Span]:
             w = text[a:b]
             if not is_person(a, b) and all(x.lower() not in STOP and x.upper() != x for x in w.split()):
                 out.append(Span("PERSON", a, b, 0.5, recognizer="speaker_label"))
+    return out
+
+
+# what an address block is made of once its street line is known
+_BLOCK_PARTS = frozenset({"STREET_ADDRESS", "LOCATION", "ZIP_CODE", "ID_NUMBER"})
+_BLOCK_GAP = re.compile(r"[ \t\n,()>|•·/-]*(?:\?{2,}[ \t\n]*)*(?:[^\W\d_]{1,3}[ \t\n,()]*)?(?:\?{2,}[ \t\n]*)*")
+
+
+def bridge_address_blocks(text: str, spans: list[Span]) -> list[Span]:
+    """One span per address block: a street line and the locality, region, postcode and country
+    pieces that follow it (found separately by NER and patterns) become one STREET_ADDRESS, so
+    the separators and two-letter region codes between them ("Lyss, NI 50662") go with it.
+
+    Only pieces that touch the block across separators and at most one short token qualify; a
+    blank line, a sentence end or a longer word ends the block.
+    """
+    ordered = sorted((s for s in spans if s.entity_type in _BLOCK_PARTS or s.entity_type == "NRP"),
+                     key=lambda s: (s.start, -s.end))
+    out: list[Span] = []
+    for i, s in enumerate(ordered):
+        if s.entity_type != "STREET_ADDRESS":
+            continue
+        start, end = s.start, s.end
+        for t in ordered[i + 1:]:
+            if t.start < end:
+                end = max(end, t.end) if t.entity_type in _BLOCK_PARTS else end
+                continue
+            gap = text[end:t.start]
+            m = _BLOCK_GAP.fullmatch(gap)
+            if not m or len(gap) > 12 or re.search(r"\n[ \t]*\n", gap):
+                break
+            if t.entity_type == "NRP" and not gap.rstrip().endswith("("):
+                break  # "Cyprus (Greek)" is part of a country line; a bare nationality is not
+            end = t.end
+            if t.entity_type == "NRP" and text[end:end + 1] == ")":
+                end += 1
+        m = _CORNER_BEFORE.search(text, max(0, start - 16), start)
+        if m:
+            start = m.start()
+            x = _AND_STREET.match(text, end)
+            if x:
+                end = x.end()  # "the corner of 74 Elm Street and ten Pas Pass": both streets
+        x = _REGION_TAIL.match(text, end)
+        if x:
+            end = x.end() - len(x.group(1))
+        if (start, end) != (s.start, s.end):
+            out.append(Span("STREET_ADDRESS", start, end, s.score, recognizer="address_block"))
+    return out
+
+
+_AND_STREET = re.compile(r"[ \t]+and[ \t]+(?:\d{1,6}[ \t]+)?(?:" + _W + r"[ \t]+){0,3}?(?:(?i:" + STREET_SUFFIX + r")\b\.?|"
+                         r"[^\W\d_]*(?i:" + GLUED_SUFFIX + r")(?:[ \t]+\d{1,5})?)")
+# a region code closing an address line ("Lyss, NI" / "Oslo NO"), then the end of the line or text
+_REGION_TAIL = re.compile(r"[ \t]*,?[ \t]*[A-Z]{2,3}((?:[ \t]*[.;]?[ \t]*)(?:\n|$))")
+
+
+def widen_corners(text: str, spans: list[Span]) -> list[Span]:
+    """After merging: an address that starts right after "the corner of" takes the phrase (and the
+    cross street after "and") with it, whichever detector found its first word."""
+    out = []
+    for s in spans:
+        if s.entity_type == "STREET_ADDRESS":
+            m = _CORNER_BEFORE.search(text, max(0, s.start - 16), s.start)
+            if m:
+                end = s.end
+                x = _AND_STREET.match(text, end)
+                if x:
+                    end = x.end()
+                s = Span(s.entity_type, m.start(), end, s.score, recognizer=s.recognizer)
+        out.append(s)
     return out
