@@ -64,7 +64,7 @@ def render_dpia(inv: Inventory, results: dict[str, CheckResult], *, generated_at
     for d in inv.datasets:
         L.append(f"| {d.name} | {d.purpose or 'NOT RECORDED'} | {d.records} | {len(d.fields)} | "
                  f"{'yes' if d.deidentified else 'no'} | {d.subjects if d.subjects is not None else '-'} | "
-                 f"{str(d.retention_days) + ' d' if d.retention_days else 'not set'} | {', '.join(d.models) or '-'} |")
+                 f"{d.retention or 'not set'} | {', '.join(d.models) or '-'} |")
     if not inv.datasets:
         L.append("| (no datasets held) | | | | | | | |")
     L += ["", "Models:", ""]
@@ -90,7 +90,7 @@ def render_dpia(inv: Inventory, results: dict[str, CheckResult], *, generated_at
                  f"records, residual identifiers {sum(residual.values()) if residual else 0}")
     consent = sorted({p for d in inv.datasets for p in d.consent_required})
     L.append(f"- Consent required by dataset policy for: {', '.join(consent) or 'none recorded'}")
-    L.append("- Retention: " + ("; ".join(f"{d.name} {d.retention_days} d" for d in inv.datasets if d.retention_days)
+    L.append("- Retention: " + ("; ".join(f"{d.name} {d.retention}" for d in inv.datasets if d.retention)
                                 or "no retention period recorded"))
     L.append("- Data-subject rights: access (`subjects export`), erasure by crypto-shredding (`subjects erase`), "
              "consent withdrawal (`subjects consent --withdraw`); models trained on erased data are flagged for retraining.")
@@ -100,7 +100,7 @@ def render_dpia(inv: Inventory, results: dict[str, CheckResult], *, generated_at
           "|---|---|---|---|---|"]
     for risk, measures, checks in RISKS:
         evidence = "; ".join(f"{c}: {_mark(results.get(c))}" for c in checks)
-        L.append(f"| {risk} | {measures} | {evidence.replace('|', '/')} | {TO_COMPLETE} | {TO_COMPLETE} |")
+        L.append(f"| {risk} | {measures} | {evidence.replace('|', '/')} | to assess | to assess |")
     L += ["", "## 4. Measures to address the risks (Art. 35(7)(d))", "",
           "Automated control checks at the time of this draft:", ""]
     for cid in sorted(results):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from strongroom.compliance.checks.auditfacts import AuditFacts
 from strongroom.compliance.checks.base import iso
+from strongroom.compliance.checks.data import period_text, retention_period
 from strongroom.identity.roles import ROLES
 from strongroom.store import models as sm
 from strongroom.store.model_tables import Model, ModelVersion
@@ -46,7 +47,7 @@ class DatasetRecord:
     derived: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     subject_field: str | None = None
-    retention_days: int | None = None
+    retention: str | None = None
     consent_required: list[str] = field(default_factory=list)
     subjects: int | None = None
     readers: int = 0
@@ -138,9 +139,10 @@ def collect(rt: "Runtime", facts: AuditFacts) -> Inventory:
                 p = s.get(policy_table, ds.id)
                 if p is not None:
                     rec.subject_field = p.subject_field
-                    rec.retention_days = p.retention_days
+                    period = retention_period(p)
+                    rec.retention = period_text(period) if period else None
                     rec.consent_required = list(p.consent_required or [])
-            if holding_table is not None:
+            if holding_table is not None and rec.subject_field:
                 ids = [x.id for x in ds.versions]
                 rec.subjects = len(set(s.scalars(select(holding_table.subject_ref)
                                                  .where(holding_table.version_id.in_(ids)))))

@@ -67,7 +67,7 @@ def activities(inv: Inventory) -> list[dict[str, Any]]:
             "recipients": recipients,
             "third_country_transfers": "none by the system (on-premises; no export to a third party is recorded)"
                                        if not rec.exports else "exports recorded: confirm their destinations",
-            "retention": f"{rec.retention_days} days" if rec.retention_days else "NOT SET",
+            "retention": rec.retention or "NOT SET",
             "consent_required_for": rec.consent_required,
             "security_measures": SECURITY_MEASURES,
             "created": rec.created_at,

@@ -21,6 +21,27 @@ from strongroom.store.model_tables import Model, ModelVersion, TrainingRun
 MAX_LISTED = 10
 
 
+def retention_period(policy: Any) -> timedelta | None:
+    """A dataset policy's retention period (``retention_s``; older builds ``retention_days``)."""
+    if policy is None:
+        return None
+    seconds = getattr(policy, "retention_s", None)
+    if seconds:
+        return timedelta(seconds=int(seconds))
+    days = getattr(policy, "retention_days", None)
+    return timedelta(days=int(days)) if days else None
+
+
+def period_text(period: timedelta) -> str:
+    """'365 d', '12 h', '90 min'."""
+    secs = int(period.total_seconds())
+    if secs % 86400 == 0:
+        return f"{secs // 86400} d"
+    if secs % 3600 == 0:
+        return f"{secs // 3600} h"
+    return f"{secs // 60} min"
+
+
 def residual_counts(report: dict[str, Any] | None) -> tuple[int, int]:
     """(identifiers left, records scanned) from a de-identification report; (-1, 0) if absent."""
     if not isinstance(report, dict):
@@ -130,7 +151,7 @@ def purpose_recorded(ctx: Context) -> tuple[str, str, list[Evidence]]:
 
 
 @check("data.retention-enforced", "Retention periods are set and enforced",
-       "dataset_policies.retention_days for every live dataset; no live version older than its "
+       "dataset_policies retention period for every live dataset; no live version older than its "
        "retention period; latest successful maintenance.retention (the shredding run) within the "
        "interval, in the verified audit log.")
 def retention_enforced(ctx: Context) -> tuple[str, str, list[Evidence]]:
@@ -144,15 +165,14 @@ def retention_enforced(ctx: Context) -> tuple[str, str, list[Evidence]]:
         no_period: list[str] = []
         expired: list[str] = []
         for ds in live:
-            p = policies.get(ds.id)
-            days = getattr(p, "retention_days", None) if p is not None else None
-            if not days:
+            period = retention_period(policies.get(ds.id))
+            if period is None:
                 no_period.append(ds.name)
                 continue
             for v in ds.versions:
-                if any(b.shredded_at is None for b in v.blobs) and v.created_at + timedelta(days=days) < ctx.now:
-                    expired.append(f"{ds.name} v{v.version} (created {iso(v.created_at)}, retention {days} d)")
-            ev.append(Evidence(f"dataset {ds.name} retention", f"{days} d"))
+                if any(b.shredded_at is None for b in v.blobs) and v.created_at + period < ctx.now:
+                    expired.append(f"{ds.name} v{v.version} (created {iso(v.created_at)}, retention {period_text(period)})")
+            ev.append(Evidence(f"dataset {ds.name} retention", period_text(period)))
     ev.insert(0, Evidence("live datasets", len(live)))
     if policy_table is None:
         problems.append("this installation records no per-dataset retention periods")
