@@ -95,6 +95,7 @@ class _Context:
     canaries: list[dict[str, Any]] = field(default_factory=list)
     dataset: Any = None
     losses: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    split_error: str | None = None
 
 
 def _bar(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm bar
@@ -204,16 +205,22 @@ class EvaluationService:
                        canaries=canaries)
         if {"quality", "privacy"} & set(req.suites):
             lin = info.lineage
+            # The same read as training (consent filter included), so the split matches.
             ds, records = rt.datasets.read_records(principal, lin["dataset"],
                                                    lin.get("dataset_version"),
-                                                   action="model.eval.read_data")
+                                                   action="model.eval.read_data",
+                                                   purpose="model-training")
             records = list(records)
             if ds.content_hash != lin.get("content_hash"):
                 raise IntegrityError("the model's dataset version no longer has the content it "
                                      "was trained on")
             ctx.dataset = ds
-            ctx.members, ctx.heldout = reconstruct_split(
-                records, int(info.summary.get("eval_records") or 0))
+            try:
+                ctx.members, ctx.heldout = reconstruct_split(
+                    records, int(info.summary.get("eval_records") or 0))
+            except IntegrityError:
+                ctx.split_error = ("the training records changed since the model was trained "
+                                   "(erasure or consent withdrawal?); retrain, then evaluate")
         return ctx
 
     @staticmethod
@@ -265,8 +272,9 @@ class EvaluationService:
         from strongroom.evaluation.quality import answer_block, loss_block, qa_pairs_from_records
         from strongroom.evaluation.scoring import adapter_off, generate_batch
 
-        if not ctx.heldout:
-            return {"status": "error", "reason": "the model has no held-out split"}
+        if ctx.split_error or not ctx.heldout:
+            return {"status": "error", "reason": ctx.split_error or "the model has no held-out "
+                                                                    "split"}
         ft, base, counts = self._losses(req, ctx, "heldout")
         out: dict[str, Any] = {"status": "ok", **loss_block(ft, base, counts)}
         if req.qa_file is not None:
@@ -313,7 +321,8 @@ class EvaluationService:
             fn, bn, _ = self._losses(req, ctx, "heldout")
             out["membership"] = {"status": "ok", **membership_report(fm, fn, bm, bn)}
         else:
-            out["membership"] = {"status": "error", "reason": "no members or no held-out records"}
+            out["membership"] = {"status": "error",
+                                 "reason": ctx.split_error or "no members or no held-out records"}
         out["extraction"] = self._extraction(principal, req, ctx)
         return out
 
@@ -344,6 +353,11 @@ class EvaluationService:
             return {"status": "not-permitted", "rate": None,
                     "reason": "the evaluator may not see identifiers (pii:view); an admin or "
                               "data steward must run the extraction test"}
+        if req.extraction_records == 0:
+            return {"status": "skipped", "rate": None, "reason": "--extraction-records 0"}
+        if ctx.split_error or not ctx.members:
+            return {"status": "not-measured", "rate": None,
+                    "reason": ctx.split_error or "no training records to prompt with"}
         sample = [r for r in self._sample(ctx.members, req.extraction_records, "extraction",
                                           req.seed) if xt.prompt_of(r)]
         if from_deid:
@@ -587,12 +601,15 @@ class EvaluationService:
             v = named.pick_version(m, version, "model")
             row = self._latest_row(s, v.id, v.adapter_sha256)
             mid, vid, vnum = m.id, v.id, v.version
+            flags = _open_flags(s, vid)
         if row is None:
             failures, eval_id = ["the model version was never evaluated"], None
         else:
             failures, eval_id = decide(self._results_of(row), policy)["failures"], row.id
+        failures += [f"the model version is flagged {f}" for f in flags]
         wants_override = override or bool(reason)
-        public = {"version": vnum, "evaluation": eval_id, "failures": failures[:20]}
+        public = {"version": vnum, "evaluation": eval_id, "passed": not failures,
+                  "failures": failures[:20]}
         if failures and not wants_override:
             rt.door.record(principal, "model.promote", outcome="denied", severity="warning",
                            resource=f"model:{mid}", details={"name": name},
@@ -651,6 +668,14 @@ class EvaluationService:
                            details={"name": name}, public={"revoked": len(rows)})
             s.commit()
         return len(rows)
+
+
+def _open_flags(s: Any, version_id: str) -> list[str]:
+    """Open flags (e.g. needs-retrain after an erasure) of a model version, where the build has them."""
+    from strongroom.store import models as store_models
+
+    reader = getattr(store_models, "model_flags", None)
+    return list(reader(s, version_id)) if reader is not None else []
 
 
 def _qa_file_pairs(path: Path) -> list[tuple[list[dict[str, str]], str]]:
