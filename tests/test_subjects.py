@@ -237,3 +237,24 @@ def test_subject_field_must_be_present(runtime, tmp_path):
         runtime.datasets.import_file(steward, src, "bad", subject_field="subject_id")
     with pytest.raises(BadInput):
         runtime.datasets.import_file(steward, src, "bad2", consent_required=["model-training"])
+
+
+def test_training_leaves_out_subjects_without_consent(runtime, home, tiny_base):
+    from strongroom.training import toy_records
+    from strongroom.training.pipeline import TrainRequest
+
+    steward = principal(runtime, ["data-steward"])
+    runtime.datasets.write_records(steward, "toy", toy_records(60, subjects=6), source_format="jsonl",
+                                   action="dataset.import", deidentified=True, safe_for_training=True,
+                                   subject_field="subject_id", pseudonymise_subject=True,
+                                   consent_required=["model-training"])
+    consent = ConsentService(runtime.sessions, runtime.datasets, runtime.door)
+    for sid in ("s0", "s1", "s2"):
+        consent.set(steward, sid, "model-training", True)
+    eng = principal(runtime, ["ml-engineer"])
+    info = runtime.training.train(eng, TrainRequest(
+        dataset="toy", out="toy-model", base=str(tiny_base), max_steps=1, batch_size=4, lora_r=2,
+        max_seq_len=48, eval_fraction=0.2, progress=False))
+    assert info.summary["train_records"] + info.summary["eval_records"] == 30
+    filtered = [e for e in audit_entries(home) if e["action"] == "model.train.read.filtered"]
+    assert filtered[-1]["details"]["no_consent_records_skipped"] == 30
