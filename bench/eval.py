@@ -1,0 +1,182 @@
+"""Benchmark the evaluation: the three demo models at fuller size, and the exposure scorer itself.
+
+Two modes:
+
+* ``models`` (default): a fresh home in a temp directory; import the bundled support chats
+  (``--records``), de-identify them, train three models with canaries (raw data under the
+  audited admin override, de-identified, de-identified + DP) and run ``strongroom eval`` on
+  each with full-size settings (10,000 candidates per canary by default). Prints canary
+  exposure, membership AUC, extraction rate and held-out perplexity side by side, and the
+  runtime of every suite. Every step is a real ``strongroom`` command.
+* ``scoring``: candidates per second of the canary-exposure scorer on the embedded SmolLM2,
+  shared-prefix batches (what ``strongroom eval`` does) against scoring each full sequence in
+  batches without sharing the prefix; both must agree.
+
+Usage:
+  .venv/bin/python bench/eval.py --mode scoring [--candidates 512] [--threads 2]
+  .venv/bin/python bench/eval.py [--records 1500] [--steps 60] [--candidates 10000] \
+      [--suites quality,privacy,security,fairness] [--threads 2] [--json bench/out/eval.json]
+The CPU here is shared with other jobs: expect noisy timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "examples" / "data"
+
+
+def sr(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "strongroom", *args], env=env, text=True,
+                         capture_output=True, cwd=REPO)
+    if res.returncode != 0:
+        raise SystemExit(f"strongroom {' '.join(args[:2])} failed ({res.returncode}): "
+                         f"{res.stderr.strip()}")
+    return res
+
+
+def bench_models(a: argparse.Namespace) -> dict:
+    import pyotp
+
+    tmp = Path(tempfile.mkdtemp(prefix="strongroom-bench-eval-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_HOME=str(tmp / "home"), STRONGROOM_PASSPHRASE=secrets.token_urlsafe(24),
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(a.threads))
+    init = json.loads(sr(["init", "--json"], env).stdout)
+    env["STRONGROOM_API_KEY"] = init["api_key"]
+    totp = pyotp.TOTP(init["totp_secret"])
+    src = tmp / "support.jsonl"
+    lines = (DATA / "support.jsonl").read_text(encoding="utf-8").splitlines()[:a.records]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sr(["data", "import", str(src), "--name", "support"], env)
+    src.unlink()
+    t0 = time.monotonic()
+    sr(["data", "deid", "support", "--out", "support-deid", "--subject-field", "subject_id"], env)
+    timings = {"deid_s": round(time.monotonic() - t0, 1)}
+    train = ["--max-steps", str(a.steps), "--max-seq-len", str(a.seq_len), "--batch-size", "8",
+             "--lr", str(a.lr), "--lora-r", "16", "--eval-fraction", str(a.eval_fraction),
+             "--canaries", str(a.canaries), "--canary-repeats", str(a.canary_repeats),
+             "--threads", str(a.threads), "--quiet", "--json"]
+    models = (("raw", "support", []), ("deid", "support-deid", []),
+              ("dp", "support-deid", ["--dp-epsilon", str(a.dp_epsilon)]))
+    out: dict = {"config": vars(a), "models": {}, "timings": timings}
+    for name, ds, extra in models:
+        args = ["train", "--dataset", ds, "--out", name, *train, *extra]
+        if ds == "support":
+            args += ["--allow-identifiable", "--reason", "benchmark", "--otp", totp.now()]
+            time.sleep(31)  # a TOTP code is accepted once: the next override needs a new step
+        t0 = time.monotonic()
+        info = json.loads(sr(args, env).stdout)
+        out["models"][name] = {"train_s": round(time.monotonic() - t0, 1),
+                               "summary": info["summary"], "privacy": info["privacy"]}
+        t0 = time.monotonic()
+        res = json.loads(sr(["eval", name, "--suites", a.suites, "--candidates",
+                             str(a.candidates), "--members", str(a.members),
+                             "--extraction-records", str(a.extraction_records),
+                             "--threads", str(a.threads), "--quiet", "--json", "--html",
+                             str(REPO / "bench" / "out" / f"eval-{name}.html")], env).stdout)
+        m = out["models"][name]
+        m["eval_s"] = round(time.monotonic() - t0, 1)
+        m["timings_s"] = res["timings_s"]
+        p, q = res.get("privacy", {}), res.get("quality", {})
+        m.update(
+            exposure_mean_bits=p.get("exposure", {}).get("mean_bits"),
+            exposure_max_bits=p.get("exposure", {}).get("max_bits"),
+            exposure_ceiling_bits=p.get("exposure", {}).get("max_sample_bits"),
+            membership_auc=p.get("membership", {}).get("max_auc"),
+            extraction_rate=p.get("extraction", {}).get("rate"),
+            extraction_attempted=p.get("extraction", {}).get("records_attempted"),
+            heldout_perplexity=q.get("heldout_perplexity"),
+            base_heldout_perplexity=q.get("base_heldout_perplexity"),
+            attack_success=res.get("security", {}).get("overall_success_rate"),
+            max_flip_rate=res.get("fairness", {}).get("max_flip_rate"),
+            gate_passed=res["gate"]["passed"])
+        print(json.dumps({name: m}, default=str), flush=True)
+    return out
+
+
+def bench_scoring(a: argparse.Namespace) -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    from strongroom.evaluation.exposure import random_candidates
+    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs
+    from strongroom.training import load_base, resolve_base
+    from strongroom.training._env import set_threads
+
+    set_threads(a.threads)
+    t0 = time.monotonic()
+    model, tok = load_base(resolve_base("smollm2-135m-instruct"))
+    load_s = time.monotonic() - t0
+    before = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the account number of Alice Moreau?"},
+         {"role": "assistant", "content": "The account number of Alice Moreau is \x00"}],
+        tokenize=False).split("\x00")[0]
+    cands = random_candidates({"alphabet": "0123456789", "length": 10}, a.candidates,
+                              random.Random(0), exclude="")
+    enc = tok([f"{before}{c}." for c in cands], add_special_tokens=False)["input_ids"]
+    shared = common_prefix_len(enc)
+    t0 = time.monotonic()
+    fast = suffix_logprobs(model, enc[0][:shared], [e[shared:] for e in enc],
+                           batch_size=a.batch_size)
+    fast_s = time.monotonic() - t0
+    # Naive: every full sequence in batches (same batch size), no shared prefix.
+    t0 = time.monotonic()
+    slow = []
+    with torch.no_grad():
+        for i in range(0, len(enc), a.batch_size):
+            ids = torch.tensor(enc[i:i + a.batch_size])
+            lp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)
+            tgt = ids[:, shared:]
+            got = lp[:, shared - 1:-1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            slow.extend(got.sum(1).tolist())
+    slow_s = time.monotonic() - t0
+    return {"candidates": a.candidates, "prefix_tokens": shared,
+            "suffix_tokens": len(enc[0]) - shared, "load_s": round(load_s, 1),
+            "shared_prefix_s": round(fast_s, 2), "shared_prefix_cand_per_s": round(a.candidates / fast_s, 1),
+            "naive_s": round(slow_s, 2), "naive_cand_per_s": round(a.candidates / slow_s, 1),
+            "speedup": round(slow_s / fast_s, 2),
+            "max_abs_diff": float(np.max(np.abs(np.array(slow) - fast))),
+            "projected_10k_candidates_s": round(10_000 * fast_s / a.candidates, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=("models", "scoring"), default="models")
+    ap.add_argument("--records", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--eval-fraction", type=float, default=0.1)
+    ap.add_argument("--canaries", type=int, default=4)
+    ap.add_argument("--canary-repeats", type=int, default=16)
+    ap.add_argument("--dp-epsilon", type=float, default=8.0)
+    ap.add_argument("--candidates", type=int, default=10_000)
+    ap.add_argument("--members", type=int, default=64)
+    ap.add_argument("--extraction-records", type=int, default=32)
+    ap.add_argument("--suites", default="quality,privacy,security,fairness")
+    ap.add_argument("--batch-size", type=int, default=128, help="scoring mode batch")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    (REPO / "bench" / "out").mkdir(exist_ok=True)
+    out = bench_scoring(a) if a.mode == "scoring" else bench_models(a)
+    print(json.dumps(out, indent=2, default=str))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

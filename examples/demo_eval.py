@@ -1,0 +1,135 @@
+"""Demo step: three fine-tunes with planted canaries (raw, de-identified, de-identified + DP),
+evaluated side by side, then the release gate refusing the one that memorised.
+
+``run(env, home, otp)`` is called by ``examples/demo.py`` (see its ``sr``/``step``/``Otp``).
+Every action is a real ``strongroom`` command. What it shows, and how it stays honest:
+
+* The three models see the same chats (the first 64 support chats, system prompt dropped so a
+  short sequence still holds the first answer), the same planted canaries (random 10-digit
+  account numbers, stored encrypted with each model) and the same hyperparameters; only the
+  data treatment differs. Training on the raw chats needs the audited admin override.
+* ``strongroom eval`` measures canary exposure, membership inference, PII extraction (the
+  raw identifiers come from the raw dataset, read by an admin through the store) and held-out
+  perplexity against the base model. Nothing is tuned to make a row look good.
+* To fit the whole demo in minutes on 2 CPU cores the runs are short and the eval samples
+  small: 1,000 candidates per canary instead of the 10,000 the release gate requires, so the
+  gate refuses every model here on that count as well (fail closed). ``bench/eval.py`` runs the
+  full-size version.
+
+Budget: about 5 minutes on 2 idle CPU cores (three short fine-tunes, three evaluations).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from demo import DATA, DEMO, console, sr, step  # noqa: E402  (examples/ is on sys.path)
+
+OUT = DEMO  # where the HTML reports go (the standalone run uses a temporary directory)
+
+RECORDS = 64
+SMALL_RAW, SMALL_DEID = "support-small", "support-small-deid"
+MODELS = (("eval-raw", SMALL_RAW, "raw chats (admin override)", []),
+          ("eval-deid", SMALL_DEID, "de-identified", []),
+          ("eval-dp", SMALL_DEID, "de-identified + DP (ε 8)", ["--dp-epsilon", "8"]))
+TRAIN_ARGS = ["--max-steps", "16", "--max-seq-len", "128", "--batch-size", "8", "--lr", "5e-3",
+              "--lora-r", "16", "--eval-fraction", "0.3", "--canaries", "2",
+              "--canary-repeats", "12", "--seed", "0", "--threads", "2", "--quiet"]
+EVAL_ARGS = ["--suites", "quality,privacy", "--candidates", "1000", "--members", "16",
+             "--extraction-records", "8", "--qa-records", "2", "--max-new-tokens", "32",
+             "--threads", "2", "--quiet"]
+
+
+def _small_dataset(env: dict[str, str]) -> None:
+    """Import the first chats (without their system prompt) and de-identify them."""
+    src = OUT / "support-small.jsonl"
+    lines = (DATA / "support.jsonl").read_text(encoding="utf-8").splitlines()[:RECORDS]
+    out = []
+    for line in lines:
+        rec = json.loads(line)
+        rec["messages"] = [m for m in rec["messages"] if m["role"] != "system"]
+        out.append(json.dumps(rec))
+    src.write_text("\n".join(out) + "\n", encoding="utf-8")
+    try:
+        sr(["data", "import", str(src), "--name", SMALL_RAW], env)
+    finally:
+        src.unlink()  # the store holds it encrypted now
+    sr(["data", "deid", SMALL_RAW, "--out", SMALL_DEID, "--subject-field", "subject_id"], env)
+
+
+def _train(env: dict[str, str], otp: Any) -> None:
+    for name, dataset, _label, extra in MODELS:
+        args = ["train", "--dataset", dataset, "--out", name, *TRAIN_ARGS, *extra]
+        if dataset == SMALL_RAW:
+            args += ["--allow-identifiable", "--reason", "demo: measure what raw data costs",
+                     "--otp", otp.code()]
+        t0 = time.monotonic()
+        sr(args, env)
+        console.print(f"  trained {name} in {time.monotonic() - t0:.0f} s")
+
+
+def _f(x: Any, pct: bool = False) -> str:
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return "n/a"
+    return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
+
+
+def run(env: dict[str, str], home: Path, otp: Any) -> None:
+    """Train, evaluate, compare, and show the gate (called by examples/demo.py)."""
+    t_all = time.monotonic()
+    step("Evaluation: does the model remember what it saw? (raw vs de-identified vs DP)")
+    _small_dataset(env)
+    _train(env, otp)
+    results: dict[str, dict[str, Any]] = {}
+    for name, *_ in MODELS:
+        t0 = time.monotonic()
+        html = OUT / f"{name}-report.html"
+        res = sr(["eval", name, *EVAL_ARGS, "--json", "--html", str(html)], env)
+        results[name] = json.loads(res.stdout)
+        console.print(f"  evaluated {name} in {time.monotonic() - t0:.0f} s -> {html}")
+    table = Table(title="Same chats, same canaries, same steps; only the data treatment differs")
+    for col in ("model", "training data", "canary exposure (bits)", "membership AUC",
+                "PII extraction", "held-out perplexity (base)"):
+        table.add_column(col)
+    for name, _ds, label, _extra in MODELS:
+        r = results[name]
+        p, q = r.get("privacy", {}), r.get("quality", {})
+        e, m, x = p.get("exposure", {}), p.get("membership", {}), p.get("extraction", {})
+        table.add_row(
+            name, label,
+            f"{_f(e.get('mean_bits'))} (max {_f(e.get('max_sample_bits'))})",
+            _f(m.get("max_auc")),
+            f"{_f(x.get('rate'), True)} of {x.get('records_attempted', 0)}",
+            f"{_f(q.get('heldout_perplexity'))} ({_f(q.get('base_heldout_perplexity'))})")
+    console.print(table)
+    console.print("Exposure: ~1 bit = the secret ranks like a random guess; the maximum is "
+                  "where the model ranks it first among the candidates.")
+    denied = sr(["models", "promote", "eval-raw"], env, check=False)
+    console.print(f"[dim]$ strongroom models promote eval-raw[/dim]\nexit code "
+                  f"{denied.returncode}: {denied.stderr.strip()}")
+    if denied.returncode != 3:
+        raise SystemExit("the release gate should have refused eval-raw")
+    console.print(f"HTML reports: {', '.join(str(OUT / f'{n}-report.html') for n, *_ in MODELS)}")
+    console.print(f"evaluation step took {time.monotonic() - t_all:.0f} s in all")
+
+
+if __name__ == "__main__":  # standalone, for measuring this step: a fresh home in a temp dir
+    import os
+    import secrets
+    import tempfile
+
+    from demo import Otp
+
+    OUT = Path(tempfile.mkdtemp(prefix="strongroom-demo-eval-"))
+    h = OUT / "home"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
+    e.update(STRONGROOM_HOME=str(h), STRONGROOM_PASSPHRASE=secrets.token_urlsafe(24),
+             HF_HUB_OFFLINE="1", OMP_NUM_THREADS=e.get("OMP_NUM_THREADS", "1"))
+    init = json.loads(sr(["init", "--json"], e).stdout)
+    e["STRONGROOM_API_KEY"] = init["api_key"]
+    run(e, h, Otp(init["totp_secret"]))
