@@ -419,6 +419,9 @@ class EvaluationService:
             return {"status": "error", "reason": "the serving guard pipeline is not available"}
         except StrongroomError as exc:
             return {"status": "error", "reason": f"the guard pipeline could not be built: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - no guards, no security verdict (fail closed)
+            return {"status": "error",
+                    "reason": f"the guard pipeline failed to build ({type(exc).__name__})"}
         rng = random.Random(f"{req.seed}:security")
         code = sec.new_vault_code()
         attacks = sec.templated_attacks(req.redteam_templated, rng, code)
