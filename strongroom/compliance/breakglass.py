@@ -138,12 +138,16 @@ class BreakGlassService:
         action = "breakglass.grant" if approve else "breakglass.deny"
         self._rt.door.check(principal, "key:admin", action=action,
                             audit_resource=f"breakglass:{request_id}")
-        with self._rt.sessions() as s:
+        with self._rt.sessions.begin() as s:
             row = self._get(s, request_id)
-            requester_user = row.requester_user_id
+            self._expire(row, self._now())
+            requester_user, status = row.requester_user_id, row.status
         if principal.user_id is None or principal.user_id == requester_user:
             self._deny(principal, action, request_id, "same-person")
             raise PermissionDenied("break-glass must be approved by a different admin user")
+        if status != PENDING:  # checked before the one-time code is spent
+            self._deny(principal, action, request_id, f"request-{status}")
+            raise BadInput(f"break-glass request is {status}, not pending")
         self._rt.require_otp(principal, otp, action)
         now = self._now()
         with self._rt.sessions.begin() as s:
@@ -167,22 +171,19 @@ class BreakGlassService:
 
     def activate(self, principal: Principal, request_id: str, *, otp: str | None) -> GrantedKey:
         """The requester (with their own TOTP) receives the time-boxed key, once."""
-        with self._rt.sessions() as s:
-            row = self._get(s, request_id)
-            requester_user = row.requester_user_id
-        if principal.user_id is None or principal.user_id != requester_user:
-            self._deny(principal, "breakglass.activate", request_id, "not-requester")
-            raise PermissionDenied("only the requester can activate a break-glass grant")
-        self._rt.require_otp(principal, otp, "breakglass.activate")
         now = self._now()
         with self._rt.sessions.begin() as s:
             row = self._get(s, request_id)
             self._expire(row, now)
-            status = row.status
+            requester_user, status = row.requester_user_id, row.status
             roles, scope, ttl = list(row.roles), list(row.scope), row.ttl_seconds
-        if status != APPROVED:
+        if principal.user_id is None or principal.user_id != requester_user:
+            self._deny(principal, "breakglass.activate", request_id, "not-requester")
+            raise PermissionDenied("only the requester can activate a break-glass grant")
+        if status != APPROVED:  # checked before the one-time code is spent
             self._deny(principal, "breakglass.activate", request_id, f"request-{status}")
             raise PermissionDenied(f"break-glass request is {status}, not approved")
+        self._rt.require_otp(principal, otp, "breakglass.activate")
         key, plaintext = self._rt.identity.create_api_key(
             roles=roles, scope=scope, expires_in=timedelta(seconds=ttl), user_id=None,
             description=f"break-glass {request_id}")
