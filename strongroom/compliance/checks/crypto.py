@@ -148,7 +148,16 @@ def objects_encrypted(ctx: Context) -> tuple[str, str, list[Evidence]]:
         if len(problems) > MAX_LISTED:
             ev.append(Evidence("further problems", len(problems) - MAX_LISTED))
         return fail(f"{len(problems)} object(s) fail the encryption check", ev)
+    if not rows:
+        return ok("no objects are stored yet; no plaintext file under objects/", ev)
     return ok(f"all {len(rows)} objects encrypted; {mode} decryption authenticated", ev)
+
+
+def _iso_text(value: str | None) -> str | None:
+    """Keyring.status() times (isoformat with microseconds) in the evidence style."""
+    from datetime import datetime
+
+    return iso(datetime.fromisoformat(value)) if value else None
 
 
 @check("crypto.key-cryptoperiod", "Keys are within their cryptoperiod",
@@ -166,7 +175,7 @@ def key_cryptoperiod(ctx: Context) -> tuple[str, str, list[Evidence]]:
     if len(active) != 1:
         return fail("the keyring has no single active KEK", ev)
     a = active[0]
-    ev.append(Evidence(f"active KEK v{a['version']} age", f"{a['age_days']:.1f} d", a["created_at"]))
+    ev.append(Evidence(f"active KEK v{a['version']} age", f"{a['age_days']:.1f} d", _iso_text(a["created_at"])))
     ev.append(Evidence("live data keys under the active KEK", a["live_keys"]))
     ev.append(Evidence("destroyed (shredded) data keys", status.get("destroyed_keys")))
     problems = []
@@ -178,7 +187,7 @@ def key_cryptoperiod(ctx: Context) -> tuple[str, str, list[Evidence]]:
     for v in versions:
         if v["status"] == "retired":
             ev.append(Evidence(f"retired KEK v{v['version']}", "material destroyed" if not v["has_material"]
-                               else "MATERIAL PRESENT", v["retired_at"]))
+                               else "MATERIAL PRESENT", _iso_text(v["retired_at"])))
             if v["has_material"]:
                 problems.append(f"retired KEK v{v['version']} still holds key material")
             if v["live_keys"]:

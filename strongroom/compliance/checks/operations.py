@@ -111,7 +111,8 @@ def drill(ctx: Context) -> tuple[str, str, list[Evidence]]:
     last = ctx.facts.latest("dr.drill") if ctx.facts.verified else None
     if last is not None:
         rto = {k: v for k, v in last["details"].items()
-               if k in ("recovery_s", "rto_s", "elapsed_s", "recovery_time_s", "seconds")}
+               if k in ("rto_seconds", "rpo_seconds", "recovery_s", "rto_s", "restore_seconds",
+                        "objects_decrypted", "datasets_verified", "models_verified")}
         if rto:
             ev.append(Evidence("measured recovery time", rto, last["ts"], last["seq"]))
     return status, reason, ev
