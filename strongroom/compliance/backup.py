@@ -547,10 +547,8 @@ def write_archive(
         trailer = _TRAILER.pack(TRAILER_MAGIC, body_len, digest, signature)
         fh.write(trailer)
         archive_bytes = hashing.size + len(trailer)
-    whole = hashlib.sha256()
-    with open(out, "rb") as fh:  # the archive as a whole, for evidence (catalogue, checksums)
-        while chunk := fh.read(_COPY):
-            whole.update(chunk)
+        whole = hashing.sha.copy()  # the archive file's own SHA-256, for catalogues/checksums
+        whole.update(trailer)
     return BackupResult(
         backup_id=backup_id, path=str(out), created_at=created_at, archive_bytes=archive_bytes,
         archive_sha256=whole.hexdigest(), files=manifest["files"], objects=len(snapshot.objects),
