@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
-from strongroom.privacy.layout import contact_block_spans, given_name_spans
+from strongroom.privacy.layout import contact_block_spans, country_spans, given_name_spans
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
@@ -150,6 +150,7 @@ class Analyzer:
         spans.extend(H.caps_place_spans(text))
         spans.extend(H.cue_spans(text))
         spans.extend(given_name_spans(text))
+        spans.extend(country_spans(text))
         if self._deny_re is not None:
             for m in self._deny_re.finditer(text):
                 spans.append(Span(self._deny_map.get(m.group().casefold(), "CUSTOM"), m.start(), m.end(), 1.0, recognizer="deny_list"))

@@ -295,7 +295,7 @@ _PLACE_CONNECTOR = re.compile(
     r"van|von|der|den|ter|op|y)[ \t]+(?=[^\W\d_])(?:" + _W + r")")
 # separators between the lines of an address block: commas, line breaks, and the bullets and
 # pipes that scraped or mis-encoded pages use instead ("53 Main St ??? Suite 7 ??? Oslo")
-_SEP = re.compile(r"[ \t]*(?:,[ \t]*|\n[ \t>]*(?:\n[ \t>]*)?(?:,[ \t]*)?|(?:\?{2,}|[|•·>])[ \t]*|[ \t]+)")
+_SEP = re.compile(r"(?:[ \t]*(?:,|\n|\?{2,}|[|•·>]))+[ \t]*|[ \t]+")
 # after a blank line, only a "<Country or place> <postcode>" line still belongs to the address
 _POSTCODE_LINE = re.compile(r"[ \t>]*[^\W\d_][\w'’.()-]*(?:[ \t]+[^\W\d_][\w'’.()-]*){0,3}[ \t]+\d{3,6}(?:[ -]\d{2,4})?[ \t]*(?:\n|$)")
 

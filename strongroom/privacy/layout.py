@@ -67,6 +67,22 @@ def given_name_spans(text: str) -> list[Span]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _country_re() -> re.Pattern[str]:
+    from faker.providers.address.en_US import Provider  # noqa: PLC0415 - the pinned Faker's country list
+
+    names = {n for n in Provider.countries if len(n) >= 4}
+    names |= {n.upper() for n in names}
+    alts = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    return re.compile(r"(?<![\w'’-])(?:" + alts + r")(?![\w'’-])(?:[ \t]*\([^()\n]{2,30}\))?")
+
+
+def country_spans(text: str) -> list[Span]:
+    """Country names (and a parenthesised qualifier: "Cyprus (Greek)"), which small NER models
+    drop at the end of an address block or a list. Location under every policy that removes it."""
+    return [Span("LOCATION", m.start(), m.end(), 0.6, recognizer="country") for m in _country_re().finditer(text)]
+
+
 _SEGMENT_SEP = re.compile(r"\n|\?{2,}|(?:^|(?<=\s))>|[ \t]{2,}|\||•|·")
 _CONTACT_TYPES = frozenset({"STREET_ADDRESS", "PHONE_NUMBER", "EMAIL_ADDRESS", "URL", "ZIP_CODE"})
 

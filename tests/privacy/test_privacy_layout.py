@@ -87,3 +87,10 @@ def test_given_names_need_a_surname_and_skip_common_words():
 def test_cue_and_initial_names(training, text, value, etype):
     spans = training.analyzer.analyze(text)
     assert _covered(text, spans, value), [(s.entity_type, text[s.start:s.end]) for s in spans]
+
+
+def test_country_names_with_qualifier():
+    from strongroom.privacy.layout import country_spans
+
+    text = "Shipped from Cyprus (Greek) to NORWAY via Denmarkia."
+    assert [text[s.start:s.end] for s in country_spans(text)] == ["Cyprus (Greek)", "NORWAY"]
