@@ -9,6 +9,8 @@
    flagged: each encrypts one object once, so their originator-usage period ends at creation.
 3. The audit review (``maintenance.review``, see ``review.py``).
 
+A closing ``maintenance.run`` entry summarises the run (which steps failed, if any).
+
 A failing step does not stop the others (the review must run even when retention fails);
 ``run`` raises at the end if any step failed, so the command exits non-zero.
 """
@@ -112,6 +114,12 @@ def run_maintenance(rt: Any, principal: Any, now: datetime | None = None) -> Mai
             setattr(report, name, step())
         except StrongroomError as exc:
             report.errors.append(f"{name}: {exc}")
+    rt.door.record(principal, "maintenance.run", outcome="failure" if report.errors else "success",
+                   severity="warning" if report.errors else "info",
+                   public={"retention": report.retention.get("status"),
+                           "keys_flagged": len(report.keys.get("flagged", [])),
+                           "review": report.review.get("id"),
+                           "failed_steps": [e.split(":")[0] for e in report.errors]})
     if report.errors:
         raise MaintenanceFailed(report)
     return report
