@@ -213,6 +213,20 @@ def _info(ds: Dataset, v: DatasetVersion, s: Session | None = None) -> DatasetIn
     )
 
 
+def _preload_keys(s: Session, key_ids: list[str]) -> list[Any]:
+    """Load wrapped key rows (and KEK versions) in a few queries instead of one per key.
+
+    The session's identity map holds objects weakly: the caller must keep the returned list
+    alive while it unwraps, or every ``get_data_key`` goes back to the database.
+    """
+    from strongroom.crypto import DataKeyRow, KekVersion
+
+    held: list[Any] = list(s.execute(select(KekVersion)).scalars())
+    for i in range(0, len(key_ids), 500):
+        held.extend(s.execute(select(DataKeyRow).where(DataKeyRow.key_id.in_(key_ids[i:i + 500]))).scalars())
+    return held
+
+
 class _SubjectSealer:
     """Seals each record under its subject's own data key while a version is written.
 
@@ -258,10 +272,7 @@ class _SubjectSealer:
             for row in self._s.execute(select(SubjectKey).where(SubjectKey.subject_ref.in_(chunk))).scalars():
                 found[row.subject_ref] = row
         live = [row.key_id for row in found.values() if row.erased_at is None]
-        from strongroom.crypto import DataKeyRow
-
-        for i in range(0, len(live), 500):  # one query loads the wrapped keys into the session
-            list(self._s.execute(select(DataKeyRow).where(DataKeyRow.key_id.in_(live[i:i + 500]))).scalars())
+        held = _preload_keys(self._s, live)  # noqa: F841 - keeps the rows in the identity map
         for ref in todo:
             row = found.get(ref)
             if row is not None and row.erased_at is not None:
@@ -739,11 +750,8 @@ class DatasetService:
             select(SubjectKey).join(SubjectHolding, SubjectHolding.subject_ref == SubjectKey.subject_ref)
             .where(SubjectHolding.version_id == v.id)
         ).scalars().all()
-        from strongroom.crypto import DataKeyRow
-
         live = [r.key_id for r in rows if r.erased_at is None and (only_ref is None or r.subject_ref == only_ref)]
-        for i in range(0, len(live), 500):
-            list(s.execute(select(DataKeyRow).where(DataKeyRow.key_id.in_(live[i:i + 500]))).scalars())
+        held = _preload_keys(s, live)  # noqa: F841 - keeps the rows in the identity map
         keys: dict[str, tuple[str, AESGCM | None]] = {}
         for r in rows:
             if r.erased_at is not None or (only_ref is not None and r.subject_ref != only_ref):
