@@ -29,6 +29,29 @@ def test_report_all_formats_and_exit_codes(home, tmp_path):
     assert r.returncode == 2 and "unknown framework" in r.stderr and not (tmp_path / "x.md").exists()
 
 
+def test_real_maintenance_and_backup_commands_flip_their_findings(home, tmp_path):
+    """The operations other components own, run as an operator would, are what the report reads."""
+    env = cli_env(home)
+
+    def checks() -> dict:
+        r = run_cli(["compliance", "report", "--framework", "pci", "--format", "json"], env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["checks"]
+
+    before = checks()
+    assert before["audit.daily-review"]["status"] == "not-satisfied"
+    assert before["backup.recent-verified"]["status"] == "not-satisfied"
+    for args in (["maintenance", "run"], ["backup", "create", "-o", str(tmp_path / "b.srb")],
+                 ["backup", "verify", str(tmp_path / "b.srb")]):
+        r = run_cli(args, env)
+        assert r.returncode == 0, (args, r.stderr)
+    after = checks()
+    assert after["audit.daily-review"]["status"] == "satisfied", after["audit.daily-review"]["reason"]
+    assert after["backup.recent-verified"]["status"] == "satisfied", after["backup.recent-verified"]["reason"]
+    cited = [e["audit_seq"] for e in after["backup.recent-verified"]["evidence"] if e["audit_seq"] is not None]
+    assert len(cited) == 2 and cited[0] < cited[1]
+
+
 def test_report_permission_is_compliance_read(home, tmp_path):
     from strongroom.runtime import Runtime
 

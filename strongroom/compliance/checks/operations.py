@@ -42,7 +42,7 @@ def _recent(ctx: Context, action: str, max_age: timedelta, label: str
     ev.append(Evidence(f"successful {action} entries", len(ctx.facts.of(action))))
     if age > max_age:
         return fail(f"the latest {label} is {age_text(age)} old (limit {age_text(max_age)})", ev)
-    return ok(f"{label} ran {age_text(age)} ago", ev)
+    return ok(f"the latest {action} is {age_text(age)} old (limit {age_text(max_age)})", ev)
 
 
 @check("audit.log-verifies", "The audit log verifies end to end",
