@@ -75,13 +75,14 @@ class Gateway:
     """Authentication, authorization, limits, guards, generation and audit for the API."""
 
     def __init__(self, *, audit: AuditLog, identity: IdentityService, authenticator: Authenticator,
-                 backend: Backend, guards: Guards, limiter: RateLimiter, throttle: FailureThrottle,
+                 backend: Backend, guards: Guards | dict[str, Guards], limiter: RateLimiter, throttle: FailureThrottle,
                  anomaly: AnomalyDetector, options: GatewayOptions,
                  model_ids: dict[str, str] | None = None) -> None:
         self.audit_log = audit
         self.identity = identity
         self.authenticator = authenticator
         self.backend = backend
+        # One pipeline per served model (its canaries, its tokenizer), or one shared by all.
         self.guards = guards
         self.limiter = limiter
         self.throttle = throttle
@@ -97,6 +98,14 @@ class Gateway:
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sr-io")
 
     # ------------------------------------------------------------------ plumbing
+
+    def guards_for(self, model: str) -> Guards:
+        if isinstance(self.guards, dict):
+            try:
+                return self.guards[model]
+            except KeyError:
+                raise _guard_error("input") from None
+        return self.guards
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -177,7 +186,7 @@ class Gateway:
     def _guard_input(self, messages: list[dict[str, str]], ctx: RequestContext
                      ) -> list[dict[str, str]]:
         try:
-            out = self.guards.check_input(messages, ctx)
+            out = self.guards_for(ctx.model).check_input(messages, ctx)
         except GuardBlocked:
             raise
         except Exception:  # noqa: BLE001 - fail closed: any guard error blocks
@@ -191,7 +200,7 @@ class Gateway:
 
     def _guard_output(self, text: str, ctx: RequestContext) -> str:
         try:
-            out = self.guards.check_output(text, ctx)
+            out = self.guards_for(ctx.model).check_output(text, ctx)
         except GuardBlocked:
             raise
         except Exception:  # noqa: BLE001
@@ -202,7 +211,7 @@ class Gateway:
 
     def output_stream(self, ctx: RequestContext) -> OutputStream:
         try:
-            return self.guards.output_stream(ctx)
+            return self.guards_for(ctx.model).output_stream(ctx)
         except Exception:  # noqa: BLE001
             raise _guard_error("output") from None
 

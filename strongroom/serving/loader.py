@@ -10,8 +10,9 @@ The guard pipeline is imported lazily; without it the gateway refuses to start (
 
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+from typing import Any, Callable
 
 from strongroom.errors import NotFound, StrongroomError
 from strongroom.identity import Principal
@@ -52,12 +53,13 @@ def model_ids(rt: Any, names: list[str]) -> dict[str, str]:
     return out
 
 
-def load_canaries(rt: Any, principal: Principal, names: list[str]) -> list[str]:
-    """The canary secrets of every stored model that has them (decrypted in memory)."""
+def load_canaries(rt: Any, principal: Principal, names: list[str]) -> dict[str, list[str]]:
+    """Per model, the canary secrets planted when it was trained (decrypted in memory)."""
     from strongroom.store.model_registry import CANARIES
 
-    secrets: list[str] = []
+    out: dict[str, list[str]] = {}
     for name in names:
+        out[name] = []
         if not rt.models.exists(name):
             continue
         try:
@@ -66,18 +68,24 @@ def load_canaries(rt: Any, principal: Principal, names: list[str]) -> list[str]:
                                                action="gateway.load.canaries")
         except NotFound:  # trained without canaries
             continue
-        secrets.extend(str(c["secret"]) for c in json.loads(arts[CANARIES]) if c.get("secret"))
-    return secrets
+        out[name] = [str(c["secret"]) for c in json.loads(arts[CANARIES]) if c.get("secret")]
+    return out
 
 
-def build_guards(rt: Any, *, policy: GuardPolicy, canaries: list[str]) -> Guards:
-    """The real guard pipeline, or GuardsUnavailable (never a gateway without guards)."""
+def build_guards(rt: Any, *, policy: GuardPolicy, canaries: list[str],
+                 count_tokens: Callable[[str], int] | None = None) -> Guards:
+    """The real guard pipeline for one model, or GuardsUnavailable (never unguarded).
+
+    ``count_tokens`` (the model's tokenizer) is passed on when the pipeline accepts it.
+    """
     try:
         from strongroom.serving.guards.pipeline import build_pipeline
     except ImportError:
         raise GuardsUnavailable("the guard pipeline (strongroom.serving.guards.pipeline) is not "
                                 "installed; refusing to serve without guards") from None
     try:
+        if count_tokens is not None and "count_tokens" in inspect.signature(build_pipeline).parameters:
+            return build_pipeline(rt, policy=policy, canaries=canaries, count_tokens=count_tokens)
         return build_pipeline(rt, policy=policy, canaries=canaries)
     except StrongroomError:
         raise

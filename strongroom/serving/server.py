@@ -123,8 +123,10 @@ def build_gateway(rt: Any, principal: Principal | None, opts: ServeOptions, *,
         check_servable(rt, names, allow_unpromoted=opts.allow_unpromoted)
     policy = GuardPolicy(actions=dict(s.guard_policies.get("default") or {}))
     if guards is None:
-        canaries = load_canaries(rt, principal, names) if principal is not None else []
-        guards = build_guards(rt, policy=policy, canaries=canaries)
+        canaries = load_canaries(rt, principal, names) if principal is not None else {}
+        counter = getattr(backend, "token_counter", None)
+        guards = {n: build_guards(rt, policy=policy, canaries=canaries.get(n, []),
+                                  count_tokens=counter(n) if counter else None) for n in names}
     oidc = OidcVerifier(s.oidc, rt.settings.home) if s.oidc else None
     overrides = {k: Limits(int(v.get("requests_per_minute", s.requests_per_minute)),
                            int(v.get("tokens_per_hour", s.tokens_per_hour)))

@@ -10,7 +10,7 @@ holding back a short tail.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from strongroom.errors import BadInput, NotFound
 from strongroom.serving.backends.base import Generation, GenParams, OnText, apply_stop
@@ -63,6 +63,11 @@ class TransformersBackend:
 
     def models(self) -> list[str]:
         return sorted(self._models)
+
+    def token_counter(self, model: str) -> Callable[[str], int]:
+        """The model's own token count, for the guards' input-token limit."""
+        _, tok = self._get(model)
+        return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
     def _get(self, model: str) -> tuple[Any, Any]:
         try:
