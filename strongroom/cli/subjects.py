@@ -130,3 +130,6 @@ def erase(
                   f"{len(cert.models_flagged)} model version(s) flagged needs-retrain")
     console.print(f"Erasure certificate {cert.erasure_id}: audit #{cert.audit_seq}"
                   f"{' (verified)' if cert.verified else ' (NOT verified: see audit)'}")
+    if cert.datasets_without_subject_index:
+        console.print(f"Note: {len(cert.datasets_without_subject_index)} dataset(s) were imported "
+                      "without --subject-field; erasure cannot reach into them (review them by hand)")

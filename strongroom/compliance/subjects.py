@@ -55,7 +55,8 @@ from strongroom.store.door import Door
 from strongroom.store.formats import atomic_output
 from strongroom.store.model_tables import Model
 from strongroom.store.models import (
-    DatasetVersion, SubjectErasure, SubjectHolding, SubjectKey, VaultTokenSubject,
+    Dataset, DatasetVersion, SubjectErasure, SubjectHolding, SubjectKey, VaultTokenSubject,
+    VersionLayout,
 )
 from strongroom.store.vault import VaultToken
 
@@ -157,6 +158,7 @@ class ErasureCertificate:
     bytes_rewritten: int
     vault_tokens_deleted: int
     models_flagged: list[str]
+    datasets_without_subject_index: list[str]
     audit_seq: int | None = None
     verified: bool = False
 
@@ -305,6 +307,7 @@ class SubjectService:
                 subject_key_id=key.key_id, keys_destroyed=1, dataset_versions=versions,
                 records=sum(v["records"] for v in versions), bytes_rewritten=0,
                 vault_tokens_deleted=tokens_deleted, models_flagged=flagged,
+                datasets_without_subject_index=_unindexed(s),
             )
             seq = self._door.record(principal, "subject.erase", severity="high",
                                     resource=f"erasure:{erasure_id}",
@@ -351,6 +354,16 @@ class SubjectService:
                           public={"key_id": key_id, "key_material_gone": gone,
                                   "wal_checkpointed": busy == 0})
         return gone and busy == 0
+
+
+def _unindexed(s: Any) -> list[str]:
+    """Live datasets whose latest version is not sealed per subject: erasure cannot reach into
+    them, so the certificate names them (opaque ids) for the DPO to review by hand."""
+    out = []
+    for ds in s.execute(select(Dataset).where(Dataset.deleted_at.is_(None))).scalars():
+        if ds.versions and s.get(VersionLayout, ds.versions[-1].id) is None:
+            out.append(ds.id)
+    return sorted(out)
 
 
 def erased_subject_count(sessions: sessionmaker) -> int:
