@@ -381,3 +381,46 @@ def test_documents_are_permissioned_audited_and_name_purposes(runtime, tmp_path,
     assert [e for e in audit_entries(home) if e["seq"] == seq][0]["action"] == "compliance.ropa"
     with pytest.raises(PermissionDenied):
         document(runtime, principal(runtime, ["data-steward"]), "dpia")
+
+
+def test_released_model_needs_a_passing_evaluation_of_that_adapter(runtime):
+    tables = pytest.importorskip("strongroom.evaluation.tables")
+    from sqlalchemy import select
+
+    from strongroom.store import models as sm
+    from strongroom.store.blobs import new_id
+    from strongroom.store.model_tables import Model, ModelVersion
+
+    tables.ensure_tables(runtime.engine)
+    auditor = _admin(runtime)
+    now = datetime.now(UTC)
+    with runtime.sessions() as s:
+        m = Model(id=new_id("m"), name="assistant", created_at=now, created_by="t")
+        mv = ModelVersion(id=new_id("mv"), model_id=m.id, version=1, created_at=now, created_by="t",
+                          adapter_sha256="a" * 64, lineage={}, artifacts={})
+        s.add_all([m, mv])
+        s.flush()
+        s.add(tables.ModelPromotion(id=new_id("pr"), model_id=m.id, model_version_id=mv.id, model_version=1,
+                                    evaluation_id=None, promoted_at=now, promoted_by="t", override=False))
+        s.commit()
+    r = assess(runtime, auditor, ("hipaa",)).results["models.release-gate"]
+    assert r.status == "not-satisfied" and "no evaluation on record" in r.reason
+    with runtime.sessions() as s:
+        ev = tables.ModelEvaluation(id=new_id("ev"), model_id=m.id, model_version_id=mv.id, model_version=1,
+                                    adapter_sha256="a" * 64, created_at=now, created_by="t",
+                                    suites=["privacy"], passed=True, failures=[], summary={}, policy={},
+                                    results_blob_id="b_x")
+        s.add(ev)
+        promo = s.scalars(select(tables.ModelPromotion)).one()
+        promo.evaluation_id = ev.id
+        s.commit()
+    r = assess(runtime, auditor, ("hipaa",)).results["models.release-gate"]
+    assert r.status == "satisfied", r.reason
+    flag_table = getattr(sm, "ModelFlag", None)
+    if flag_table is not None:
+        with runtime.sessions() as s:
+            s.add(flag_table(model_version_id=mv.id, flag="needs-retrain", reason="erasure", cause="er_1",
+                             flagged_at=now))
+            s.commit()
+        r = assess(runtime, auditor, ("hipaa",)).results["models.release-gate"]
+        assert r.status == "not-satisfied" and "needs-retrain" in r.reason
