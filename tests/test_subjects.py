@@ -258,3 +258,22 @@ def test_training_leaves_out_subjects_without_consent(runtime, home, tiny_base):
     assert info.summary["train_records"] + info.summary["eval_records"] == 30
     filtered = [e for e in audit_entries(home) if e["action"] == "model.train.read.filtered"]
     assert filtered[-1]["details"]["no_consent_records_skipped"] == 30
+
+
+def test_sealed_version_fails_closed_on_tampered_metadata(people):
+    from strongroom.store.models import SubjectHolding, VersionLayout
+
+    rt, steward, _ = people
+    info = rt.datasets.show(steward, "people")
+    with rt.sessions() as s:
+        s.get(VersionLayout, info.version_id).envelope_sha256 = "0" * 64
+        s.commit()
+    with pytest.raises(IntegrityError):
+        list(rt.datasets.read_records(steward, "people")[1])
+    with rt.sessions() as s:
+        s.get(VersionLayout, info.version_id).envelope_sha256 = "x"
+        row = s.execute(select(SubjectHolding).where(SubjectHolding.version_id == info.version_id)).scalars().first()
+        s.delete(row)  # a record whose key the version no longer lists
+        s.commit()
+    with pytest.raises(IntegrityError, match="names a key"):
+        list(rt.datasets.read_records(steward, "people")[1])

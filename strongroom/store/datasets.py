@@ -332,6 +332,7 @@ class _SubjectOpener:
         self.index = 0
         self.erased = 0
         self.no_consent = 0
+        self.plain = b""  # the last record's plaintext line, for the content hash
 
     def open(self, line: bytes, only_key: str | None = None) -> dict[str, Any] | None:
         index = self.index
@@ -356,10 +357,10 @@ class _SubjectOpener:
             self.no_consent += 1
             return None
         try:
-            plain = aead.decrypt(blob[:12], blob[12:], _record_aad(self._version_id, index, key_id))
+            self.plain = aead.decrypt(blob[:12], blob[12:], _record_aad(self._version_id, index, key_id))
         except InvalidTag:
             raise IntegrityError("a sealed record failed authentication (tampered or moved)") from None
-        return orjson.loads(plain)
+        return orjson.loads(self.plain)
 
 
 def _check_name(name: str) -> None:
@@ -786,7 +787,7 @@ class DatasetService:
                         env.update(line)
                         rec = opener.open(line, only_key)
                         if rec is not None:
-                            sha.update(orjson.dumps(rec) + b"\n")
+                            sha.update(opener.plain)
                             yield rec
             if opener is not None:
                 if env.hexdigest() != envelope_sha:
