@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from strongroom.compliance.tables import BreakGlassRequest
-from strongroom.errors import BadInput, NotAuthenticated, NotFound, PermissionDenied
+from strongroom.errors import BadInput, NotFound, PermissionDenied
 from strongroom.identity import Principal, parse_duration, validate_roles, validate_scope
 
 DEFAULT_TTL = timedelta(hours=1)
@@ -260,4 +260,4 @@ def breakglass_key_ids(rt: Any) -> dict[str, str]:
             select(BreakGlassRequest).where(BreakGlassRequest.key_id.is_not(None)))}
 
 
-__all__ = ["BreakGlassService", "GrantedKey", "NotAuthenticated", "breakglass_key_ids"]
+__all__ = ["BreakGlassService", "GrantedKey", "breakglass_key_ids"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +45,6 @@ class VerifyCounts:
     datasets_verified: int = 0
     models_verified: int = 0
     audit_entries: int = 0
-    problems: list[str] = field(default_factory=list)
 
 
 def verify_restored_home(home: Path, get_passphrase: Callable[[], str], api_key: str | None,
