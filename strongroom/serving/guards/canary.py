@@ -1,29 +1,39 @@
 """Canaries: secrets planted at training time must never come out of the model.
 
 A canary in an answer means the model memorised its training data, so the default is
-``block`` and the gateway raises an alert from the finding. Matching is on the exact string
-(case-insensitive) and also on a folded form (letters and digits only, case-folded), so
-"12 34-56 78 90" or a canary spread over streamed chunks is still caught.
+``block`` and the gateway raises an alert from the finding. Matching is on a folded form
+(letters and digits only, NFKC, case-folded) mapped back to positions in the answer, so
+"12 34-56 78 90", full-width digits, or a canary spread over streamed chunks are still caught.
 
-The canary values are held only in memory; findings carry the canary's index, never its value.
+The canary values are held only in memory; findings carry counts, never the value.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 from strongroom.errors import BadInput
-from strongroom.serving.guards.actions import action_for, record
-from strongroom.serving.guards.base import GuardBlocked, RequestContext
-from strongroom.serving.guards.hits import Hit, rewrite
+from strongroom.serving.guards.base import RequestContext
+from strongroom.serving.guards.hits import Hit
 
 MIN_CANARY_CHARS = 6
 
 
-def fold(text: str) -> str:
-    """Letters and digits only, NFKC and case-folded: separators and look-alikes cannot hide a canary."""
-    return "".join(ch for ch in unicodedata.normalize("NFKC", text).casefold() if ch.isalnum())
+def fold(text: str) -> tuple[str, list[int]]:
+    """Folded text and, for each folded character, the index of the source character."""
+    chars: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            if ch.isalnum():
+                chars.append(ch.lower())
+                where.append(i)
+            continue
+        for c in unicodedata.normalize("NFKC", ch).casefold():
+            if c.isalnum():
+                chars.append(c)
+                where.append(i)
+    return "".join(chars), where
 
 
 class CanaryScanner:
@@ -34,36 +44,28 @@ class CanaryScanner:
     default_action = "block"
 
     def __init__(self, canaries: list[str]) -> None:
-        values = [c for c in (str(c).strip() for c in canaries) if c]
-        for c in values:
-            if len(fold(c)) < MIN_CANARY_CHARS:
+        folded = []
+        for c in canaries:
+            f, _ = fold(str(c))
+            if len(f) < MIN_CANARY_CHARS:
                 raise BadInput(f"a canary must have at least {MIN_CANARY_CHARS} letters or digits")
-        self._folded = [fold(c) for c in values]
-        self._exact = [re.compile(re.escape(c), re.IGNORECASE) for c in values]
-        # the longest stretch of answer text a canary can occupy (separators between characters)
-        self.max_span = max((2 * len(c) + 8 for c in values), default=0)
+            folded.append(f)
+        self._folded = sorted(set(folded), key=len, reverse=True)
+        # the longest stretch of answer text a canary can occupy (a separator between characters)
+        self.max_span = max((2 * len(f) + 8 for f in self._folded), default=0)
+
+    def __len__(self) -> int:
+        return len(self._folded)
 
     def hits(self, text: str, ctx: RequestContext) -> list[Hit]:
-        """Exact matches as hits; a folded-only match cannot be cut out cleanly, so it blocks."""
+        """Every occurrence of a canary, as a range of ``text``."""
         if not self._folded:
             return []
-        hits: list[Hit] = []
-        folded = fold(text)
-        for i, (f, rx) in enumerate(zip(self._folded, self._exact)):
-            if f not in folded:
-                continue
-            exact = [Hit(m.start(), m.end(), "canary", "[REDACTED_CANARY]") for m in rx.finditer(text)]
-            action = action_for(self, ctx)
-            if action == "block" or (action == "redact" and not exact):
-                record(self, ctx, code="canary", action="block", count=1)
-                raise GuardBlocked("canary", self.name)
-            hits.extend(exact or [Hit(0, 0, "canary", "")])
-        return hits
-
-    def scan(self, text: str, ctx: RequestContext) -> str:
-        hits = self.hits(text, ctx)
-        if not hits:
-            return text
-        action = action_for(self, ctx)
-        record(self, ctx, code="canary", action=action, count=len(hits))
-        return rewrite(text, [h for h in hits if h.end > h.start]) if action == "redact" else text
+        folded, where = fold(text)
+        out: list[Hit] = []
+        for f in self._folded:
+            k = folded.find(f)
+            while k >= 0:
+                out.append(Hit(where[k], where[k + len(f) - 1] + 1, "canary", "[REDACTED_CANARY]"))
+                k = folded.find(f, k + 1)
+        return out

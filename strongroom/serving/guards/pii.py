@@ -21,7 +21,8 @@ from typing import Any
 from strongroom.serving.guards.actions import act
 from strongroom.serving.guards.base import RequestContext, Stage
 from strongroom.serving.guards.hits import Hit, rewrite
-from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_TYPES
+from strongroom.serving.guards.secrets import INPUT_TYPES as SECRET_IN
+from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_OUT
 
 TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*?)_(\d{1,4})>")
 _LOCK = threading.Lock()
@@ -57,8 +58,8 @@ class PiiScanner:
             if not hits:
                 return text
             return act(self, ctx, code="pii", original=text, rewritten=rewrite(text, hits), count=len(hits))
-        spans = [s for s in _analyze(self.engine, text) if s.entity_type not in SECRET_TYPES
-                 and not _inside_token(text, s.start, s.end)]
+        spans = [s for s in _analyze(self.engine, text) if s.entity_type not in SECRET_IN
+                 and _identifying(s, text) and not _inside_token(text, s.start, s.end)]
         if not spans:
             return text
         # tokens are only allocated when the policy says redact: a block or flag leaves no map
@@ -89,10 +90,26 @@ class PiiScanner:
         """Identifiers in an answer, except the request's own tokens and secrets (their own scanner)."""
         out = []
         for s in _analyze(self.engine, text):
-            if s.entity_type in SECRET_TYPES or _inside_token(text, s.start, s.end):
+            if s.entity_type in SECRET_OUT or not _identifying(s, text) or _inside_token(text, s.start, s.end):
                 continue
             out.append(Hit(s.start, s.end, "pii", f"[REDACTED_{s.entity_type}]", s.score))
         return out
+
+
+def _identifying(span: Any, text: str) -> bool:
+    """Drop what Safe Harbor itself allows and what only breaks the conversation.
+
+    A weekday or month name without a number ("Monday to Friday") is not a date of anyone's,
+    and ages under 90 are permitted by HIPAA Safe Harbor (164.514(b)(2)(i)(C)); replacing
+    either would garble ordinary answers ("accounts older than 5 years") for no privacy gain.
+    """
+    value = text[span.start:span.end]
+    if span.entity_type == "DATE":
+        return any(c.isdigit() for c in value)
+    if span.entity_type == "AGE":
+        digits = "".join(c for c in value if c.isdigit())
+        return not digits or int(digits) >= 90
+    return True
 
 
 def _new_token(ctx: RequestContext, etype: str) -> str:

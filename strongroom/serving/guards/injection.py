@@ -1,0 +1,212 @@
+"""Prompt-injection and jailbreak detection, offline: a linear model over text features.
+
+Features (each a block; the committed model says which it uses):
+- ``char_tfidf``: TF-IDF over character n-grams within word boundaries (sklearn's ``char_wb``
+  analyzer, vocabulary and IDF committed), which catches the stock phrasing of jailbreaks
+  ("ignore previous instructions", "DAN", "developer mode") and its misspellings;
+- ``doc_embed``: the all-MiniLM-L6-v2 sentence embedding of the text (first 256 tokens);
+- ``seg_max``: the element-wise maximum of the embeddings of the text's sentences, so one
+  injected sentence in a long e-mail or document still shows.
+
+The weights are plain JSON (``data/injection_classifier.json``), written by
+``bench/train_injection.py`` from ``train.jsonl`` alone and reproducible bit for bit; no pickle
+is ever loaded. The file records the SHA-256 of the embedding model it was trained with and
+the scanner refuses to run against another one (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.serving.guards.actions import action_for, record
+from strongroom.serving.guards.base import GuardBlocked, RequestContext
+
+FORMAT = "strongroom-injection-classifier"
+FORMAT_VERSION = 1
+DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "injection_classifier.json"
+MAX_SEGMENTS = 16
+MIN_SEGMENT_CHARS = 24
+_SPLIT = re.compile(r"(?<=[.!?:;])\s+|\s*\n+\s*|\s*\|\s*")
+
+
+def segments(text: str) -> list[str]:
+    """Sentences and lines of ``text``, short ones joined, at most ``MAX_SEGMENTS`` of them."""
+    parts = [p for p in (s.strip() for s in _SPLIT.split(text)) if p]
+    merged: list[str] = []
+    for p in parts:
+        if merged and len(merged[-1]) < MIN_SEGMENT_CHARS:
+            merged[-1] = f"{merged[-1]} {p}"
+        else:
+            merged.append(p)
+    if not merged:
+        return [text]
+    if len(merged) > MAX_SEGMENTS:
+        step = math.ceil(len(merged) / MAX_SEGMENTS)
+        merged = [" ".join(merged[i:i + step]) for i in range(0, len(merged), step)]
+    return merged
+
+
+def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
+    """The embedding blocks for each text, in one batch (no columns when ``blocks`` has none).
+
+    Shared with the trainer so that training and serving embed in exactly the same way.
+    """
+    if not any(b in blocks for b in ("doc_embed", "seg_max")):
+        return np.zeros((len(texts), 0))
+    from strongroom.serving.guards.embedder import embed
+
+    batch: list[str] = []
+    doc_at: list[int] = []
+    seg_at: list[tuple[int, int]] = []
+    for t in texts:
+        ss = segments(t) if "seg_max" in blocks else []
+        doc_at.append(len(batch))
+        batch.append(t)
+        if len(ss) > 1:
+            seg_at.append((len(batch), len(batch) + len(ss)))
+            batch.extend(ss)
+        else:
+            seg_at.append((doc_at[-1], doc_at[-1] + 1))
+    vecs = embed(batch).astype(np.float64)
+    cols: list[np.ndarray] = []
+    if "doc_embed" in blocks:
+        cols.append(vecs[doc_at])
+    if "seg_max" in blocks:
+        cols.append(np.stack([vecs[a:b].max(axis=0) for a, b in seg_at]))
+    return np.hstack(cols)
+
+
+class CharTfidf:
+    """sklearn's ``TfidfVectorizer(analyzer="char_wb", sublinear_tf=True)`` transform, from JSON."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        lo, hi = spec["ngram_range"]
+        self._analyzer = TfidfVectorizer(analyzer="char_wb", ngram_range=(lo, hi),
+                                         lowercase=bool(spec.get("lowercase", True))).build_analyzer()
+        self.vocab = {g: i for i, g in enumerate(spec["vocabulary"])}
+        self.idf = np.asarray(spec["idf"], dtype=np.float64)
+        self.size = len(self.vocab)
+
+    def transform(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse row as (indices, values), L2-normalised like sklearn's."""
+        counts: dict[int, int] = {}
+        vocab = self.vocab
+        for g in self._analyzer(text):
+            i = vocab.get(g)
+            if i is not None:
+                counts[i] = counts.get(i, 0) + 1
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        vals = (1.0 + np.log(tf)) * self.idf[idx]
+        vals /= np.linalg.norm(vals)
+        return idx, vals
+
+
+class InjectionClassifier:
+    """Loads the committed JSON model and scores texts; ``threshold`` came from cross-validation."""
+
+    def __init__(self, model: dict[str, Any], *, check_embedder: bool = True) -> None:
+        if model.get("format") != FORMAT or model.get("version") != FORMAT_VERSION:
+            raise IntegrityError("injection classifier: unknown format or version")
+        self.meta = model
+        self.blocks: list[str] = list(model["blocks"])
+        self.threshold = float(model["threshold"])
+        self.tfidf = CharTfidf(model["char_tfidf"]) if "char_tfidf" in self.blocks else None
+        self.mean = np.asarray(model.get("mean", []), dtype=np.float64)
+        self.scale = np.asarray(model.get("scale", []), dtype=np.float64)
+        self.coef = np.asarray(model["coef"], dtype=np.float64)
+        self.intercept = float(model["intercept"])
+        self.uses_embeddings = any(b in self.blocks for b in ("doc_embed", "seg_max"))
+        if check_embedder and self.uses_embeddings:
+            from strongroom.serving.guards.embedder import model_sha256
+
+            if model.get("embedding", {}).get("sha256") != model_sha256():
+                raise IntegrityError("injection classifier: the installed MiniLM is not the one it was trained with")
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_PATH, **kw: Any) -> "InjectionClassifier":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StrongroomError(f"injection classifier {Path(path).name} cannot be read") from exc
+        return cls(data, **kw)
+
+    def dense_features(self, texts: list[str]) -> np.ndarray:
+        return dense_features(texts, self.blocks)
+
+    def scores(self, texts: list[str], dense: np.ndarray | None = None) -> list[float]:
+        """Attack probability per text."""
+        if not texts:
+            return []
+        if dense is None:
+            dense = self.dense_features(texts)
+        out = []
+        n_sparse = self.tfidf.size if self.tfidf else 0
+        w_sparse, w_dense = self.coef[:n_sparse], self.coef[n_sparse:]
+        for i, t in enumerate(texts):
+            z = self.intercept
+            if self.tfidf is not None:
+                idx, vals = self.tfidf.transform(t)
+                if self.scale.size:
+                    vals = vals / self.scale[idx]
+                z += float(vals @ w_sparse[idx])
+            if dense.shape[1]:
+                d = dense[i]
+                if self.scale.size:
+                    d = (d - self.mean[n_sparse:]) / self.scale[n_sparse:]
+                z += float(d @ w_dense)
+            out.append(1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0)
+        return out
+
+
+@lru_cache(maxsize=2)
+def load_default(path: str = str(DEFAULT_PATH)) -> InjectionClassifier:
+    """The committed model, loaded once per process."""
+    return InjectionClassifier.load(Path(path))
+
+
+class InjectionScanner:
+    """Input scanner ``injection``: default ``block`` (``flag`` records and lets it through).
+
+    ``redact`` makes no sense for an instruction hidden in a prompt, so it is treated as block.
+    """
+
+    name = "injection"
+    stage = "input"
+    default_action = "block"
+
+    def __init__(self, classifier: InjectionClassifier, threshold: float | None = None) -> None:
+        self.classifier = classifier
+        self.threshold = classifier.threshold if threshold is None else float(threshold)
+
+    def scan_many(self, texts: list[str], ctx: RequestContext) -> None:
+        """Score all of a request's messages in one batch; the highest score decides."""
+        texts = [t for t in texts if t.strip()]
+        if not texts:
+            return
+        scores = self.classifier.scores(texts)
+        hits = [s for s in scores if s >= self.threshold]
+        if not hits:
+            return
+        action = action_for(self, ctx)
+        if action == "redact":  # an instruction cannot be cut out of a prompt: refuse it
+            action = "block"
+        record(self, ctx, code="prompt_injection", action=action, count=len(hits), score=max(hits))
+        if action == "block":
+            raise GuardBlocked("prompt_injection", self.name)
+
+    def scan(self, text: str, ctx: RequestContext) -> str:
+        self.scan_many([text], ctx)
+        return text
