@@ -24,7 +24,8 @@ from strongroom.store.models import Blob
 
 MAGIC = b"SRG"
 MAX_LISTED = 10
-_KINDS = {"dv": "dataset shards", "mv": "model artifacts", "run": "training checkpoints"}
+_KINDS = {"dv": "dataset shards", "mv": "model artifacts", "run": "training checkpoints",
+          "rv": "audit reviews", "ev": "evaluation results"}
 
 
 class _HashingReader:
@@ -129,7 +130,8 @@ def objects_encrypted(ctx: Context) -> tuple[str, str, list[Evidence]]:
             problems.append(f"object {row.id}: does not decrypt ({type(exc).__name__}: {exc})")
     by_owner: dict[str, int] = {}
     for row in rows:
-        kind = _KINDS.get(row.owner_id.split("_", 1)[0], "other")
+        prefix = row.owner_id.split("_", 1)[0]
+        kind = _KINDS.get(prefix, f"{prefix} objects")
         by_owner[kind] = by_owner.get(kind, 0) + 1
     ev = [
         Evidence("live encrypted objects", len(rows)),
