@@ -51,6 +51,7 @@ from strongroom.store.formats import fsync_dir
 
 _COPY = 1 << 20
 _MAX_MANIFEST = 1 << 20
+MAX_KDF_MEMORY_KIB = 1 << 20  # 1 GiB; the default is 64 MiB
 REQUIRED = (CONFIG, DATABASE, AUDIT_LOG)
 
 
@@ -129,8 +130,13 @@ def unwrap_backup_key(header: ArchiveHeader, get_passphrase: Callable[[], str],
                       environ: Any = os.environ) -> bytes:
     """Rebuild the key provider from the header's public parameters and unwrap the key.
 
-    A wrong passphrase or master key raises NotAuthenticated (exit 3).
+    A wrong passphrase or master key raises NotAuthenticated (exit 3). The header is not yet
+    proven to come from the home (only self-signed) when no key is pinned, so KDF costs that
+    no real home uses are refused before Argon2id is asked to allocate them.
     """
+    cost = header.key_provider.get("memory_cost", 0)
+    if isinstance(cost, int) and cost > MAX_KDF_MEMORY_KIB:
+        raise IntegrityError("backup header asks for an implausible KDF memory cost")
     provider = provider_from_params(header.key_provider, get_passphrase, environ)
     key = provider.unwrap(header.wrapped_key, key_wrap_aad(header.backup_id, header.key_id))
     if len(key) != 32:
