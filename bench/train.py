@@ -8,6 +8,9 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
 * ``dp``      — the trainer with DP-SGD (Opacus hooks, Poisson batches of expected size 8).
 * ``paired``  — one process, the same 8 x 128 batch, non-DP and DP steps interleaved: the
   robust DP-overhead figure on a shared CPU (run with ``--modes paired``).
+* ``dplearn`` — does DP-SGD with the *default* DP settings (eps 8, logical batch auto ~n/20,
+  lr 1e-3, C 1) measurably learn on the bundled support chats? Held-out loss before/after, eps
+  spent, sigma (run with ``--modes dplearn [--dp-records 1500 --dp-steps 12 --dp-seq 128]``).
 
 Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
 the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
@@ -55,7 +58,31 @@ def records(n: int) -> list[dict]:
         {"role": "assistant", "content": f"Note {i}. " + body * 6}]} for i in range(n)]
 
 
-def child(mode: str, steps: int, threads: int) -> dict:
+def dplearn(model, tok, a: argparse.Namespace) -> dict:
+    """DP-LoRA with the pipeline's DP defaults on the bundled support chats."""
+    from strongroom.training import split_records, train
+    from strongroom.training.pipeline import TrainRequest
+
+    lines = (REPO / "examples" / "data" / "support.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines[: a.dp_records]]
+    tr, ev = split_records(recs, 0.02)
+    req = TrainRequest(dataset="bench", out="bench", dp_epsilon=a.dp_epsilon,
+                       max_steps=a.dp_steps, max_seq_len=a.dp_seq, threads=a.threads)
+    cfg = req.train_config()
+    cfg.eval_every = max(1, a.dp_steps // 3)
+    t = time.perf_counter()
+    r = train(model, tok, tr, ev, cfg, progress=True)
+    evals = [(m["step"], m["eval_loss"]) for m in r.metrics if m.get("eval_loss") is not None]
+    return {"records": len(recs), "train_records": len(tr), "eval_records": len(ev),
+            "steps": r.steps, "seq": a.dp_seq, "lr": cfg.learning_rate, "dp": r.dp,
+            "epsilon_spent": r.epsilon_spent, "eval_curve": evals,
+            "initial_eval_loss": evals[0][1], "final_eval_loss": evals[-1][1],
+            "train_s": time.perf_counter() - t, "tokens_per_s": r.tokens_per_s,
+            "peak_rss_train_gb": _rss_kb("VmHWM") / 1e6, "mean_step_s": 0.0,
+            "peak_rss_lifetime_gb": 0.0, "load_s": 0.0}
+
+
+def child(mode: str, steps: int, threads: int, a: argparse.Namespace | None = None) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
 
@@ -74,6 +101,8 @@ def child(mode: str, steps: int, threads: int) -> dict:
                       lora_alpha=32, lora_dropout=0.05, learning_rate=1e-4, num_threads=threads,
                       eval_at_start=False)
     out: dict = {"mode": mode, "load_s": load_s, "threads": threads}
+    if mode == "dplearn":
+        return out | dplearn(model, tok, a) | {"load_s": load_s}
     if mode == "paired":
         return out | paired(model, tok, recs, cfg, steps)
     if mode == "plain":
@@ -174,22 +203,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", default="plain,trainer,dp")
     ap.add_argument("--json", help="write results here")
+    ap.add_argument("--dp-records", type=int, default=1500)
+    ap.add_argument("--dp-steps", type=int, default=12)
+    ap.add_argument("--dp-seq", type=int, default=128)
+    ap.add_argument("--dp-epsilon", type=float, default=8.0)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print("RESULT " + json.dumps(child(a.child, a.steps, a.threads)))
+        print("RESULT " + json.dumps(child(a.child, a.steps, a.threads, a)))
         return
     res = {}
     for mode in a.modes.split(","):
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
+        extra = ["--dp-records", str(a.dp_records), "--dp-steps", str(a.dp_steps),
+                 "--dp-seq", str(a.dp_seq), "--dp-epsilon", str(a.dp_epsilon)]
         p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps),
-                            "--threads", str(a.threads)], env=env, capture_output=True,
-                           text=True)
+                            "--threads", str(a.threads), *extra], env=env,
+                           stdout=subprocess.PIPE, stderr=None if mode == "dplearn"
+                           else subprocess.PIPE, text=True)
         line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
         if p.returncode or not line:
-            sys.exit(f"mode {mode} failed:\n{p.stderr[-3000:]}")
+            sys.exit(f"mode {mode} failed:\n{(p.stderr or '')[-3000:]}")
         res[mode] = json.loads(line[-1][7:])
         r = res[mode]
+        if mode == "dplearn":
+            print(f"dplearn  {r['train_records']} train / {r['eval_records']} held-out chats, "
+                  f"{r['steps']} steps, logical batch {r['dp']['expected_batch_size']}, "
+                  f"sigma {r['dp']['noise_multiplier']:.3f}, lr {r['lr']}: held-out loss "
+                  f"{r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}, eps spent "
+                  f"{r['epsilon_spent']:.2f}, {r['train_s']:.0f} s, peak {r['peak_rss_train_gb']:.2f} GB",
+                  flush=True)
+            continue
         if mode == "paired":
             print(f"paired   non-DP {r['mean_step_s']:.2f} s/step, DP "
                   f"{sum(r['paired_dp_step_s']) / len(r['paired_dp_step_s']):.2f} s/step: "

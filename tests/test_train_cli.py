@@ -63,12 +63,18 @@ def test_train_card_generate_export_via_cli(runtime, home, tiny_base, tmp_path):
     prompt = "what color is the cat 2 ?"
     answer = _ok(run_cli(["generate", "m", prompt, "--max-new-tokens", "5", "--json"], env))
     assert json.loads(answer.stdout)["model"] == "m"
+    # Several prompts, one model load, under the deployment's system prompt.
+    system = "answer with the color of the animal ."
+    many = json.loads(_ok(run_cli(["generate", "m", prompt, "what color is the dog 1 ?",
+                                   "--system", system, "--max-new-tokens", "3", "--json"],
+                                  env)).stdout)
+    assert len(many["answers"]) == 2 and all(isinstance(a, str) for a in many["answers"])
     # ml-engineer may not take weights out of the vault.
     res = run_cli(["models", "export", "m", "-o", str(tmp_path / "x")], env)
     assert res.returncode == 3 and not (tmp_path / "x").exists()
 
     log = (home["path"] / "audit" / "log.jsonl").read_text()
-    assert prompt not in log
+    assert prompt not in log and "what color is the dog 1" not in log and system not in log
     actions = [json.loads(l)["action"] for l in log.splitlines()]
     for a in ("model.train.start", "model.train.read", "model.train.store", "model.train.finish",
               "model.card", "model.generate"):

@@ -32,7 +32,9 @@ def train(
     otp: Optional[str] = typer.Option(None, "--otp", help="Your current TOTP code (for --allow-identifiable)."),
     reason: Optional[str] = typer.Option(None, "--reason", help="Why the override is needed (recorded HMAC'd)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of --out from its last checkpoint."),
-    lr: float = typer.Option(2e-4, "--lr", help="Learning rate."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 2e-4; 1e-3 with --dp-epsilon)."),
+    dp_batch_size: Optional[int] = typer.Option(None, "--dp-batch-size",
+                                                help="DP: expected Poisson batch in privacy units (default ~n/20, 64..256)."),
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank (alpha = 2 r)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Micro-batch size (DP: physical batch)."),
     grad_accumulation: int = typer.Option(1, "--grad-accumulation", help="Micro-batches per optimizer step."),
@@ -63,6 +65,7 @@ def train(
         max_steps=max_steps, canaries=canaries, canary_repeats=canary_repeats,
         dp_epsilon=dp_epsilon, dp_delta=dp_delta, max_grad_norm=max_grad_norm,
         allow_identifiable=allow_identifiable, otp=otp, reason=reason, resume=resume, lr=lr,
+        dp_batch_size=dp_batch_size,
         lora_r=lora_r, batch_size=batch_size, grad_accumulation=grad_accumulation,
         max_seq_len=max_seq_len, seed=seed, eval_fraction=eval_fraction, threads=threads,
         checkpoint_every=checkpoint_every, progress=not quiet, fsdp=fsdp, dtype=dtype,
@@ -91,19 +94,28 @@ def _f(x: object) -> str:
 
 def generate(
     model: str = typer.Argument(..., help="A trained model name, or a base model name."),
-    prompt: str = typer.Argument(..., help="The question (audited as an HMAC, never as text)."),
+    prompts: list[str] = typer.Argument(..., help="The question(s) (audited as an HMAC, never as text); "
+                                                  "several are answered with one model load."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Most tokens to generate."),
     version: Optional[int] = typer.Option(None, "--version", help="Model version (default latest)."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
     system: Optional[str] = typer.Option(None, "--system",
                                          help="System prompt the model is deployed with (audited as an HMAC)."),
-    as_json: bool = typer.Option(False, "--json", help="Print {model, answer} as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print {model, answer} (or {model, answers}) as JSON."),
 ) -> None:
-    """Answer PROMPT with MODEL (base + decrypted adapter, in memory only; audited)."""
+    """Answer PROMPT(S) with MODEL (base + decrypted adapter, in memory only; audited)."""
     with acting() as (rt, p):
-        answer = rt.training.generate(p, model, prompt, max_new_tokens=max_new_tokens,
-                                      version=version, threads=threads, system=system)
+        if len(prompts) == 1:
+            answers = [rt.training.generate(p, model, prompts[0], max_new_tokens=max_new_tokens,
+                                            version=version, threads=threads, system=system)]
+        else:
+            answers = rt.training.generate_many(p, model, prompts, max_new_tokens=max_new_tokens,
+                                                version=version, threads=threads, system=system)
     if as_json:
-        print_json({"model": model, "answer": answer})
-    else:
-        console.print(answer)
+        print_json({"model": model, "answer": answers[0]} if len(answers) == 1
+                   else {"model": model, "answers": answers})
+        return
+    for i, answer in enumerate(answers):
+        if len(answers) > 1:
+            console.print(f"[{i + 1}] ", end="")
+        console.print(answer, markup=False)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from strongroom.errors import BadInput
 from strongroom.training import _env  # noqa: F401
-from strongroom.training.config import DPConfig, TrainConfig
+from strongroom.training.config import DPConfig, TrainConfig, auto_dp_batch
 
 
 def group_units(unit_keys: Sequence[str], subject_level: bool,
@@ -59,7 +59,8 @@ def loader_batch_size(n_units: int, dp: DPConfig) -> int:
     if dp.sample_rate is not None:
         k = max(1, round(1.0 / dp.sample_rate))
         return max(1, math.ceil(n_units / k))
-    return max(1, min(n_units, dp.expected_batch_size))
+    want = dp.expected_batch_size if dp.expected_batch_size is not None else auto_dp_batch(n_units)
+    return max(1, min(n_units, want))
 
 
 def dp_steps_per_epoch(n_units: int, dp: DPConfig) -> int:
@@ -232,7 +233,7 @@ def recommended_dp_config(n_units: int) -> DPConfig:
     (observed: eps=8, batch 8, 200 records learned nothing on SmolLM2). Sampling rate
     q = B/n should stay at or below ~0.05, i.e. a few thousand units.
     """
-    return DPConfig(target_epsilon=8.0, expected_batch_size=min(256, max(64, n_units // 20)),
+    return DPConfig(target_epsilon=8.0, expected_batch_size=auto_dp_batch(n_units),
                     max_grad_norm=1.0)
 
 

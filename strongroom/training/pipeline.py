@@ -33,6 +33,10 @@ from strongroom.store.model_registry import (
 from strongroom.store.model_tables import TrainingRun
 
 DEFAULT_BASE = "smollm2-135m-instruct"
+DEFAULT_LR = 2e-4
+#: DP-SGD's update is mostly noise-normalised by Adam; it needs a larger step (measured, see
+#: strongroom/training/README.md "DP on the embedded model").
+DEFAULT_DP_LR = 1e-3
 KEEP_CHECKPOINTS = 2
 
 
@@ -55,7 +59,8 @@ class TrainRequest:
     otp: str | None = None
     reason: str | None = None
     resume: bool = False
-    lr: float = 2e-4
+    lr: float | None = None  # None: DEFAULT_LR, or DEFAULT_DP_LR with --dp-epsilon
+    dp_batch_size: int | None = None  # DP logical (Poisson) batch in units; None = auto
     lora_r: int = 16
     batch_size: int = 8
     grad_accumulation: int = 1
@@ -73,17 +78,25 @@ class TrainRequest:
 
         if self.epochs is not None and self.max_steps is not None:
             raise BadInput("give --epochs or --max-steps, not both")
-        if self.dp_epsilon is None and (self.dp_delta is not None or self.max_grad_norm is not None):
-            raise BadInput("--dp-delta and --max-grad-norm need --dp-epsilon")
+        if self.dp_epsilon is None and (self.dp_delta is not None or self.max_grad_norm is not None
+                                        or self.dp_batch_size is not None):
+            raise BadInput("--dp-delta, --max-grad-norm and --dp-batch-size need --dp-epsilon")
         dp = None
         if self.dp_epsilon is not None:
+            # Under DP the logical batch is a Poisson sample; --grad-accumulation asks for
+            # batch-size x accumulation of them (processed --batch-size at a time).
+            logical = self.dp_batch_size
+            if logical is None and self.grad_accumulation > 1:
+                logical = self.batch_size * self.grad_accumulation
             dp = DPConfig(target_epsilon=self.dp_epsilon, target_delta=self.dp_delta,
-                          max_grad_norm=self.max_grad_norm if self.max_grad_norm else 1.0)
+                          max_grad_norm=self.max_grad_norm if self.max_grad_norm else 1.0,
+                          expected_batch_size=logical)
+        lr = self.lr if self.lr is not None else (DEFAULT_DP_LR if dp else DEFAULT_LR)
         every = self.checkpoint_every
         if every is None:
             every = max(1, (self.max_steps or 100) // 5)
         cfg = TrainConfig(
-            learning_rate=self.lr, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
+            learning_rate=lr, lora_r=self.lora_r, lora_alpha=2 * self.lora_r,
             lora_dropout=0.0, batch_size=self.batch_size, grad_accumulation=self.grad_accumulation,
             max_seq_len=self.max_seq_len, seed=self.seed, epochs=self.epochs or 1.0,
             max_steps=self.max_steps, checkpoint_every=every, num_threads=self.threads,
@@ -398,6 +411,35 @@ class TrainingService:
                                              public={"max_new_tokens": max_new_tokens,
                                                      "system_prompt": system is not None})
         return generate(model, tok, prompt, max_new_tokens=max_new_tokens, system=system)
+
+    def generate_many(self, principal: Principal, name: str, prompts: list[str], *,
+                      max_new_tokens: int = 64, version: int | None = None, threads: int = 1,
+                      system: str | None = None) -> list[str]:
+        """Answer several prompts with one model load (one audit record, prompts HMAC'd).
+
+        WHY: loading a base model costs seconds; checking a model on a handful of questions
+        should not pay that per question.
+        """
+        from strongroom.training import generate
+        from strongroom.training._env import set_threads
+
+        if not prompts or any(not p.strip() for p in prompts):
+            raise BadInput("every prompt must be non-empty")
+        if len(prompts) > 256:
+            raise BadInput("at most 256 prompts per call")
+        if max_new_tokens < 1 or max_new_tokens > 4096:
+            raise BadInput("--max-new-tokens must be between 1 and 4096")
+        set_threads(threads)
+        details: dict[str, Any] = {"prompts": list(prompts)}
+        if system is not None:
+            details["system"] = system
+        model, tok = self.load_for_inference(principal, name, version=version,
+                                             action="model.generate", details=details,
+                                             public={"max_new_tokens": max_new_tokens,
+                                                     "prompts": len(prompts),
+                                                     "system_prompt": system is not None})
+        return [generate(model, tok, p, max_new_tokens=max_new_tokens, system=system)
+                for p in prompts]
 
     def load_for_inference(self, principal: Principal, name: str, *, version: int | None = None,
                            action: str, details: dict[str, Any] | None = None,
