@@ -100,7 +100,7 @@ def _h(text: Any) -> str:
 
 
 def _status_html(status: str) -> str:
-    return f'<span class="ok">satisfied</span>' if status == SATISFIED else '<span class="bad">not satisfied</span>'
+    return '<span class="ok">satisfied</span>' if status == SATISFIED else '<span class="bad">not satisfied</span>'
 
 
 def render_html(a: Assessment) -> str:
