@@ -5,7 +5,8 @@ its evidence as ``relevant-evidence``, its verdict as a property); one ``finding
 whose ``target`` is the control (type ``objective-id``) with status ``satisfied`` or
 ``not-satisfied``, related to the observations of its checks. OSCAL tokens cannot hold the
 parentheses of "164.312(a)(1)", so control ids become tokens such as ``hipaa-164.312-a-1`` and
-the original id is kept as a ``label`` property.
+the original id is kept as a ``label`` property. ``import-ap`` points (``#uuid``) at a back-matter resource that
+names the shipped catalogs, which are the assessment plan of this continuous assessment.
 
 UUIDs are version-5 UUIDs derived from the report's own random UUID, so ids inside one document
 are consistent while two reports never share ids.
@@ -45,6 +46,7 @@ def build_assessment_results(a: Assessment, *, title: str = "Strongroom automate
         return str(uuid.uuid5(doc_uuid, "/".join(parts)))
 
     when = iso(a.generated_at)
+    plan_uuid = uid("assessment-plan")
     results = []
     for cat in a.catalogs:
         check_ids = sorted(cat.check_ids())
@@ -121,11 +123,18 @@ def build_assessment_results(a: Assessment, *, title: str = "Strongroom automate
                           {"name": "assessor", "ns": NS, "value": _value(a.principal)}],
             },
             "import-ap": {
-                "href": "#strongroom-continuous-assessment",
+                "href": f"#{plan_uuid}",
                 "remarks": "Continuous automated assessment; the plan is the control catalogs shipped "
-                           "with Strongroom (strongroom/compliance/catalogs).",
+                           "with Strongroom (see back-matter).",
             },
             "results": results,
+            "back-matter": {"resources": [{
+                "uuid": plan_uuid,
+                "title": "Strongroom control catalogs and automated checks",
+                "description": "strongroom/compliance/catalogs/*.toml map each control to the automated "
+                               "checks in strongroom/compliance/checks; docs/COMPLIANCE.md describes them.",
+                "props": [{"name": "framework", "ns": NS, "value": c.id} for c in a.catalogs],
+            }]},
         }
     }
 
