@@ -67,6 +67,7 @@ class ServingSettings:
     auth_failures_slow_after: int = 5
     auth_failures_refuse_after: int = 20
     auth_failure_window_s: int = 300
+    auth_cache_s: float = 2.0
     anomaly_threshold: int = 10
     anomaly_window_s: int = 300
     oidc: dict[str, Any] = field(default_factory=dict)

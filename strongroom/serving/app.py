@@ -152,7 +152,7 @@ def create_app(gw: Gateway) -> FastAPI:
         call = call_of(request)
         await gw.authenticate(call, request.headers.get("authorization"))
         gw.authorize(call, "metrics:read")
-        await gw.in_thread(lambda: gw.audit(call, status=200, outcome="success"))
+        gw.audit(call, status=200, outcome="success")
         return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, tags=["openai"])
@@ -164,11 +164,10 @@ def create_app(gw: Gateway) -> FastAPI:
         p = await gw.authenticate(call, request.headers.get("authorization"))
         gw.authorize_list(call, "inference")
         names = [m for m in gw.models if in_scope(p, f"model:{m}")]
-        await gw.in_thread(lambda: gw.audit(call, status=200, outcome="success"))
+        gw.audit(call, status=200, outcome="success")
         return ModelList(data=[ModelCard(id=m, created=gw.created) for m in names])
 
-    async def _prepare(request: Request, model: str, messages: list[dict[str, str]],
-                       prompt_text: str, stream: bool) -> tuple[Call, list[dict[str, str]]]:
+    async def _prepare(request: Request, model: str, prompt_text: str, stream: bool) -> Call:
         call = call_of(request)
         call.stream = stream
         await gw.authenticate(call, request.headers.get("authorization"))
@@ -177,8 +176,13 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.admit(call)
         gw.require_model(model)
         call.prompt = prompt_text
-        ctx = gw.context(call, model)
-        return call, await gw.guard_input(messages, ctx)
+        gw.context(call, model)
+        return call
+
+    def _params(body: Any) -> GenParams:
+        return GenParams(max_new_tokens=body.new_tokens(gw.options.default_max_tokens),
+                         temperature=body.temperature, top_p=body.top_p,
+                         stop=body.stop_list(), seed=body.seed)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={
         **ERRORS, 200: {"content": {"text/event-stream": {}}}}, tags=["openai"])
@@ -186,17 +190,17 @@ def create_app(gw: Gateway) -> FastAPI:
         """Chat completion; ``stream: true`` answers with server-sent events."""
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
-        prompt_text = json.dumps(messages, ensure_ascii=False)
-        call, safe = await _prepare(request, body.model, messages, prompt_text, bool(body.stream))
-        params = GenParams(max_new_tokens=body.new_tokens(gw.options.default_max_tokens),
-                           temperature=body.temperature, top_p=body.top_p,
-                           stop=body.stop_list(), seed=body.seed)
+        call = await _prepare(request, body.model, json.dumps(messages, ensure_ascii=False),
+                              bool(body.stream))
+        params = _params(body)
         if body.stream:
+            assert call.ctx is not None
+            safe = await gw.guard_input(messages, call.ctx)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(call, params, include_usage, chat=True,
                            job=lambda on_text: gw.backend.chat(body.model, safe, params, on_text))
-        gen = await _generate(lambda: gw.backend.chat(body.model, safe, params, None), params)
-        text = await _finish(call, gen)
+        gen, text, _ = await _generate(call, params, messages, lambda safe: gw.backend.chat(
+            body.model, safe, params, None))
         return ChatCompletion(
             id="chatcmpl-" + call.request_id[4:], created=int(time.time()), model=body.model,
             choices=[ChatChoice(message=ResponseMessage(content=text),
@@ -208,45 +212,54 @@ def create_app(gw: Gateway) -> FastAPI:
     async def completions(request: Request, body: CompletionRequest) -> Any:
         """Text completion of one prompt (no chat template)."""
         prompt = body.prompt_text()
-        call, safe = await _prepare(request, body.model, [{"role": "user", "content": prompt}],
-                                    prompt, bool(body.stream))
-        safe_prompt = "".join(m.get("content", "") for m in safe)
-        params = GenParams(max_new_tokens=body.new_tokens(gw.options.default_max_tokens),
-                           temperature=body.temperature, top_p=body.top_p,
-                           stop=body.stop_list(), seed=body.seed)
+        call = await _prepare(request, body.model, prompt, bool(body.stream))
+        params = _params(body)
+        messages = [{"role": "user", "content": prompt}]
+
+        def joined(safe: list[dict[str, str]]) -> str:
+            return "".join(m.get("content", "") for m in safe)
+
         if body.stream:
+            assert call.ctx is not None
+            safe_prompt = joined(await gw.guard_input(messages, call.ctx))
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(call, params, include_usage, chat=False,
                            job=lambda on_text: gw.backend.complete(body.model, safe_prompt,
                                                                    params, on_text))
-        gen = await _generate(lambda: gw.backend.complete(body.model, safe_prompt, params, None),
-                              params)
-        text = await _finish(call, gen)
+        gen, text, safe = await _generate(call, params, messages, lambda safe: gw.backend.complete(
+            body.model, joined(safe), params, None))
         if body.echo:
-            text = safe_prompt + text
+            text = joined(safe) + text
         return Completion(
             id="cmpl-" + call.request_id[4:], created=int(time.time()), model=body.model,
             choices=[CompletionChoice(text=text, finish_reason=gen.finish_reason)],
             usage=_usage(gen))
 
-    async def _generate(job: Any, params: GenParams) -> Generation:
+    async def _generate(call: Call, params: GenParams, messages: list[dict[str, str]],
+                        backend_call: Any) -> tuple[Generation, str, list[dict[str, str]]]:
+        """Input guards, generation and output guards in one worker-thread job (one hop off
+        the event loop instead of three), then the audit record, then the answer."""
+        ctx = call.ctx
+        assert ctx is not None
+
+        def job() -> tuple[Generation, str, list[dict[str, str]]]:
+            safe = gw.check_input(messages, ctx)
+            gen = backend_call(safe)
+            return gen, gw.check_output(gen.text, ctx), safe
+
         gw.queue.reserve()
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(gw.queue._pool, job)  # noqa: SLF001
         fut.add_done_callback(lambda _f: gw.queue.release())
         try:
-            return await asyncio.shield(fut)
+            gen, text, safe = await asyncio.shield(fut)
         except asyncio.CancelledError:
             params.cancel.set()  # the client went away: stop generating
             raise
-
-    async def _finish(call: Call, gen: Generation) -> str:
-        assert call.ctx is not None
-        text = await gw.guard_output(gen.text, call.ctx)
         call.answer = text
         call.prompt_tokens, call.completion_tokens = gen.prompt_tokens, gen.completion_tokens
-        await gw.succeed(call)
-        return text
+        gw.succeed_now(call)
+        return gen, text, safe
 
     def _stream(call: Call, params: GenParams, include_usage: bool, *, chat: bool,
                 job: Any) -> StreamingResponse:

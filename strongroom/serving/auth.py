@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from strongroom.errors import BadInput, NotAuthenticated
-from strongroom.identity import IdentityService, Principal, permissions_for
+from strongroom.identity import IdentityService, Principal, hash_api_key, permissions_for
 from strongroom.identity.roles import ROLES
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256")
@@ -112,16 +114,54 @@ class OidcVerifier:
 
 
 class Authenticator:
-    """Turns an Authorization header into a Principal (API key or, if configured, OIDC)."""
+    """Turns an Authorization header into a Principal (API key or, if configured, OIDC).
 
-    def __init__(self, identity: IdentityService, oidc: OidcVerifier | None = None) -> None:
+    A verified API key is remembered for ``cache_s`` seconds (keyed by its SHA-256, never the
+    key): the identity service records ``last_used_at`` on every check, a synchronous database
+    commit of about 9 ms that would otherwise dominate the gateway's own latency. The price is
+    that a revocation, suspension or expiry made elsewhere takes effect within ``cache_s``
+    (default 2 s; 0 turns the cache off). Suspensions made by this gateway evict at once.
+    """
+
+    def __init__(self, identity: IdentityService, oidc: OidcVerifier | None = None, *,
+                 cache_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._identity = identity
         self._oidc = oidc
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    def cached(self, header: str | None) -> Principal | None:
+        """The principal of a recently verified API key, or None (then call ``authenticate``)."""
+        if not self._cache_s or not header or not header.startswith("Bearer sr_"):
+            return None
+        digest = hash_api_key(header[7:].strip())
+        with self._lock:
+            hit = self._cache.get(digest)
+            if hit is None:
+                return None
+            if hit[0] <= self._clock():
+                del self._cache[digest]
+                return None
+            return hit[1]
+
+    def evict(self, principal_id: str) -> None:
+        """Forget every cached entry of this principal (after a suspension)."""
+        with self._lock:
+            for digest in [d for d, (_, p) in self._cache.items() if p.id == principal_id]:
+                del self._cache[digest]
 
     def authenticate(self, header: str | None) -> Principal:
         token = bearer_token(header)
         if token.startswith("sr_"):
-            return self._identity.authenticate_api_key(token)
+            principal = self._identity.authenticate_api_key(token)
+            if self._cache_s:
+                with self._lock:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[hash_api_key(token)] = (self._clock() + self._cache_s, principal)
+            return principal
         if token.count(".") == 2 and self._oidc is not None:
             return self._oidc.verify(token)
         raise NotAuthenticated("invalid bearer token")

@@ -122,6 +122,10 @@ class Gateway:
         if call.principal is not None:
             return call.principal
         self.throttle.check(call.origin)
+        principal = self.authenticator.cached(header)
+        if principal is not None:
+            call.principal = principal
+            return principal
         try:
             principal = await self.in_thread(self.authenticator.authenticate, header)
         except NotAuthenticated as exc:
@@ -182,6 +186,15 @@ class Gateway:
     async def guard_input(self, messages: list[dict[str, str]], ctx: RequestContext
                           ) -> list[dict[str, str]]:
         return await self.in_thread(self._guard_input, messages, ctx)
+
+    def check_input(self, messages: list[dict[str, str]], ctx: RequestContext
+                    ) -> list[dict[str, str]]:
+        """Input guards, synchronously (for a worker thread), failing closed."""
+        return self._guard_input(messages, ctx)
+
+    def check_output(self, text: str, ctx: RequestContext) -> str:
+        """Output guards, synchronously (for a worker thread), failing closed."""
+        return self._guard_output(text, ctx)
 
     def _guard_input(self, messages: list[dict[str, str]], ctx: RequestContext
                      ) -> list[dict[str, str]]:
@@ -277,6 +290,12 @@ class Gateway:
             self.limiter.spend_tokens(call.principal.id,
                                       call.prompt_tokens + call.completion_tokens)
 
+    def succeed_now(self, call: Call) -> None:
+        """``succeed`` on the event loop itself: an append is a short locked write."""
+        self.record_findings(call)
+        self.record_tokens(call)
+        self.audit(call, status=200, outcome="success")
+
     async def succeed(self, call: Call) -> None:
         """Audit a served request (raises AuditWriteError if that is impossible)."""
         self.record_findings(call)
@@ -328,6 +347,7 @@ class Gateway:
                                           "threshold": self.anomaly.threshold,
                                           "window_s": self.anomaly.window_s})
 
+        self.authenticator.evict(p.id)
         try:
             await self.in_thread(suspend)
             self.metrics.suspensions.inc()

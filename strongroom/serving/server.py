@@ -132,7 +132,8 @@ def build_gateway(rt: Any, principal: Principal | None, opts: ServeOptions, *,
                            int(v.get("tokens_per_hour", s.tokens_per_hour)))
                  for k, v in (s.key_limits or {}).items()}
     return Gateway(
-        audit=rt.audit, identity=rt.identity, authenticator=Authenticator(rt.identity, oidc),
+        audit=rt.audit, identity=rt.identity,
+        authenticator=Authenticator(rt.identity, oidc, cache_s=float(s.auth_cache_s)),
         backend=backend, guards=guards,
         limiter=RateLimiter(Limits(s.requests_per_minute, s.tokens_per_hour), overrides),
         throttle=FailureThrottle(s.auth_failures_slow_after, s.auth_failures_refuse_after,

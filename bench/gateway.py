@@ -1,0 +1,441 @@
+"""Gateway benchmarks (issue 5): overhead, tokens/s of the embedded model, and load.
+
+Run:
+  .venv/bin/python bench/gateway.py overhead [--requests 200] [--concurrency 8] [--seconds 10]
+                                             [--backend-ms 20] [--guards real|none]
+  .venv/bin/python bench/gateway.py tokens   [--max-tokens 64] [--runs 3]
+  .venv/bin/python bench/gateway.py load     [--clients 32] [--seconds 120] [--backend-ms 20]
+                                             [--rpm 0] [--queue-size 64]
+  .venv/bin/python bench/gateway.py all      (short versions of the three)
+
+overhead: the same chat requests straight to an OpenAI-compatible backend (a mock that answers
+  after --backend-ms, so only the gateway's own cost varies) and through the gateway in front
+  of it (HTTPS, API key, RBAC, limits, every guard, audit record) as the upstream backend.
+  Reports added p50/p99 latency (sequential requests) and the throughput ratio (concurrent
+  clients for --seconds). Aim: <= 5 ms p50, ratio >= 0.95.
+tokens: tokens/s of smollm2-135m-instruct through the gateway (transformers backend, streamed)
+  beside the same generation called directly in-process.
+load: --clients concurrent clients for --seconds; every answer must be 200, 429 or 503, and
+  the audit log must hold exactly one record per request.
+
+Everything runs against a throw-away home in a temp dir; results go to bench/out/gateway.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+import httpx  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402  (module level: annotations are strings)
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+PASSPHRASE = "bench passphrase, not a secret"
+PROMPT = "What are the branch opening hours on Saturday, and can I book an appointment online?"
+ANSWER = ("Our branches are open from 9 am to 1 pm on Saturdays. You can book an appointment "
+          "online in the app under Appointments, or call the branch directly.")
+
+
+# ----------------------------------------------------------------------------- environment
+
+@contextmanager
+def bench_home() -> Iterator[Any]:
+    from strongroom.crypto import PassphraseProvider
+    from strongroom.runtime import Runtime, init_home
+
+    tmp = Path(tempfile.mkdtemp(prefix="gateway_bench_"))
+    prov = PassphraseProvider.create(PASSPHRASE, time_cost=1, memory_cost=8 * 1024, parallelism=1)
+    init_home(tmp / "home", prov, "admin", origin="bench")
+    rt = Runtime.open(tmp / "home", lambda: PASSPHRASE, origin="bench")
+    try:
+        yield rt
+    finally:
+        rt.close()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mock_upstream(delay_ms: float) -> Any:
+    """An OpenAI-compatible server that answers ANSWER after ``delay_ms`` (no model)."""
+    app = FastAPI()
+    n_words = len(ANSWER.split())
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "mock", "object": "model", "created": 0,
+                                            "owned_by": "bench"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict:
+        await request.json()
+        await asyncio.sleep(delay_ms / 1000)
+        return {"id": "x", "object": "chat.completion", "created": int(time.time()),
+                "model": "mock", "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": ANSWER}}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": n_words,
+                          "total_tokens": 20 + n_words}}
+
+    return app
+
+
+class NullGuards:
+    """Pass-through guards, only for ``--guards none`` (labelled as such in the output)."""
+
+    def check_input(self, messages: Any, ctx: Any) -> Any:
+        return messages
+
+    def check_output(self, text: str, ctx: Any) -> str:
+        return text
+
+    def output_stream(self, ctx: Any) -> Any:
+        class S:
+            def feed(self, c: str) -> str:
+                return c
+
+            def finish(self) -> str:
+                return ""
+        return S()
+
+
+@contextmanager
+def gateway(rt: Any, backend: Any, guards_mode: str, **serving: Any) -> Iterator[tuple[str, Any]]:
+    from strongroom.serving.app import create_app
+    from strongroom.serving.server import BackgroundServer, ServeOptions, build_gateway, tls_context
+
+    rt.settings.serving = replace(rt.settings.serving, **serving)
+    opts = ServeOptions(models=backend.models(), allow_unpromoted=True)
+    guards = NullGuards() if guards_mode == "none" else None
+    gw = build_gateway(rt, None, opts, backend=backend, guards=guards)
+    try:
+        with BackgroundServer(create_app(gw), tls_context(rt, opts)) as srv:
+            yield srv.url, gw
+    finally:
+        gw.close()
+
+
+def client(rt: Any, url: str, key: str | None) -> httpx.Client:
+    import ssl
+
+    verify: Any = True
+    if url.startswith("https"):
+        verify = ssl.create_default_context(cafile=str(rt.settings.home / "tls" / "localhost.crt"))
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, verify=verify, headers=headers, timeout=120)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else float("nan")
+
+
+def sequential(c: httpx.Client, body: dict, n: int) -> list[float]:
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = c.post("/v1/chat/completions", json=body)
+        lat.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            raise SystemExit(f"benchmark request failed: HTTP {r.status_code} {r.text[:200]}")
+    return lat
+
+
+def concurrent(make_client: Any, body: dict, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` threads sending back to back for ``seconds``; status counts and rate."""
+    stop = time.monotonic() + seconds
+    counts: dict[int, int] = {}
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def worker(_i: int) -> None:
+        with make_client() as c:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                try:
+                    code = c.post("/v1/chat/completions", json=body).status_code
+                except httpx.HTTPError:
+                    code = -1
+                with lock:
+                    counts[code] = counts.get(code, 0) + 1
+                    if code == 200:
+                        lat.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.perf_counter() - t0
+    return {"counts": counts, "ok_per_s": counts.get(200, 0) / wall, "wall_s": wall,
+            "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)}
+
+
+# ----------------------------------------------------------------------------- processes
+# Client, gateway and backend each get their own process: in one process they would share one
+# GIL and the client's own cost would be charged to whichever side it happened to slow down.
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, proc: Any, timeout: float = 180) -> None:
+    import socket
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"a benchmark server exited early (code {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("a benchmark server did not start")
+
+
+@contextmanager
+def child(args: list[str], port: int) -> Iterator[None]:
+    import signal
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], env=env,
+                            cwd=REPO)
+    try:
+        _wait_port(port, proc)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+
+
+def serve_mock(port: int, delay_ms: float) -> None:
+    import uvicorn
+
+    uvicorn.run(mock_upstream(delay_ms), host="127.0.0.1", port=port, log_level="error",
+                access_log=False)
+
+
+def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
+                  settings: dict[str, Any]) -> None:
+    """The gateway in its own process, in front of ``upstream`` (what ``strongroom serve`` does)."""
+    import uvicorn
+
+    from strongroom.runtime import Runtime
+    from strongroom.serving.app import create_app
+    from strongroom.serving.backends.upstream import UpstreamBackend
+    from strongroom.serving.server import ServeOptions, _uvicorn_config, build_gateway, tls_context
+
+    rt = Runtime.open(home, lambda: PASSPHRASE, origin="bench-gateway")
+    rt.settings.serving = replace(rt.settings.serving, **settings)
+    opts = ServeOptions(models=["mock"], backend="upstream", upstream_url=upstream,
+                        allow_unpromoted=True)
+    backend = UpstreamBackend(upstream, ["mock"])
+    gw = build_gateway(rt, None, opts, backend=backend,
+                       guards=NullGuards() if guards_mode == "none" else None)
+    config = _uvicorn_config(create_app(gw), tls_context(rt, opts), log_level="error")
+    config.host, config.port = "127.0.0.1", port
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        gw.close()
+        rt.close()
+
+
+@contextmanager
+def gateway_stack(rt: Any, args: argparse.Namespace, settings: dict[str, Any]
+                  ) -> Iterator[tuple[str, str]]:
+    """(mock upstream URL, gateway URL), each server in its own process."""
+    up_port, gw_port = _free_port(), _free_port()
+    up = f"http://127.0.0.1:{up_port}"
+    with child(["_mock", "--port", str(up_port), "--backend-ms", str(args.backend_ms)], up_port):
+        with child(["_gateway", "--home", str(rt.settings.home), "--port", str(gw_port),
+                    "--upstream", up, "--guards", args.guards,
+                    "--settings", json.dumps(settings)], gw_port):
+            yield up, f"https://127.0.0.1:{gw_port}"
+
+
+# ----------------------------------------------------------------------------- modes
+
+def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    body = {"model": "mock", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    settings = {"requests_per_minute": 0, "tokens_per_hour": 0,
+                "workers": max(8, args.concurrency), "queue_size": 4 * args.concurrency}
+    with bench_home() as rt:
+        _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
+        with gateway_stack(rt, args, settings) as (up, url):
+            with client(rt, up, None) as direct, client(rt, url, key) as through:
+                sequential(direct, body, 10), sequential(through, body, 10)  # warm-up
+                d_lat, g_lat = [], []
+                for _ in range(args.requests // 10):  # interleaved: same machine state
+                    d_lat += sequential(direct, body, 10)
+                    g_lat += sequential(through, body, 10)
+            d_thr = concurrent(lambda: client(rt, up, None), body, args.concurrency,
+                               args.seconds)
+            g_thr = concurrent(lambda: client(rt, url, key), body, args.concurrency, args.seconds)
+    res = {
+        "guards": args.guards, "backend_ms": args.backend_ms, "requests": len(d_lat),
+        "direct_p50_ms": pct(d_lat, 0.5), "direct_p99_ms": pct(d_lat, 0.99),
+        "gateway_p50_ms": pct(g_lat, 0.5), "gateway_p99_ms": pct(g_lat, 0.99),
+        "added_p50_ms": pct(g_lat, 0.5) - pct(d_lat, 0.5),
+        "added_p99_ms": pct(g_lat, 0.99) - pct(d_lat, 0.99),
+        "concurrency": args.concurrency, "seconds": args.seconds,
+        "direct_rps": d_thr["ok_per_s"], "gateway_rps": g_thr["ok_per_s"],
+        "throughput_ratio": g_thr["ok_per_s"] / d_thr["ok_per_s"] if d_thr["ok_per_s"] else None,
+        "gateway_codes": g_thr["counts"],
+    }
+    print(f"overhead (guards={args.guards}, backend {args.backend_ms} ms): added p50 "
+          f"{res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms; throughput "
+          f"{res['gateway_rps']:.1f}/{res['direct_rps']:.1f} req/s = ratio "
+          f"{res['throughput_ratio']:.3f} at {args.concurrency} clients")
+    return res
+
+
+def run_tokens(args: argparse.Namespace) -> dict[str, Any]:
+    from strongroom.serving.backends.base import GenParams
+    from strongroom.serving.backends.transformers_backend import TransformersBackend
+    from strongroom.training import load_base, resolve_base
+    from strongroom.training._env import set_threads
+
+    set_threads(args.threads)
+    pair = load_base(resolve_base("smollm2-135m-instruct"))
+    backend = TransformersBackend({"smollm2-135m-instruct": pair})
+    msgs = [{"role": "user", "content": PROMPT}]
+    direct = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        g = backend.chat("smollm2-135m-instruct", msgs, GenParams(max_new_tokens=args.max_tokens))
+        direct.append(g.completion_tokens / (time.perf_counter() - t0))
+    body = {"model": "smollm2-135m-instruct", "messages": msgs, "max_tokens": args.max_tokens,
+            "stream": True, "stream_options": {"include_usage": True}}
+    through, ttft = [], []
+    with bench_home() as rt:
+        _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
+        with gateway(rt, backend, args.guards) as (url, _gw), client(rt, url, key) as c:
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                first, usage = None, None
+                with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    for line in r.iter_lines():
+                        if not line.startswith("data: {"):
+                            continue
+                        ev = json.loads(line[6:])
+                        if "error" in ev:
+                            raise SystemExit(f"stream failed: {ev['error']}")
+                        if first is None and ev.get("choices") and \
+                                ev["choices"][0]["delta"].get("content"):
+                            first = time.perf_counter() - t0
+                        usage = ev.get("usage") or usage
+                dt = time.perf_counter() - t0
+                through.append(usage["completion_tokens"] / dt)
+                ttft.append((first or dt) * 1000)
+    res = {"model": "smollm2-135m-instruct", "backend": "transformers", "threads": args.threads,
+           "max_tokens": args.max_tokens, "guards": args.guards,
+           "direct_tokens_per_s": statistics.median(direct),
+           "gateway_tokens_per_s": statistics.median(through),
+           "gateway_ttft_ms": statistics.median(ttft)}
+    print(f"tokens/s smollm2 (transformers, {args.threads} thread): direct "
+          f"{res['direct_tokens_per_s']:.1f}, through the gateway (streamed, guards="
+          f"{args.guards}) {res['gateway_tokens_per_s']:.1f}; time to first token "
+          f"{res['gateway_ttft_ms']:.0f} ms")
+    return res
+
+
+def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    body = {"model": "mock", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    settings = {"requests_per_minute": args.rpm, "tokens_per_hour": 0, "workers": 8,
+                "queue_size": args.queue_size}
+    with bench_home() as rt:
+        keys = [rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)[1]
+                for _ in range(4)]
+        with gateway_stack(rt, args, settings) as (_up, url):
+            n = iter(range(10**9))
+            res = concurrent(lambda: client(rt, url, keys[next(n) % len(keys)]), body,
+                             args.clients, args.seconds)
+        log = rt.settings.home / "audit" / "log.jsonl"
+        audited = sum(1 for line in log.read_text().splitlines()
+                      if '"request_id"' in line and '"gateway.' in line)
+    total = sum(res["counts"].values())
+    errors = {k: v for k, v in res["counts"].items() if k not in (200, 429, 503)}
+    out = {"clients": args.clients, "seconds": args.seconds, "guards": args.guards,
+           "backend_ms": args.backend_ms, "rpm_per_key": args.rpm, "requests": total,
+           "codes": res["counts"], "errors": errors, "audited": audited,
+           "audit_matches": audited == total, "ok_per_s": res["ok_per_s"],
+           "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"]}
+    print(f"load: {args.clients} clients x {args.seconds:.0f} s: {total} requests {res['counts']}, "
+          f"{res['ok_per_s']:.1f} ok/s, p50 {res['p50_ms']:.0f} ms p99 {res['p99_ms']:.0f} ms; "
+          f"errors {errors or 0}; audit records {audited} (== requests: {audited == total})")
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("_mock", "_gateway"):
+        cp = argparse.ArgumentParser()
+        cp.add_argument("role")
+        cp.add_argument("--port", type=int)
+        cp.add_argument("--backend-ms", type=float, default=20.0)
+        cp.add_argument("--home", type=Path)
+        cp.add_argument("--upstream")
+        cp.add_argument("--guards", default="real")
+        cp.add_argument("--settings", default="{}")
+        c = cp.parse_args()
+        if c.role == "_mock":
+            serve_mock(c.port, c.backend_ms)
+        else:
+            serve_gateway(c.home, c.port, c.upstream, c.guards, json.loads(c.settings))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("mode", choices=["overhead", "tokens", "load", "all"])
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--backend-ms", type=float, default=20.0)
+    ap.add_argument("--guards", choices=["real", "none"], default="real")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--rpm", type=int, default=0, help="per-key requests/minute in load mode")
+    ap.add_argument("--queue-size", type=int, default=64)
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / "gateway.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    modes = ["overhead", "tokens", "load"] if args.mode == "all" else [args.mode]
+    for mode in modes:
+        a = argparse.Namespace(**vars(args))
+        if a.seconds is None:
+            a.seconds = {"overhead": 10.0, "load": 120.0}.get(mode, 0.0)
+            if args.mode == "all":
+                a.seconds = min(a.seconds, 20.0)
+        results[mode] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "cpu_count": os.cpu_count(),
+                         **{"overhead": run_overhead, "tokens": run_tokens,
+                            "load": run_load}[mode](a)}
+        path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
