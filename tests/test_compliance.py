@@ -424,3 +424,18 @@ def test_released_model_needs_a_passing_evaluation_of_that_adapter(runtime):
             s.commit()
         r = assess(runtime, auditor, ("hipaa",)).results["models.release-gate"]
         assert r.status == "not-satisfied" and "needs-retrain" in r.reason
+
+
+def test_tls_findings_name_the_weakness(runtime):
+    auditor = _admin(runtime)
+    r = assess(runtime, auditor, ("hipaa",)).results["transport.tls"]
+    assert r.status == "satisfied", r.reason
+    assert any(e.what == "minimum protocol version" and e.value == "TLSv1_2" for e in r.evidence)
+    key = runtime.settings.home / runtime.settings.serving.tls_key
+    key.chmod(0o644)
+    r = assess(runtime, auditor, ("hipaa",)).results["transport.tls"]
+    assert r.status == "not-satisfied" and "readable by group or others" in r.reason
+    key.chmod(0o600)
+    runtime.settings.serving.tls_cert = "tls/missing.crt"
+    r = assess(runtime, auditor, ("hipaa",)).results["transport.tls"]
+    assert r.status == "not-satisfied" and "does not exist" in r.reason

@@ -20,6 +20,17 @@ GOOD_HASHES = {"sha256", "sha384", "sha512"}
 EXPIRY_WARNING = timedelta(days=30)
 
 
+def _named_key_exists(ctx: Context, purpose: str) -> bool:
+    """Whether the keyring has a live named key for ``purpose`` (a read; a report creates nothing)."""
+    from sqlalchemy import select
+
+    from strongroom.crypto import DataKeyRow
+
+    with ctx.runtime.sessions() as s:
+        return s.scalar(select(DataKeyRow.key_id).where(DataKeyRow.purpose == purpose,
+                                                         DataKeyRow.wrapped_dek.is_not(None)).limit(1)) is not None
+
+
 def _resolve(home: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else home / p
@@ -80,8 +91,10 @@ def tls(ctx: Context) -> tuple[str, str, list[Evidence]]:
     encrypted = b"ENCRYPTED" in key_pem.split(b"\n", 1)[0]
     ev.append(Evidence("key encrypted at rest", encrypted))
     try:
-        from strongroom.serving.tls import key_password, server_context
+        from strongroom.serving.tls import TLS_PURPOSE, key_password, server_context
 
+        if encrypted and not _named_key_exists(ctx, TLS_PURPOSE):
+            raise LookupError("the keyring holds no TLS key-password secret")  # never create one here
         password = key_password(ctx.runtime.keyring) if encrypted else None
         sslctx = server_context(cert_path, key_path, password=password)
     except Exception as exc:  # noqa: BLE001 - any failure to build the context is the finding
