@@ -337,6 +337,8 @@ class _SubjectOpener:
     def open(self, line: bytes, only_key: str | None = None) -> dict[str, Any] | None:
         index = self.index
         self.index += 1
+        if only_key is not None and only_key.encode("ascii") not in line:
+            return None  # another subject's record: not even parsed (the envelope hash covers it)
         try:
             env = orjson.loads(line)
             key_id, blob = env["k"], base64.b64decode(env["c"], validate=True)
