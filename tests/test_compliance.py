@@ -416,6 +416,8 @@ def test_released_model_needs_a_passing_evaluation_of_that_adapter(runtime):
         s.commit()
     r = assess(runtime, auditor, ("hipaa",)).results["models.release-gate"]
     assert r.status == "satisfied", r.reason
+    dpia, _ = document(runtime, auditor, "dpia")
+    assert "assistant v1" in dpia and "released for serving" in dpia and "PASSED (suites privacy" in dpia
     flag_table = getattr(sm, "ModelFlag", None)
     if flag_table is not None:
         with runtime.sessions() as s:

@@ -75,7 +75,16 @@ def render_dpia(inv: Inventory, results: dict[str, CheckResult], *, generated_at
         L.append(f"- {m.name} v{m.version} (base {m.base or '?'}), trained on {m.dataset} v{m.dataset_version}, "
                  f"{m.summary.get('train_records', '?')} training records, "
                  + (f"differential privacy epsilon {eps}" if eps is not None else "no differential privacy")
-                 + ("; trained under an ADMIN OVERRIDE of the de-identification gate" if m.admin_override else ""))
+                 + ("; trained under an ADMIN OVERRIDE of the de-identification gate" if m.admin_override else "")
+                 + ("; released for serving" if m.promoted else "; not released"))
+        if m.evaluation:
+            e = m.evaluation
+            L.append(f"  - evaluation {e['at']}: {'PASSED' if e['passed'] else 'FAILED'} "
+                     f"(suites {', '.join(e['suites']) or '-'}"
+                     + (f"; failures {', '.join(map(str, e['failures']))}" if e["failures"] else "")
+                     + (f"; {', '.join(f'{k}={v}' for k, v in e['summary'].items())}" if e["summary"] else "") + ")")
+        else:
+            L.append("  - not evaluated (memorisation, extraction and membership-inference risk unmeasured)")
     L += ["", "Purposes: see the table above and the records of processing (`strongroom compliance ropa`).",
           f"Scope and context (data subjects' expectations, vulnerable groups): {TO_COMPLETE}", "",
           "## 2. Necessity and proportionality (Art. 35(7)(b))", ""]

@@ -67,6 +67,8 @@ class ModelRecord:
     privacy: dict[str, Any]
     summary: dict[str, Any]
     admin_override: bool
+    evaluation: dict[str, Any] | None = None
+    promoted: bool = False
 
 
 @dataclass
@@ -75,6 +77,30 @@ class Inventory:
     models: list[ModelRecord]
     facts: AuditFacts
     roles_with: dict[str, list[str]]
+
+
+def _evaluation(s: Any, version_id: str) -> dict[str, Any]:
+    """The latest evaluation verdict and promotion state of a model version, where recorded."""
+    try:
+        from sqlalchemy.exc import OperationalError
+
+        from strongroom.evaluation.tables import ModelEvaluation, ModelPromotion
+    except ImportError:
+        return {}
+    try:
+        e = s.scalars(select(ModelEvaluation).where(ModelEvaluation.model_version_id == version_id)
+                      .order_by(ModelEvaluation.created_at.desc())).first()
+        p = s.scalars(select(ModelPromotion).where(ModelPromotion.model_version_id == version_id,
+                                                   ModelPromotion.revoked_at.is_(None))).first()
+    except OperationalError:
+        return {}
+    out: dict[str, Any] = {"promoted": p is not None}
+    if e is not None:
+        numbers = {k: v for k, v in (e.summary or {}).items() if isinstance(v, (int, float, str, bool))}
+        out["evaluation"] = {"passed": e.passed, "suites": list(e.suites or []),
+                             "failures": list(e.failures or []), "at": iso(e.created_at),
+                             "summary": dict(list(numbers.items())[:8])}
+    return out
 
 
 def roles_with(permission: str) -> list[str]:
@@ -109,7 +135,8 @@ def collect(rt: "Runtime", facts: AuditFacts) -> Inventory:
                 name=name, version=mv.version, created_at=iso(mv.created_at) or "",
                 base=str((mv.base_model or {}).get("name", "")), dataset=str(lin.get("dataset", "")),
                 dataset_version=lin.get("dataset_version"), privacy=dict(mv.privacy or {}),
-                summary=dict(mv.summary or {}), admin_override=bool(lin.get("admin_override"))))
+                summary=dict(mv.summary or {}), admin_override=bool(lin.get("admin_override")),
+                **_evaluation(s, mv.id)))
         for ds in live:
             if not ds.versions:
                 continue
