@@ -236,3 +236,51 @@ def test_cli_eval_json_html_and_promote_refusal(world, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     res = run_cli(["eval", "never", "--suites", "privacy,bogus"], env)
     assert res.returncode == 2 and "--suites" in res.stderr
+
+
+def test_pruned_ranking_equals_brute_force():
+    import random
+
+    import numpy as np
+    import torch
+
+    from strongroom.evaluation.exposure import rank_candidates, rank_of
+    from strongroom.evaluation.scoring import suffix_logprobs
+    from strongroom.training import tiny_llama
+
+    class Sharpened(torch.nn.Module):
+        """The tiny model at low temperature: confident, like a model that memorised."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):  # noqa: ANN003, ANN201
+            out = self.inner(**kw)
+            out.logits = out.logits * 30.0
+            return out
+
+    inner, tok = tiny_llama(seed=3)
+    model = Sharpened(inner)
+    prefix = tok("the account number of john smith is", add_special_tokens=False)["input_ids"]
+    digits = [tok.convert_tokens_to_ids(d) for d in "0123456789"]
+    dot = tok.convert_tokens_to_ids(".")
+    rng = random.Random(0)
+    pool = [[rng.choice(digits) for _ in range(6)] + [dot] for _ in range(600)]
+    # A 'memorised' secret: the model's own most likely digit at every step.
+    best: list[int] = []
+    with torch.no_grad():
+        for _ in range(6):
+            logits = model(input_ids=torch.tensor([prefix + best])).logits[0, -1]
+            best.append(max(digits, key=lambda t: float(logits[t])))
+    pool.append(best + [dot])
+    full = suffix_logprobs(model, prefix, pool)
+    for pick in (len(pool) - 1, int(np.argsort(full)[len(full) // 2])):
+        secret, others = pool[pick], pool[:pick] + pool[pick + 1:]
+        expected = rank_of(full[pick], np.delete(full, pick))
+        rank, score, sample, counts = rank_candidates(model, prefix, secret, others,
+                                                      distribution_sample=50)
+        assert rank == expected and score == pytest.approx(full[pick], abs=1e-4)
+        assert len(sample) == 50 and counts["distribution_sample"] == 50
+        if pick == len(pool) - 1:  # the likeliest secret: most candidates are never scored
+            assert rank == 1.0 and counts["pruned"] > 300, counts

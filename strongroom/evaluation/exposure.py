@@ -101,6 +101,9 @@ class CanaryExposure:
     extrapolated_bits: float | None
     secret_logprob: float
     histogram: dict[str, list[float]]
+    scored_in_full: int = 0
+    pruned: int = 0
+    distribution_sample: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -111,15 +114,66 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
     return {"counts": counts.astype(int).tolist(), "edges": [float(e) for e in edges]}
 
 
+PRUNE_DEPTH = 4
+DISTRIBUTION_SAMPLE = 1_000
+TIE = 1e-4  # nats: batch shape changes float sums by far less; a real tie is this close
+
+
+def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
+                    candidates: Sequence[Sequence[int]], *, distribution_sample: int,
+                    batch_size: int = 256, progress: Callable[[int], None] | None = None
+                    ) -> tuple[float, float, np.ndarray, dict[str, int]]:
+    """Exact mid-rank of the secret among the candidates, scoring as few of them as it can.
+
+    The secret and a random ``distribution_sample`` of candidates are scored in full (for the
+    plot and the extrapolation). Every other candidate first gets an upper bound: the
+    log-probability of its first ``PRUNE_DEPTH`` tokens, read from a token trie; a candidate
+    whose bound is already below the secret's score cannot outrank it and is not scored
+    further. For a memorised secret that skips almost every candidate; for an unmemorised one
+    about half must be scored in full. Returns (rank, secret score, sample scores, counts).
+    """
+    from strongroom.evaluation.scoring import prefix_partial_logprobs, suffix_logprobs
+
+    n = len(candidates)
+    k = min(distribution_sample, n)
+    first = suffix_logprobs(model, prefix, [secret, *candidates[:k]], batch_size=batch_size,
+                            progress=progress)
+    secret_score, sample = float(first[0]), first[1:]
+    greater = float(np.sum(sample > secret_score + TIE))
+    ties = float(np.sum(np.abs(sample - secret_score) <= TIE))
+    rest = candidates[k:]
+    pruned = full = 0
+    if rest:
+        bounds = prefix_partial_logprobs(model, prefix, rest, PRUNE_DEPTH, batch_size=batch_size)
+        exact = np.array([len(c) <= PRUNE_DEPTH for c in rest])
+        need = [i for i, b in enumerate(bounds) if not exact[i] and b >= secret_score - TIE]
+        done = np.array([b for i, b in enumerate(bounds) if exact[i]])
+        greater += float(np.sum(done > secret_score + TIE))
+        ties += float(np.sum(np.abs(done - secret_score) <= TIE))
+        pruned = len(rest) - len(need) - int(exact.sum())
+        if progress:
+            progress(len(rest) - len(need))
+        if need:
+            sc = suffix_logprobs(model, prefix, [rest[i] for i in need], batch_size=batch_size,
+                                 progress=progress)
+            greater += float(np.sum(sc > secret_score + TIE))
+            ties += float(np.sum(np.abs(sc - secret_score) <= TIE))
+            full = len(need)
+    rank = 1.0 + greater + ties / 2.0
+    counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k}
+    return rank, secret_score, sample, counts
+
+
 def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: int, *,
                     n_candidates: int = MIN_CANDIDATES, seed: int = 0, batch_size: int = 256,
+                    distribution_sample: int = DISTRIBUTION_SAMPLE,
                     progress: Callable[[int], None] | None = None) -> CanaryExposure:
     """Rank the canary's secret among ``n_candidates`` random secrets in its own context.
 
     The context is the training record as the model saw it (user question, then the answer up
     to the secret); each candidate is scored on its own tokens plus the closing full stop.
     """
-    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs
+    from strongroom.evaluation.scoring import common_prefix_len
 
     if n_candidates < 1:
         raise BadInput("need at least one candidate")
@@ -138,18 +192,18 @@ def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: i
     if shared == 0:
         raise BadInput("the candidates share no context with the secret")
     shared = min(shared, min(len(e) for e in enc) - 1)  # every candidate keeps >= 1 token
-    scores = suffix_logprobs(model, enc[0][:shared], [e[shared:] for e in enc],
-                             batch_size=batch_size, progress=progress)
-    secret_score, cand_scores = float(scores[0]), scores[1:]
+    suffixes = [e[shared:] for e in enc]
+    rank, secret_score, sample, counts = rank_candidates(
+        model, enc[0][:shared], suffixes[0], suffixes[1:],
+        distribution_sample=distribution_sample, batch_size=batch_size, progress=progress)
     alphabet, length = space["alphabet"], space["length"]
     space_bits = length * math.log2(len(alphabet))
-    rank = rank_of(secret_score, cand_scores)
     return CanaryExposure(
         index=index, repeats=int(canary.get("repeats", 1)), candidates=len(cands), rank=rank,
         exposure_bits=exposure_from_rank(rank, len(cands)),
         max_sample_bits=max_sample_exposure(len(cands)), space_bits=space_bits,
-        extrapolated_bits=extrapolated_exposure(secret_score, cand_scores, space_bits),
-        secret_logprob=secret_score, histogram=_histogram(cand_scores),
+        extrapolated_bits=extrapolated_exposure(secret_score, sample, space_bits),
+        secret_logprob=secret_score, histogram=_histogram(sample), **counts,
     )
 
 
