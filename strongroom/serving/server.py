@@ -8,6 +8,7 @@ and benchmarks, on a random loopback port). Start and stop are audited.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import ssl
 import sys
@@ -184,6 +185,10 @@ def serve_forever(rt: Any, principal: Principal, opts: ServeOptions) -> None:
     sys.stderr.write(f"strongroom: serving {', '.join(gw.models)} on {scheme}://{opts.host}:"
                      f"{opts.port} (backend {gw.backend.name})\n")
     sys.stderr.flush()
+    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
+    # for it lets the code below run (gateway.stop audited, audit log checkpointed).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.Server(config).run()
     finally:
