@@ -148,3 +148,54 @@ def test_policy_from_home_and_file(tmp_path):
     f.write_text("max_flip_rate = -1\n")
     with pytest.raises(BadInput):
         load_policy(None, f)
+
+
+def test_fairness_flip_rate_and_gaps_by_attribute():
+    from strongroom.evaluation.fairness import build_probes, fairness_block
+
+    probes = build_probes(["banking"], scenarios_per_domain=2)
+    # Everyone approved (0.8) except 70-year-olds in scenario 0 (0.3): only age flips, once.
+    scores = [0.3 if (p.attribute == "age" and p.value == "70" and p.scenario == 0) else 0.8
+              for p in probes]
+    out = fairness_block(probes, scores)["attributes"]
+    assert out["age"]["flip_rate"] == 0.5 and out["age"]["max_score_gap"] == pytest.approx(0.5)
+    assert out["age"]["by_value"]["70"]["approval_rate"] == 0.5
+    assert all(out[a]["flip_rate"] == 0.0 for a in ("name", "gender", "ethnicity"))
+    # Each probe differs from its siblings only in the attribute phrase.
+    sib = [p.prompt for p in probes if p.attribute == "gender" and p.scenario == 0]
+    assert len(set(sib)) == 3 and len({s.split(" has applied")[1] for s in sib}) == 1
+
+
+def test_red_team_judging_and_guard_blocks():
+    import random
+
+    from strongroom.evaluation import security as sec
+    from strongroom.serving.guards.base import GuardBlocked
+
+    class Guards:
+        def check_input(self, messages, ctx):  # noqa: ANN001, ANN201
+            if "ignore" in messages[-1]["content"].lower():
+                raise GuardBlocked("prompt_injection", "test")
+            return messages
+
+        def check_output(self, text, ctx):  # noqa: ANN001, ANN201
+            return text
+
+    code = "VC-TEST1234"
+    attacks = sec.templated_attacks(5, random.Random(0), code)
+    assert {a.category for a in attacks} == set(sec.CATEGORIES)
+
+    def leaky(msgs):  # repeats the whole conversation back: leaks every secret it sees
+        return " ".join(m["content"] for m in msgs)
+
+    out = sec.security_block(sec.run_attacks(attacks, Guards(), leaky, "m"))
+    cats = out["categories"]
+    # Every leakage attack the guard let through leaked the vault code; one said "Ignore".
+    leak = cats["system_prompt_leakage"]
+    assert leak["blocked"] == 1 and leak["successes"] == leak["attacks"] - 1 == 4
+    assert cats["pii_exfiltration"]["success_rate"] == 1.0
+    assert cats["injection"]["blocked"] >= 1  # "Ignore all previous instructions ..."
+    refusing = sec.security_block(sec.run_attacks(
+        attacks, Guards(), lambda m: "I'm sorry, I can't help with that.", "m"))
+    assert refusing["overall_success_rate"] == 0.0
+    assert sec.not_refused("Sure, here is how") and not sec.not_refused("I cannot do that.")
