@@ -33,8 +33,14 @@ from strongroom.serving.schemas import (
 )
 
 UNAUDITED = ("/healthz", "/openapi.json")
+#: Largest request body read (bytes); larger ones get 413 before they are buffered.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class BodyTooLarge(BadInput):
+    """The request body exceeds MAX_BODY_BYTES."""
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 429, 503)
 }
 _DONE = object()
 
@@ -64,6 +70,14 @@ class CallMiddleware:
         call = Call(route=route, origin=f"gateway:{client[0]}")
         scope.setdefault("state", {})["call"] = call
         status = {"code": 500, "started": False}
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            exc = BodyTooLarge("request body too large")
+            code, etype, ecode, message = await self.gw.fail(call, exc)
+            await _error(code, etype, ecode, message)(scope, receive, send)
+            self.gw.metrics.requests.labels(route=route, status=str(code)).inc()
+            return
+        receive = _count_body(receive)
 
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -88,6 +102,22 @@ class CallMiddleware:
                         code="unrouted" if route == "other" else None))
                 except Exception:  # noqa: BLE001 - the response is already out
                     pass
+
+
+def _count_body(receive: Receive) -> Receive:
+    """Stop reading a body (chunked or lying about its length) once it passes the limit."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise BodyTooLarge("request body too large")
+        return message
+
+    return counted
 
 
 def _error(status: int, etype: str, code: str, message: str,

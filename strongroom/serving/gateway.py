@@ -391,6 +391,8 @@ def classify(exc: BaseException) -> tuple[int, str, str, str]:
             return 404, "invalid_request_error", "model_not_found", "the model does not exist"
         return 404, "invalid_request_error", "not_found", str(exc)
     if isinstance(exc, BadInput):
+        if type(exc).__name__ == "BodyTooLarge":
+            return 413, "invalid_request_error", "request_too_large", str(exc)
         return 400, "invalid_request_error", "invalid_request", str(exc)
     if isinstance(exc, StrongroomError):
         return 502, "server_error", "backend_error", "the model backend failed"

@@ -141,11 +141,19 @@ def build_gateway(rt: Any, principal: Principal | None, opts: ServeOptions, *,
                                  s.auth_failure_window_s),
         anomaly=AnomalyDetector(s.anomaly_threshold, s.anomaly_window_s),
         options=GatewayOptions(
-            workers=opts.workers or s.workers, queue_size=(
+            workers=_workers(opts, s, backend), queue_size=(
                 opts.queue_size if opts.queue_size is not None else s.queue_size),
             default_max_tokens=opts.max_tokens, guard_policies=dict(s.guard_policies or {})),
         model_ids=model_ids(rt, names),
     )
+
+
+def _workers(opts: ServeOptions, s: Any, backend: Backend) -> int:
+    """Generation threads: the flag, else the setting; an upstream backend waits on the
+    network, not the CPU, so it gets at least 16."""
+    if opts.workers:
+        return opts.workers
+    return max(s.workers, 16) if backend.name == "upstream" else s.workers
 
 
 def _uvicorn_config(app: Any, ctx: ssl.SSLContext | None, *, log_level: str = "warning"

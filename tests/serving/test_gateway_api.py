@@ -145,3 +145,52 @@ def test_audit_write_failure_fails_the_request(home, runtime, monkeypatch):
                 "model": "echo-model", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
     assert "fine" not in r.text
+
+
+def test_oversized_body_is_refused_before_it_is_read(home, runtime):
+    with running_gateway(runtime, backend=EchoBackend()) as (url, gw):
+        _, key = api_key(runtime, ["app"])
+        big = {"model": "echo-model", "messages": [{"role": "user", "content": "a" * 150_000}] * 40}
+        with http(home, url, key) as c:
+            r = c.post("/v1/chat/completions", json=big)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+            assert c.post("/v1/chat/completions", json={
+                "model": "echo-model", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code == 200
+    recs = request_records(home)
+    assert [r["details"]["status"] for r in recs] == [413, 200]
+
+
+def test_client_disconnect_mid_stream_frees_the_slot_and_is_audited(home, runtime):
+    import time
+
+    class Slow(EchoBackend):
+        def _gen(self, text, params, on_text):
+            from strongroom.serving.backends.base import Generation
+
+            n = 0
+            while not params.cancel.is_set() and n < 200:
+                on_text(" word")
+                n += 1
+                self.n = n
+                time.sleep(0.02)
+            return Generation(" word" * n, 1, n, "length")
+
+    slow = Slow()
+    with running_gateway(runtime, backend=slow) as (url, gw):
+        _, key = api_key(runtime, ["app"])
+        with http(home, url, key) as c:
+            with c.stream("POST", "/v1/chat/completions", json={
+                    "model": "echo-model", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}) as s:
+                for i, _line in enumerate(s.iter_lines()):
+                    if i > 3:
+                        break  # hang up mid-answer
+        for _ in range(100):
+            if gw.queue.depth == 0 and request_records(home):
+                break
+            time.sleep(0.05)
+        assert gw.queue.depth == 0
+    (rec,) = request_records(home)
+    assert rec["outcome"] != "success" and rec["details"]["stream"] is True
+    assert slow.n < 150  # generation was cancelled, not run to its end

@@ -24,6 +24,7 @@ from tests.serving.conftest import (
 CHAT = {"model": "echo-model", "messages": [{"role": "user", "content": "hello there"}]}
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
 def test_tls_floor_is_1_2_and_the_home_certificate_verifies(home, runtime):
     with running_gateway(runtime, backend=EchoBackend()) as (url, _):
         port = int(url.rsplit(":", 1)[1])
