@@ -7,6 +7,7 @@ from `strongroom init --json`, exactly as an operator would receive them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -27,8 +28,13 @@ DEMO = REPO / ".demo"
 console = Console(highlight=False)
 
 
+_STEP = [0]
+
+
 def step(title: str) -> None:
-    console.rule(f"[bold cyan]{title}")
+    """A numbered section; the step modules (examples/demo_*.py) call it too."""
+    _STEP[0] += 1
+    console.rule(f"[bold cyan]{_STEP[0]}. {title}")
 
 
 def sr(args: list[str], env: dict[str, str], *, check: bool = True, show: bool = True,
@@ -75,37 +81,6 @@ def sample_identifiers(limit: int = 300) -> list[str]:
     return uniq[:limit]
 
 
-#: Small enough for a few minutes on 2 CPU cores, large enough to learn the institutions'
-#: facts (41 facts repeated across ~1,500 chats; the held-out questions are in policy_qa.jsonl).
-TRAIN_ARGS = ["--max-steps", "30", "--max-seq-len", "160", "--batch-size", "8", "--lr", "3e-3",
-              "--lora-r", "16", "--eval-fraction", "0.02", "--threads", "2"]
-QUESTIONS = (0, 28)  # rows of policy_qa.jsonl: a bank fee and a clinic's hours
-
-
-def train_and_ask(env: dict[str, str]) -> None:
-    """Train through the normal gate (support-deid must be de-identified and safe), then ask."""
-    t0 = time.monotonic()
-    info = json.loads(sr(["train", "--dataset", "support-deid", "--out", "support-assistant",
-                          *TRAIN_ARGS, "--json"], env, live=True).stdout)
-    s = info["summary"]
-    console.print(f"trained support-assistant v{info['version']} in {time.monotonic() - t0:.0f} s: "
-                  f"{s['steps']} steps, held-out loss {s['initial_eval_loss']:.3f} -> "
-                  f"{s['final_eval_loss']:.3f}; adapter, card, metrics and checkpoints encrypted")
-    console.print(sr(["models", "list"], env).stdout)
-    qa = [json.loads(line) for line in (DATA / "policy_qa.jsonl").read_text().splitlines()]
-    for i, row in enumerate(qa[q] for q in QUESTIONS):
-        tuned = sr(["generate", "support-assistant", row["question"], "--max-new-tokens", "64",
-                    "--threads", "2"], env).stdout.strip()
-        lines = [f"[b]question[/b]: {row['question']}", f"[b]expected[/b]: {row['answer']}",
-                 f"[b]fine-tuned[/b]: {tuned}"]
-        if i == 0:
-            base = sr(["generate", "smollm2-135m-instruct", row["question"], "--max-new-tokens",
-                       "64", "--threads", "2"], env).stdout.strip()
-            lines.append(f"[b]base model[/b]: {base}")
-        console.print(Panel("\n".join(lines), title="held-out question", border_style="cyan"))
-    console.print(f"training step took {time.monotonic() - t0:.0f} s in all")
-
-
 def main() -> None:
     if DEMO.exists():
         shutil.rmtree(DEMO)
@@ -115,7 +90,7 @@ def main() -> None:
     env.update(STRONGROOM_HOME=str(home), STRONGROOM_PASSPHRASE=secrets.token_urlsafe(24),
                HF_HUB_OFFLINE="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
 
-    step("1. Create a fresh Strongroom home")
+    step("Create a fresh Strongroom home")
     init = json.loads(sr(["init", "--json"], env).stdout)
     env["STRONGROOM_API_KEY"] = init["api_key"]
     otp = Otp(init["totp_secret"])
@@ -123,13 +98,14 @@ def main() -> None:
                   f"{init['api_key'][:12]}… and a TOTP secret (both shown once)")
     console.print(sr(["whoami"], env).stdout.strip())
 
-    step("2. Import the bundled synthetic sensitive data (bank, clinic, insurer)")
+    step("Import the bundled synthetic sensitive data (bank, clinic, insurer)")
     for file, name in (("support.jsonl", "support"), ("patient_notes.jsonl", "patient-notes"),
                        ("claims.csv", "claims")):
-        console.print(sr(["data", "import", str(DATA / file), "--name", name], env).stdout.strip())
+        console.print(sr(["data", "import", str(DATA / file), "--name", name, "--subject-field", "subject_id",
+                          "--retention", "365d", "--purpose", "support and claims assistant"], env).stdout.strip())
     console.print(sr(["data", "list"], env).stdout)
 
-    step("3. Nothing under the home is readable plaintext")
+    step("Nothing under the home is readable plaintext")
     idents = sample_identifiers()
     files = [p for p in home.rglob("*") if p.is_file()]
     hits = 0
@@ -141,7 +117,7 @@ def main() -> None:
     if hits:
         raise SystemExit("plaintext identifiers found at rest")
 
-    step("4. Least privilege: an analyst key cannot export raw data")
+    step("Least privilege: an analyst key cannot export raw data")
     analyst = json.loads(sr(["keys", "create", "--role", "analyst", "--description", "demo analyst",
                              "--json", "--otp", otp.code()], env).stdout)
     aenv = dict(env, STRONGROOM_API_KEY=analyst["key"])
@@ -149,7 +125,7 @@ def main() -> None:
     console.print(f"exit code {denied.returncode}: {denied.stderr.strip()}")
     assert denied.returncode == 3 and not (DEMO / "stolen.csv").exists()
 
-    step("5. De-identify before anything is trained (HIPAA Safe Harbor policy)")
+    step("De-identify before anything is trained (HIPAA Safe Harbor policy)")
     console.print(sr(["data", "deid", "support", "--out", "support-deid", "--subject-field", "subject_id"],
                      env).stdout)
     console.print(sr(["data", "deid", "patient-notes", "--out", "patient-notes-deid",
@@ -163,15 +139,27 @@ def main() -> None:
         body = "\n".join(f"[b]{m['role']}[/b]: {m['content']}" for m in rec["messages"] if m["role"] != "system")
         console.print(Panel(body, title=f"record {rec['id']} {label}", border_style=style))
 
-    step("6. Fine-tune the embedded SmolLM2-135M on the de-identified chats (LoRA, encrypted)")
-    train_and_ask(env)
+    t_demo = time.monotonic()
+    timings: dict[str, float] = {}
+    for name in ("demo_train", "demo_eval", "demo_serving", "demo_subjects", "demo_backup"):
+        t0 = time.monotonic()
+        importlib.import_module(name).run(env, home, otp)
+        timings[name] = time.monotonic() - t0
 
-    step("7. The tamper-evident audit log")
+    step("The tamper-evident audit log")
     console.print(sr(["audit", "tail", "-n", "8"], env).stdout)
     console.print(sr(["audit", "verify"], env).stdout.strip())
 
+    t0 = time.monotonic()
+    importlib.import_module("demo_compliance").run(env, home, otp)
+    timings["demo_compliance"] = time.monotonic() - t0
+    console.print("step times: " + ", ".join(f"{k.removeprefix('demo_')} {v:.0f} s" for k, v in timings.items())
+                  + f"; from training on {time.monotonic() - t_demo:.0f} s")
     console.print(Panel.fit("Demo complete. Home: .demo/home (delete it when done).", style="green"))
 
 
 if __name__ == "__main__":
+    # the step modules do `from demo import sr, step, ...`: let them share this module (one
+    # console, one step counter) instead of importing a second copy of it
+    sys.modules.setdefault("demo", sys.modules[__name__])
     main()
