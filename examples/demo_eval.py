@@ -37,11 +37,12 @@ SMALL_RAW, SMALL_DEID = "support-small", "support-small-deid"
 MODELS = (("eval-raw", SMALL_RAW, "raw chats (admin override)", []),
           ("eval-deid", SMALL_DEID, "de-identified", []),
           ("eval-dp", SMALL_DEID, "de-identified + DP (ε 8)", ["--dp-epsilon", "8"]))
-TRAIN_ARGS = ["--max-steps", "16", "--max-seq-len", "128", "--batch-size", "8", "--lr", "5e-3",
+TRAIN_ARGS = ["--max-steps", "8", "--max-seq-len", "128", "--batch-size", "8", "--lr", "5e-3",
               "--lora-r", "16", "--eval-fraction", "0.3", "--canaries", "2",
-              "--canary-repeats", "12", "--seed", "0", "--threads", "2", "--quiet"]
+              "--canary-repeats", "16", "--seed", "0", "--threads", "2", "--quiet"]
+#: One process for the three evaluations (the base model is loaded once); small samples.
 EVAL_ARGS = ["--suites", "quality,privacy", "--candidates", "1000", "--members", "16",
-             "--extraction-records", "8", "--qa-records", "2", "--max-new-tokens", "32",
+             "--extraction-records", "6", "--qa-records", "1", "--max-new-tokens", "24",
              "--threads", "2", "--quiet"]
 
 
@@ -85,13 +86,12 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
     step("Evaluation: does the model remember what it saw? (raw vs de-identified vs DP)")
     _small_dataset(env)
     _train(env, otp)
-    results: dict[str, dict[str, Any]] = {}
-    for name, *_ in MODELS:
-        t0 = time.monotonic()
-        html = OUT / f"{name}-report.html"
-        res = sr(["eval", name, *EVAL_ARGS, "--json", "--html", str(html)], env)
-        results[name] = json.loads(res.stdout)
-        console.print(f"  evaluated {name} in {time.monotonic() - t0:.0f} s -> {html}")
+    t0 = time.monotonic()
+    names = [n for n, *_ in MODELS]
+    html = OUT / "eval-report.html"
+    res = json.loads(sr(["eval", *names, *EVAL_ARGS, "--json", "--html", str(html)], env).stdout)
+    results = {r["model"]: r for r in res}
+    console.print(f"  evaluated {', '.join(names)} in {time.monotonic() - t0:.0f} s")
     table = Table(title="Same chats, same canaries, same steps; only the data treatment differs")
     for col in ("model", "training data", "canary exposure (bits)", "membership AUC",
                 "PII extraction", "held-out perplexity (base)"):
@@ -110,11 +110,11 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
     console.print("Exposure: ~1 bit = the secret ranks like a random guess; the maximum is "
                   "where the model ranks it first among the candidates.")
     denied = sr(["models", "promote", "eval-raw"], env, check=False)
-    console.print(f"[dim]$ strongroom models promote eval-raw[/dim]\nexit code "
-                  f"{denied.returncode}: {denied.stderr.strip()}")
+    console.print(f"exit code {denied.returncode}: {denied.stderr.strip()}")
     if denied.returncode != 3:
         raise SystemExit("the release gate should have refused eval-raw")
-    console.print(f"HTML reports: {', '.join(str(OUT / f'{n}-report.html') for n, *_ in MODELS)}")
+    console.print("HTML reports (for a compliance officer): "
+                  + ", ".join(str(OUT / f"eval-report-{n}.html") for n in names))
     console.print(f"evaluation step took {time.monotonic() - t_all:.0f} s in all")
 
 

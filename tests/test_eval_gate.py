@@ -223,14 +223,17 @@ def test_extraction_needs_pii_view(world):
 def test_cli_eval_json_html_and_promote_refusal(world, tmp_path):
     env = cli_env(world["home"])
     html = tmp_path / "report.html"
-    res = run_cli(["eval", "never", "--suites", "privacy,fairness", "--candidates", "200",
+    res = run_cli(["eval", "never", "m", "--suites", "privacy,fairness", "--candidates", "200",
                    "--members", "8", "--extraction-records", "4", "--fairness-scenarios", "1",
                    "--max-new-tokens", "4", "--quiet", "--json", "--html", str(html)], env,
                   timeout=300)
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
-    assert out["suites"] == ["privacy", "fairness"] and not out["gate"]["passed"]
-    assert html.read_text().count("data:image/png;base64,") >= 2
+    out = json.loads(res.stdout)  # several models: a list, one report each
+    assert [r["model"] for r in out] == ["never", "m"]
+    assert all(r["suites"] == ["privacy", "fairness"] and not r["gate"]["passed"] for r in out)
+    for name in ("never", "m"):
+        page = (tmp_path / f"report-{name}.html").read_text()
+        assert page.count("data:image/png;base64,") >= 2 and f"evaluation: {name}" in page
     res = run_cli(["models", "promote", "never"], env)
     assert res.returncode == 3 and "failed the release gate" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

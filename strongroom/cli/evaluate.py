@@ -21,7 +21,8 @@ def _suites(raw: str) -> tuple[str, ...]:
 
 
 def evaluate(
-    model: str = typer.Argument(..., help="Model name (a fine-tuned model in this home)."),
+    models: list[str] = typer.Argument(..., metavar="MODEL...",
+                                       help="Model name(s); several share one loaded base model."),
     suites: str = typer.Option("quality,privacy,security,fairness", "--suites",
                                help="Comma-separated: quality, privacy, security, fairness."),
     as_json: bool = typer.Option(False, "--json", help="Print the full results as JSON."),
@@ -45,11 +46,21 @@ def evaluate(
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Evaluate MODEL; store the results encrypted with it and write them into its card."""
+    """Evaluate MODEL; store the results encrypted with it and write them into its card.
+
+    With several models, --html FILE writes one report per model (FILE's name + '-' + model)
+    and --json prints a list.
+    """
+    from dataclasses import replace
+
     from strongroom.evaluation.service import EvalRequest, EvaluationService
 
+    if version is not None and len(models) > 1:
+        from strongroom.errors import BadInput
+
+        raise BadInput("--version applies to one model at a time")
     req = EvalRequest(
-        name=model, version=version, suites=_suites(suites), candidates=candidates,
+        name=models[0], version=version, suites=_suites(suites), candidates=candidates,
         members=members, extraction_records=extraction_records, qa_records=qa_records,
         qa_file=qa_file, redteam_file=redteam_file, redteam_per_category=redteam_per_category,
         redteam_templated=redteam_templated, redteam_benign=redteam_benign,
@@ -62,18 +73,26 @@ def evaluate(
         from strongroom.errors import BadInput
 
         raise BadInput(f"output directory does not exist: {html.parent}")
+    done: list[tuple[dict, Optional[Path]]] = []
     with acting() as (rt, p):
-        results = EvaluationService(rt).evaluate(p, req)
-        if html is not None:
-            from strongroom.evaluation.report import write_html
+        service = EvaluationService(rt)
+        for model in models:
+            results = service.evaluate(p, replace(req, name=model))
+            out = html
+            if html is not None and len(models) > 1:
+                out = html.with_name(f"{html.stem}-{model}{html.suffix or '.html'}")
+            if out is not None:
+                from strongroom.evaluation.report import write_html
 
-            write_html(results, html)
-            rt.door.record(p, "model.eval.report", details={"name": model},
-                           public={"evaluation": results["evaluation_id"]})
+                write_html(results, out)
+                rt.door.record(p, "model.eval.report", details={"name": model},
+                               public={"evaluation": results["evaluation_id"]})
+            done.append((results, out))
     if as_json:
-        print_json(results)
+        print_json(done[0][0] if len(done) == 1 else [r for r, _ in done])
         return
-    _print_summary(results, html)
+    for results, out in done:
+        _print_summary(results, out)
 
 
 def _f(x: object, pct: bool = False) -> str:

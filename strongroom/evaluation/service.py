@@ -139,6 +139,7 @@ class EvaluationService:
     def __init__(self, runtime: Any, *, guards_factory: Callable[..., Any] | None = None) -> None:
         self._rt = runtime
         self._guards_factory = guards_factory
+        self._bases: dict[str, tuple[Any, Any]] = {}  # base models loaded by this service
         ensure_tables(runtime.engine)
 
     # ------------------------------------------------------------------ evaluate
@@ -223,8 +224,14 @@ class EvaluationService:
                                    "(erasure or consent withdrawal?); retrain, then evaluate")
         return ctx
 
-    @staticmethod
-    def _load_model(info: Any, adapter: bytes) -> tuple[Any, Any]:
+    def _load_model(self, info: Any, adapter: bytes) -> tuple[Any, Any]:
+        """Base model (loaded once per service, hashes checked) plus this version's adapter.
+
+        Evaluating several models of one base in a process reuses the loaded weights: each
+        evaluation attaches its adapter to a copy, so adapters never mix.
+        """
+        import copy as _copy
+
         from strongroom.training import (
             BaseModelSpec, load_adapter, load_base, registered_names, resolve_base,
         )
@@ -238,8 +245,11 @@ class EvaluationService:
             spec = BaseModelSpec(name=stored["name"], path=stored["path"],
                                  format=stored["format"], files=dict(stored["files"]),
                                  gguf_file=stored.get("gguf_file"))
-        base, tok = load_base(spec)
-        return load_adapter(base, adapter, expected_base_sha256=spec.files), tok
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+        if key not in self._bases:
+            self._bases[key] = load_base(spec)
+        base, tok = self._bases[key]
+        return load_adapter(_copy.deepcopy(base), adapter, expected_base_sha256=spec.files), tok
 
     def _sample(self, records: list[dict[str, Any]], n: int, salt: str, seed: int
                 ) -> list[dict[str, Any]]:
