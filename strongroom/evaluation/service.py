@@ -37,7 +37,7 @@ from strongroom.store.model_tables import Model
 from strongroom.store.models import Blob
 
 RESULTS_FORMAT = "strongroom-eval/1"
-EVAL_PURPOSE = "evaluation"
+EVAL_ARTIFACT = "evaluation.json"
 SHARED_REDTEAM = Path(__file__).resolve().parents[3] / "shared" / "data" / "injection" / "test.jsonl"
 
 
@@ -488,8 +488,12 @@ class EvaluationService:
                 v = s.get(ModelVersion, info.version_id)
                 if v is None or v.adapter_sha256 != info.adapter_sha256:
                     raise IntegrityError("the model version changed during its evaluation")
-                results_blob = self._write_blob(s, eval_id, 0, payload, EVAL_PURPOSE, written)
+                # Owned by the model version (bound by AAD), so it lives and dies with the model;
+                # older evaluations keep their blobs as evidence for their rows.
+                results_blob = self._write_blob(s, info.version_id, 200 + len(written), payload,
+                                                MODEL_PURPOSE, written)
                 arts = dict(v.artifacts or {})
+                arts[EVAL_ARTIFACT] = results_blob
                 for art, body in ((CARD_MD, md.encode("utf-8")),
                                   (CARD_JSON, json.dumps(data, indent=2, sort_keys=True,
                                                          ensure_ascii=False).encode("utf-8"))):
@@ -564,9 +568,9 @@ class EvaluationService:
             b = s.get(Blob, row.results_blob_id)
             if b is None or b.shredded_at is not None:
                 raise IntegrityError("the evaluation's results have been shredded")
-            key = rt.keyring.get_data_key(s, b.key_id, purpose=EVAL_PURPOSE)
+            key = rt.keyring.get_data_key(s, b.key_id, purpose=MODEL_PURPOSE)
             relpath = b.relpath
-        with rt.blobs.reader(relpath, key=key, aad=blob_aad(b.id, row.id)) as rd:
+        with rt.blobs.reader(relpath, key=key, aad=blob_aad(b.id, row.model_version_id)) as rd:
             return json.loads(rd.read())
 
     def latest(self, principal: Principal, name: str, version: int | None = None

@@ -2,7 +2,7 @@
 
 Only numbers and verdicts live here (they are what ``require_servable`` and the compliance
 report read); the full results, which include per-canary ranks and the ROC curves, live in an
-encrypted blob owned by the evaluation (``results_blob_id``).
+encrypted artifact of the model version (``evaluation.json``; ``results_blob_id``).
 """
 
 from __future__ import annotations
