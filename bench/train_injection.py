@@ -11,7 +11,7 @@ Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON i
         [--cache /tmp/injection-cache] [--quick]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
-``--quick`` evaluates only the committed configuration.
+``--quick`` cross-validates only the first candidate.
 """
 
 from __future__ import annotations
@@ -40,43 +40,42 @@ from strongroom.serving.guards.unicode import clean  # noqa: E402
 
 SEED = 0
 FOLDS = 5
-TARGET_FPR = 0.01          # out-of-fold, overall; the issue's bar is 0.02 on unseen data
-TARGET_HARD_FPR = 0.08     # out-of-fold on XSTest-safe prompts; the bar is 0.10
+TARGET_FPR = 0.015         # out-of-fold, overall; the issue's bar is 0.02 on unseen data
+TARGET_HARD_FPR = 0.09     # out-of-fold on XSTest-safe prompts; the bar is 0.10
+PREFILTER_C = 8.0          # the character-only model that lets clearly benign prompts skip MiniLM
+MAX_SKIP_LOSS = 0.005      # at most this share of caught attacks may be lost to the prefilter
+BLOCKS = ("char_tfidf", "doc_embed", "tok_max")
 CANDIDATES = [
-    # (blocks, C, dense weight, char max_features)
-    (("char_tfidf", "doc_embed"), 8.0, 1.0, 30000),
-    (("char_tfidf", "doc_embed", "seg_max"), 8.0, 1.0, 30000),
-    (("char_tfidf", "doc_embed", "seg_max"), 16.0, 1.5, 30000),
-    (("char_tfidf", "doc_embed", "seg_max"), 32.0, 1.0, 30000),
+    # (C, weight of the hard benign prompts (category benign_hard), char max_features)
+    (16.0, 1.0, 30000), (32.0, 1.0, 30000), (16.0, 3.0, 30000), (32.0, 3.0, 30000), (64.0, 3.0, 30000),
 ]
 CHAR_NGRAMS = (2, 5)
 
 
-def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     texts = [clean(r["text"])[0] for r in rows]  # what the scanner sees after the unicode guard
-    return texts, np.array([int(r["label"]) for r in rows]), np.array([r["source"] for r in rows])
+    return (texts, np.array([int(r["label"]) for r in rows]), np.array([r["source"] for r in rows]),
+            np.array([r.get("category", "") for r in rows]))
 
 
 def features(texts: list[str], blocks: tuple[str, ...], cache: Path | None) -> np.ndarray:
+    """The dense blocks, in ``blocks`` order, exactly as the scanner computes them."""
     dense_blocks = [b for b in blocks if b != "char_tfidf"]
     if not dense_blocks:
         return np.zeros((len(texts), 0))
-    cols = []
-    for b in dense_blocks:
-        key = hashlib.sha256(("\x00".join(texts) + b + model_sha256() + str(MAX_SEGMENTS)).encode()).hexdigest()[:16]
-        f = cache / f"{b}-{key}.npy" if cache else None
-        if f is not None and f.exists():
-            cols.append(np.load(f))
-            continue
-        t0 = time.time()
-        arr = dense_features(texts, [b])
-        print(f"  embedded {len(texts)} texts for {b} in {time.time() - t0:.0f}s", file=sys.stderr)
-        if f is not None:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            np.save(f, arr)
-        cols.append(arr)
-    return np.hstack(cols)
+    key = hashlib.sha256(("\x00".join(texts) + "+".join(dense_blocks) + model_sha256()
+                          + str(MAX_SEGMENTS)).encode()).hexdigest()[:16]
+    f = cache / f"{'+'.join(dense_blocks)}-{key}.npy" if cache else None
+    if f is not None and f.exists():
+        return np.load(f)
+    t0 = time.time()
+    arr = dense_features(texts, dense_blocks)
+    print(f"  embedded {len(texts)} texts for {'+'.join(dense_blocks)} in {time.time() - t0:.0f}s", file=sys.stderr)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, arr)
+    return arr
 
 
 def vectorizer(max_features: int):
@@ -86,7 +85,8 @@ def vectorizer(max_features: int):
                            max_features=max_features, sublinear_tf=True, dtype=np.float64)
 
 
-def fit(texts: list[str], dense: np.ndarray, y: np.ndarray, blocks, C: float, w: float, mf: int):
+def fit(texts: list[str], dense: np.ndarray, y: np.ndarray, blocks, C: float, hw: float, mf: int,
+        cat: np.ndarray):
     from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
 
@@ -95,20 +95,26 @@ def fit(texts: list[str], dense: np.ndarray, y: np.ndarray, blocks, C: float, w:
     if vec is not None:
         parts.append(vec.fit_transform(texts))
     if dense.shape[1]:
-        parts.append(csr_matrix(dense * w))
+        parts.append(csr_matrix(dense))
     X = hstack(parts).tocsr()
-    clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced", random_state=SEED).fit(X, y)
-    return vec, clf
+    # prompts that look dangerous but are benign are rare in the data and the costliest mistake
+    sw = np.where(cat == "benign_hard", hw, 1.0)
+    clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced", random_state=SEED).fit(X, y, sample_weight=sw)
+    pre = None
+    if vec is not None:
+        pre = LogisticRegression(C=PREFILTER_C, max_iter=5000, class_weight="balanced",
+                                 random_state=SEED).fit(parts[0], y)
+    return vec, clf, pre
 
 
-def predict(vec, clf, texts: list[str], dense: np.ndarray, w: float) -> np.ndarray:
+def predict(vec, clf, texts: list[str], dense: np.ndarray) -> np.ndarray:
     from scipy.sparse import csr_matrix, hstack
 
     parts = []
     if vec is not None:
         parts.append(vec.transform(texts))
     if dense.shape[1]:
-        parts.append(csr_matrix(dense * w))
+        parts.append(csr_matrix(dense))
     return clf.predict_proba(hstack(parts).tocsr())[:, 1]
 
 
@@ -132,20 +138,45 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict
     return best  # type: ignore[return-value]
 
 
-def cross_validate(texts, y, src, dense, blocks, C, w, mf) -> tuple[dict, np.ndarray]:
+def choose_threshold_at(scores: np.ndarray, y: np.ndarray, src: np.ndarray, t: float) -> dict:
+    """Out-of-fold figures at a fixed threshold."""
+    p = scores >= t
+    tp = int((p & (y == 1)).sum())
+    fp = int((p & (y == 0)).sum())
+    fn = int((~p & (y == 1)).sum())
+    return {"f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "fpr": round(fp / max(1, int((y == 0).sum())), 4),
+            "xstest_safe_fpr": round(float(p[src == "xstest_safe"].mean()), 4),
+            "recall": round(tp / max(1, tp + fn), 4)}
+
+
+def cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Out-of-fold scores of the full model and of the character-only prefilter."""
     from sklearn.model_selection import StratifiedKFold
 
     oof = np.zeros(len(y))
+    pre_oof = np.ones(len(y))
     for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(texts, y):
-        vec, clf = fit([texts[i] for i in tr], dense[tr], y[tr], blocks, C, w, mf)
-        oof[te] = predict(vec, clf, [texts[i] for i in te], dense[te], w)
-    return choose_threshold(oof, y, src), oof
+        vec, clf, pre = fit([texts[i] for i in tr], dense[tr], y[tr], blocks, C, hw, mf, cat[tr])
+        te_texts = [texts[i] for i in te]
+        oof[te] = predict(vec, clf, te_texts, dense[te])
+        if pre is not None:
+            pre_oof[te] = pre.predict_proba(vec.transform(te_texts))[:, 1]
+    return choose_threshold(oof, y, src), oof, pre_oof
 
 
-def export(vec, clf, blocks, w: float, threshold: float, cv: dict, config: dict, train_sha: str) -> dict:
+def choose_skip(oof: np.ndarray, pre_oof: np.ndarray, y: np.ndarray, threshold: float) -> float:
+    """Largest prefilter cut that loses at most MAX_SKIP_LOSS of the attacks the full model catches."""
+    caught = (oof >= threshold) & (y == 1)
+    best = 0.0
+    for t in np.round(np.arange(0.005, threshold + 1e-9, 0.005), 3):
+        lost = int((caught & (pre_oof < t)).sum())
+        if lost <= MAX_SKIP_LOSS * max(1, int(caught.sum())):
+            best = float(t)
+    return best
+
+
+def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha: str) -> dict:
     coef = clf.coef_[0].astype(np.float64)
-    n_sparse = len(vec.vocabulary_) if vec is not None else 0
-    coef = np.concatenate([coef[:n_sparse], coef[n_sparse:] * w])  # fold the dense weight in
     model: dict = {
         "format": FORMAT, "version": FORMAT_VERSION,
         "blocks": list(blocks),
@@ -177,35 +208,52 @@ def main() -> None:
 
     torch.set_num_threads(1)
     train_sha = hashlib.sha256(args.train.read_bytes()).hexdigest()
-    texts, y, src = load(args.train)
+    texts, y, src, cat = load(args.train)
     print(f"train: {len(texts)} rows, {int(y.sum())} attacks", file=sys.stderr)
-    results = []
-    for blocks, C, w, mf in (CANDIDATES[:1] if args.quick else CANDIDATES):
-        dense = features(texts, blocks, args.cache)
-        t0 = time.time()
-        cv, _ = cross_validate(texts, y, src, dense, blocks, C, w, mf)
-        print(f"  {'+'.join(blocks)} C={C} w={w} mf={mf}: {cv} ({time.time() - t0:.0f}s)", file=sys.stderr)
-        results.append(((cv["meets_targets"], cv["f1"]), blocks, C, w, mf, cv))
-    results.sort(key=lambda r: r[0], reverse=True)
-    _, blocks, C, w, mf, cv = results[0]
+    blocks = BLOCKS
     dense = features(texts, blocks, args.cache)
-    vec, clf = fit(texts, dense, y, blocks, C, w, mf)
-    config = {"C": C, "dense_weight": w, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
+    results = []
+    for C, hw, mf in (CANDIDATES[:1] if args.quick else CANDIDATES):
+        t0 = time.time()
+        cv, oof, pre_oof = cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf)
+        print(f"  {'+'.join(blocks)} C={C} hard-weight={hw} mf={mf}: {cv} ({time.time() - t0:.0f}s)", file=sys.stderr)
+        results.append(((cv["meets_targets"], cv["f1"]), C, hw, mf, cv, oof, pre_oof))
+    results.sort(key=lambda r: r[0], reverse=True)
+    _, C, hw, mf, cv, oof, pre_oof = results[0]
+    skip = choose_skip(oof, pre_oof, y, cv["threshold"]) if "char_tfidf" in blocks else 0.0
+    cascade = np.where(pre_oof < skip, pre_oof, oof)
+    cv = dict(cv, prefilter_skip_below=skip,
+              prefilter_benign_skipped=round(float((pre_oof[y == 0] < skip).mean()), 4),
+              prefilter_all_skipped=round(float((pre_oof < skip).mean()), 4),
+              cascade=choose_threshold_at(cascade, y, src, cv["threshold"]))
+    print(f"  chosen: {cv}", file=sys.stderr)
+    vec, clf, pre = fit(texts, dense, y, blocks, C, hw, mf, cat)
+    config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
               "class_weight": "balanced", "candidates": [
-                  {"blocks": list(r[1]), "C": r[2], "dense_weight": r[3], "char_max_features": r[4], "cv": r[5]}
-                  for r in results]}
-    model = export(vec, clf, blocks, w, cv["threshold"], cv, config, train_sha)
+                  {"C": r[1], "hard_benign_weight": r[2], "char_max_features": r[3], "cv": r[4]} for r in results]}
+    model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha)
+    if pre is not None and skip > 0:
+        model["prefilter"] = {"coef": [float(c) for c in pre.coef_[0]], "intercept": float(pre.intercept_[0]),
+                              "skip_below": skip, "C": PREFILTER_C}
     # the exported JSON must score exactly what sklearn scores
     check = InjectionClassifier(model)
     idx = np.arange(0, len(texts), max(1, len(texts) // 200))
     ours = np.array(check.scores([texts[i] for i in idx], dense=dense[idx]))
-    ref = predict(vec, clf, [texts[i] for i in idx], dense[idx], w)
+    ref = predict(vec, clf, [texts[i] for i in idx], dense[idx])
     drift = float(np.max(np.abs(ours - ref)))
     if drift > 1e-6:
         raise SystemExit(f"exported model disagrees with sklearn by {drift}")
+    if pre is not None and skip > 0:  # the cascade as served: prefilter first, embedder only when needed
+        sub = [texts[i] for i in idx[:60]]
+        served = np.array(check.scores(sub))
+        pre_ref = pre.predict_proba(vec.transform(sub))[:, 1]
+        expect = np.where(pre_ref < skip, pre_ref, ref[:60])
+        drift = float(np.max(np.abs(served - expect)))
+        if drift > 1e-4:
+            raise SystemExit(f"served cascade disagrees with sklearn by {drift}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(model, separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8")
-    print(json.dumps({"out": str(args.out), "blocks": blocks, "C": C, "dense_weight": w, "cv": cv,
+    print(json.dumps({"out": str(args.out), "blocks": blocks, "C": C, "hard_benign_weight": hw, "cv": cv,
                       "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest()}, indent=2))
 
 

@@ -108,6 +108,12 @@ def test_limits_apply_to_the_whole_conversation(pipeline) -> None:
     assert blocked(pipeline.check_input, msgs, c).code == "input_too_large"
 
 
+def test_limits_checked_again_after_nfkc_expansion(pipeline) -> None:
+    c = RequestContext(request_id="r", model="m", can_view_pii=False, policy=GuardPolicy(max_input_chars=100))
+    text = "\ufdfa" * 10                                   # 10 characters, 180 after NFKC
+    assert blocked(pipeline.check_input, user(text), c).code == "input_too_large"
+
+
 def test_limits_cannot_be_relaxed_by_flag(pipeline) -> None:
     c = RequestContext(request_id="r", model="m", can_view_pii=False,
                        policy=GuardPolicy(actions={"limits": "flag"}, max_input_chars=10))

@@ -59,12 +59,37 @@ def _model() -> Any:
 
 
 def embed(texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """L2-normalised mean-pooled embeddings, float32, shape (n, 384)."""
+    """L2-normalised mean-pooled embeddings (the sentence embedding), float32, shape (n, 384)."""
+    return pooled(texts, batch_size)[0]
+
+
+def pooled(texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass, two poolings: (mean, max) over the real tokens, each L2-normalised.
+
+    Why max as well as mean: the mean of a long benign e-mail drowns one injected sentence;
+    the element-wise maximum over tokens keeps the strongest signal of any token. Texts are
+    batched in length order (as sentence-transformers does) so the result does not depend
+    on how the caller ordered them.
+    """
+    import torch
+
     m = _model()
-    with _LOCK:  # one torch model shared by the server's worker threads
-        out = m.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                       convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(out, dtype=np.float32)
+    n = len(texts)
+    mean = np.zeros((n, 384), dtype=np.float32)
+    mx = np.zeros((n, 384), dtype=np.float32)
+    order = sorted(range(n), key=lambda i: (-len(texts[i]), i))
+    with _LOCK, torch.inference_mode():  # one torch model shared by the server's worker threads
+        for k in range(0, n, batch_size):
+            idx = order[k:k + batch_size]
+            feats = m.preprocess([texts[i] for i in idx])
+            out = m(feats)
+            mask = out["attention_mask"].unsqueeze(-1).bool()
+            tok = out["token_embeddings"]
+            sent = torch.nn.functional.normalize(out["sentence_embedding"], p=2, dim=1)
+            tmax = torch.nn.functional.normalize(tok.masked_fill(~mask, float("-inf")).amax(dim=1), p=2, dim=1)
+            mean[idx] = sent.float().numpy()
+            mx[idx] = tmax.float().numpy()
+    return mean, mx
 
 
 def warm() -> None:

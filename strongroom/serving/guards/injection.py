@@ -5,12 +5,18 @@ Features (each a block; the committed model says which it uses):
   analyzer, vocabulary and IDF committed), which catches the stock phrasing of jailbreaks
   ("ignore previous instructions", "DAN", "developer mode") and its misspellings;
 - ``doc_embed``: the all-MiniLM-L6-v2 sentence embedding of the text (first 256 tokens);
-- ``seg_max``: the element-wise maximum of the embeddings of the text's sentences, so one
-  injected sentence in a long e-mail or document still shows.
+- ``tok_max``: the element-wise maximum over the same pass's token embeddings, so one
+  injected sentence in a long e-mail, or one harmful word, is not averaged away;
+- ``seg_max``: the element-wise maximum of the embeddings of the text's sentences (costs one
+  embedding per sentence; available, not used by the committed model).
+
+Cross-validation on ``train.jsonl`` chose the blocks, the regularisation, the weight of the
+hard benign prompts and the threshold (``bench/train_injection.py``, figures in the JSON's
+``training`` section). A character-only ``prefilter`` lets clearly benign prompts skip MiniLM.
 
 The weights are plain JSON (``data/injection_classifier.json``), written by
-``bench/train_injection.py`` from ``train.jsonl`` alone and reproducible bit for bit; no pickle
-is ever loaded. The file records the SHA-256 of the embedding model it was trained with and
+``bench/train_injection.py`` from ``train.jsonl`` alone and reproducible; no pickle is ever
+loaded. The file records the SHA-256 of the embedding model it was trained with and
 the scanner refuses to run against another one (fail closed).
 """
 
@@ -54,34 +60,39 @@ def segments(text: str) -> list[str]:
     return merged
 
 
+DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max")
+
+
 def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
     """The embedding blocks for each text, in one batch (no columns when ``blocks`` has none).
 
     Shared with the trainer so that training and serving embed in exactly the same way.
     """
-    if not any(b in blocks for b in ("doc_embed", "seg_max")):
+    if not any(b in blocks for b in DENSE_BLOCKS):
         return np.zeros((len(texts), 0))
-    from strongroom.serving.guards.embedder import embed
+    from strongroom.serving.guards.embedder import pooled
 
-    batch: list[str] = []
-    doc_at: list[int] = []
+    batch: list[str] = list(texts)
     seg_at: list[tuple[int, int]] = []
-    for t in texts:
-        ss = segments(t) if "seg_max" in blocks else []
-        doc_at.append(len(batch))
-        batch.append(t)
-        if len(ss) > 1:
-            seg_at.append((len(batch), len(batch) + len(ss)))
-            batch.extend(ss)
-        else:
-            seg_at.append((doc_at[-1], doc_at[-1] + 1))
-    vecs = embed(batch).astype(np.float64)
-    cols: list[np.ndarray] = []
-    if "doc_embed" in blocks:
-        cols.append(vecs[doc_at])
     if "seg_max" in blocks:
-        cols.append(np.stack([vecs[a:b].max(axis=0) for a, b in seg_at]))
-    return np.hstack(cols)
+        for i, t in enumerate(texts):
+            ss = segments(t)
+            if len(ss) > 1:
+                seg_at.append((len(batch), len(batch) + len(ss)))
+                batch.extend(ss)
+            else:
+                seg_at.append((i, i + 1))
+    mean, mx = pooled(batch)
+    n = len(texts)
+    cols: list[np.ndarray] = []
+    for b in blocks:
+        if b == "doc_embed":
+            cols.append(mean[:n])
+        elif b == "tok_max":
+            cols.append(mx[:n])
+        elif b == "seg_max":
+            cols.append(np.stack([mean[a:z].max(axis=0) for a, z in seg_at]))
+    return np.hstack(cols).astype(np.float64)
 
 
 class CharTfidf:
@@ -124,11 +135,18 @@ class InjectionClassifier:
         self.blocks: list[str] = list(model["blocks"])
         self.threshold = float(model["threshold"])
         self.tfidf = CharTfidf(model["char_tfidf"]) if "char_tfidf" in self.blocks else None
-        self.mean = np.asarray(model.get("mean", []), dtype=np.float64)
-        self.scale = np.asarray(model.get("scale", []), dtype=np.float64)
         self.coef = np.asarray(model["coef"], dtype=np.float64)
         self.intercept = float(model["intercept"])
-        self.uses_embeddings = any(b in self.blocks for b in ("doc_embed", "seg_max"))
+        pre = model.get("prefilter")
+        self.prefilter = None
+        if pre is not None and self.tfidf is not None:
+            if float(pre["skip_below"]) > self.threshold:
+                raise IntegrityError("injection classifier: prefilter would skip prompts above the threshold")
+            self.prefilter = (np.asarray(pre["coef"], dtype=np.float64), float(pre["intercept"]), float(pre["skip_below"]))
+        unknown = [b for b in self.blocks if b != "char_tfidf" and b not in DENSE_BLOCKS]
+        if unknown:
+            raise IntegrityError("injection classifier: unknown feature block")
+        self.uses_embeddings = any(b in self.blocks for b in DENSE_BLOCKS)
         if check_embedder and self.uses_embeddings:
             from strongroom.serving.guards.embedder import model_sha256
 
@@ -147,28 +165,49 @@ class InjectionClassifier:
         return dense_features(texts, self.blocks)
 
     def scores(self, texts: list[str], dense: np.ndarray | None = None) -> list[float]:
-        """Attack probability per text."""
+        """Attack probability per text.
+
+        With a ``prefilter`` in the model, a text the character model alone finds clearly
+        benign (probability below ``skip_below``, set by cross-validation so that almost no
+        attack the full model catches is lost) skips the embedder: most ordinary prompts
+        are decided in well under a millisecond.
+        """
         if not texts:
             return []
-        if dense is None:
-            dense = self.dense_features(texts)
-        out = []
-        n_sparse = self.tfidf.size if self.tfidf else 0
-        w_sparse, w_dense = self.coef[:n_sparse], self.coef[n_sparse:]
-        for i, t in enumerate(texts):
-            z = self.intercept
-            if self.tfidf is not None:
-                idx, vals = self.tfidf.transform(t)
-                if self.scale.size:
-                    vals = vals / self.scale[idx]
-                z += float(vals @ w_sparse[idx])
-            if dense.shape[1]:
-                d = dense[i]
-                if self.scale.size:
-                    d = (d - self.mean[n_sparse:]) / self.scale[n_sparse:]
-                z += float(d @ w_dense)
-            out.append(1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0)
-        return out
+        sparse = [self.tfidf.transform(t) if self.tfidf is not None else None for t in texts]
+        out: list[float | None] = [None] * len(texts)
+        todo = list(range(len(texts)))
+        if self.prefilter is not None and dense is None:
+            w, b, skip = self.prefilter
+            todo = []
+            for i, sp in enumerate(sparse):
+                p = _sigmoid(b + (float(sp[1] @ w[sp[0]]) if sp is not None else 0.0))
+                if p < skip:
+                    out[i] = p
+                else:
+                    todo.append(i)
+        if todo:
+            if dense is None:
+                dense_todo = self.dense_features([texts[i] for i in todo])
+            else:
+                dense_todo = dense[todo]
+            n_sparse = self.tfidf.size if self.tfidf else 0
+            w_sparse, w_dense = self.coef[:n_sparse], self.coef[n_sparse:]
+            for row, i in enumerate(todo):
+                z = self.intercept
+                sp = sparse[i]
+                if sp is not None:
+                    z += float(sp[1] @ w_sparse[sp[0]])
+                if dense_todo.shape[1]:
+                    z += float(dense_todo[row] @ w_dense)
+                out[i] = _sigmoid(z)
+        return [float(x) for x in out]  # type: ignore[arg-type]
+
+
+def _sigmoid(z: float) -> float:
+    if z < -700:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 @lru_cache(maxsize=2)

@@ -57,6 +57,8 @@ class GuardPipeline:
         out = [dict(m) for m in messages]
         for m in out:
             m["content"] = self._run(ctx, self.unicode, lambda m=m: self.unicode.scan(m["content"], ctx))
+        # NFKC can lengthen text (one ligature becomes up to 18 characters): check again
+        self._run(ctx, self.limits, lambda: self.limits.check_messages(out, ctx))
         self._run(ctx, self.injection, lambda: self.injection.scan_many([m["content"] for m in out], ctx))
         for scanner in self.input_scanners[1:]:
             for m in out:
