@@ -418,6 +418,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rpm", type=int, default=0, help="per-key requests/minute in load mode")
     ap.add_argument("--queue-size", type=int, default=64)
+    ap.add_argument("--tag", default="", help="store the result under MODE:TAG in gateway.json")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "gateway.json"
@@ -429,7 +430,7 @@ def main() -> None:
             a.seconds = {"overhead": 10.0, "load": 120.0}.get(mode, 0.0)
             if args.mode == "all":
                 a.seconds = min(a.seconds, 20.0)
-        results[mode] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        results[f"{mode}:{args.tag}" if args.tag else mode] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "cpu_count": os.cpu_count(),
                          **{"overhead": run_overhead, "tokens": run_tokens,
                             "load": run_load}[mode](a)}

@@ -31,6 +31,7 @@ from strongroom.serving.metrics import GatewayMetrics
 from strongroom.serving.workqueue import Saturated, WorkQueue
 
 T = TypeVar("T")
+RATE_LIMIT_TARPIT_S = 0.5
 
 
 @dataclass
@@ -320,6 +321,8 @@ class Gateway:
             severity = "warning"
         if isinstance(exc, Saturated):
             self.metrics.rejected.labels(reason="saturated").inc()
+            if call.principal is not None:
+                self.limiter.refund(call.principal.id)
         elif isinstance(exc, RateLimited):
             self.metrics.rejected.labels(reason=exc.code).inc()
         try:
@@ -329,6 +332,10 @@ class Gateway:
             return classify(AuditWriteError("audit"))
         if isinstance(exc, (PermissionDenied, GuardBlocked)):
             await self._anomaly(call, code)
+        if isinstance(exc, RateLimited):
+            # Tarpit: a client that ignores Retry-After waits here (costing the server nothing)
+            # instead of spinning; otherwise its 429s eat the CPU the admitted requests need.
+            await asyncio.sleep(min(float(exc.retry_after), RATE_LIMIT_TARPIT_S))
         return status, etype, code, message
 
     async def _anomaly(self, call: Call, code: str) -> None:

@@ -75,6 +75,14 @@ class RateLimiter:
                                       times[0] + 60 - now)
                 times.append(now)
 
+    def refund(self, principal_id: str) -> None:
+        """Give back the request counted by ``admit`` when the server, not the client, refused
+        it (503 at capacity): a full queue must not also burn the caller's minute budget."""
+        with self._lock:
+            times = self._requests.get(principal_id)
+            if times:
+                times.pop()
+
     def spend_tokens(self, principal_id: str, tokens: int) -> None:
         """Charge the tokens a finished request used against the hour's quota."""
         if tokens > 0:
