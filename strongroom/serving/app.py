@@ -343,11 +343,17 @@ def create_app(gw: Gateway) -> FastAPI:
             try:
                 if chat:
                     yield event(None, role=True)
-                while True:
-                    item = await pieces.get()
-                    if item is _DONE:
-                        break
-                    out = await gw.in_thread(gw.stream_step, guard, item)
+                done = False
+                while not done:
+                    batch = [await pieces.get()]
+                    while not pieces.empty():  # take what piled up: one guard call, not many
+                        batch.append(pieces.get_nowait())
+                    if batch[-1] is _DONE:
+                        done = True
+                        batch.pop()
+                    if not batch:
+                        continue
+                    out = await gw.in_thread(gw.stream_step, guard, "".join(batch))
                     if out:
                         sent.append(out)
                         yield event(out)
