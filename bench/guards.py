@@ -3,8 +3,9 @@
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/guards.py [--n 300] [--repeat 3] \
         [--test ../shared/data/injection/test.jsonl] [--json bench/out/guards.json] [--plot bench/out/guards.png]
 
-Latency: prompts are a fixed sample of test.jsonl texts (benign and attack, short and long) plus
-bank-style prompts carrying PII; every scanner runs with the ``flag`` action so that blocked
+Latency: prompts are a fixed sample of test.jsonl texts plus bank-style prompts carrying PII,
+reported for the benign ones alone (what production traffic mostly is) and for the mix with
+attacks (which never take the classifier's fast path); every scanner runs with the ``flag`` action so that blocked
 prompts are still timed end to end (a real block stops earlier, so these are upper bounds).
 Figures are per prompt, one torch thread, after a warm-up.
 
@@ -146,15 +147,21 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lat = results["latency"]
-    names = list(lat)
+    names = list(results["latency_mixed"])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    a1.bar([n for n in names], [lat[n]["p50_ms"] for n in names], label="p50")
-    a1.scatter(names, [lat[n]["p99_ms"] for n in names], color="red", zorder=3, label="p99")
+    xs = range(len(names))
+    for off, kind, colour in ((-0.2, "benign", "tab:green"), (0.2, "mixed", "tab:blue")):
+        lat = results[f"latency_{kind}"]
+        a1.bar([x + off for x in xs], [lat[n]["p50_ms"] for n in names], width=0.4, color=colour,
+               label=f"p50, {kind} prompts")
+        a1.scatter([x + off for x in xs], [lat[n]["p99_ms"] for n in names], color="red", marker="_", s=200,
+                   zorder=3, label="p99" if kind == "mixed" else None)
+    a1.set_xticks(list(xs), names)
     a1.axhline(10, ls="--", color="grey", label="input target p50 10 ms")
     a1.set_ylabel("ms per prompt")
     a1.set_yscale("log")
     a1.tick_params(axis="x", rotation=40)
+    a1.set_ylim(bottom=0.005)
     a1.legend()
     a1.set_title("guard latency (CPU, 1 thread)")
     ps = results["detector"]["per_source"]
@@ -193,12 +200,18 @@ def main() -> None:
           f"XSTest-safe FPR {d['xstest_safe_fpr']}", file=sys.stderr)
     if not args.skip_latency:
         rng = random.Random(0)
-        sample = [r["text"] for r in rng.sample(rows, min(args.n, len(rows)))]
-        prompts = BANK_PROMPTS * 5 + sample
-        lengths = sorted(len(p) for p in prompts)
-        results["latency_sample"] = {"prompts": len(prompts), "chars_p50": lengths[len(lengths) // 2],
-                                     "chars_max": lengths[-1]}
-        results["latency"] = latency(pipeline, prompts, args.repeat)
+        sample = rng.sample(rows, min(args.n, len(rows)))
+        sets = {"benign": BANK_PROMPTS * 5 + [r["text"] for r in sample if not r["label"]],
+                "mixed": BANK_PROMPTS * 5 + [r["text"] for r in sample]}
+        for name, prompts in sets.items():
+            lengths = sorted(len(p) for p in prompts)
+            print(f"latency, {name} prompts ({len(prompts)}, median {lengths[len(lengths) // 2]} chars):",
+                  file=sys.stderr)
+            results[f"latency_sample_{name}"] = {"prompts": len(prompts), "chars_p50": lengths[len(lengths) // 2],
+                                                 "chars_max": lengths[-1]}
+            results[f"latency_{name}"] = latency(pipeline, prompts, args.repeat)
+        results["latency"] = results["latency_mixed"]
+        results["load_average"] = os.getloadavg()
         answers = [p + " The answer is that the branch opens at nine." for p in BANK_PROMPTS] * 5
         results["streaming"] = streaming(pipeline, answers)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -292,6 +292,17 @@ def test_card_split_across_chunks_is_redacted(pipeline, chunks: list[str]) -> No
     assert out.endswith("is active and the limit is 500 dollars.")
 
 
+NAMED = (f"Thank you for waiting. I have checked the file and the account holder is {NAME}, who opened "
+         "it in the Leeds branch. Her email is m.okonkwo@example.org and the account is in good standing.")
+
+
+@pytest.mark.parametrize("chunks", chunkings(NAMED))
+def test_name_and_email_split_across_chunks_are_redacted(pipeline, chunks: list[str]) -> None:
+    out = stream(pipeline, ctx(), chunks)
+    assert "Okonkwo" not in out and "Marguerite" not in out and "example.org" not in out
+    assert out.startswith("Thank you for waiting.") and out.endswith("in good standing.")
+
+
 @pytest.mark.parametrize("chunks", chunkings("Opening hours are nine to five, Monday to Friday. " * 4))
 def test_clean_stream_is_unchanged(pipeline, chunks: list[str]) -> None:
     text = "".join(chunks)
