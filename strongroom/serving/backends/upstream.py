@@ -2,7 +2,7 @@
 
 The gateway does authentication, guards, limits and audit; the upstream only generates. The
 upstream's own key, if it has one, comes from ``STRONGROOM_UPSTREAM_API_KEY`` and is never
-logged. Upstream errors become a generic failure: their bodies may echo the prompt.
+logged; an https upstream with a private CA is verified against ``STRONGROOM_UPSTREAM_CA``. Upstream errors become a generic failure: their bodies may echo the prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class UpstreamBackend:
         self._base = root if root.endswith("/v1") else root + "/v1"
         key = api_key if api_key is not None else os.environ.get("STRONGROOM_UPSTREAM_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if verify is True and os.environ.get("STRONGROOM_UPSTREAM_CA"):
+            verify = os.environ["STRONGROOM_UPSTREAM_CA"]  # the upstream's private CA bundle
         self._client = httpx.Client(headers=headers, verify=verify, timeout=timeout)
         self._models = list(models or []) or self._discover()
 
@@ -115,6 +117,8 @@ class UpstreamBackend:
                 if payload == "[DONE]":
                     break
                 event = json.loads(payload)
+                if "error" in event:
+                    raise UpstreamError("upstream stream failed")
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or []:
                     piece = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
