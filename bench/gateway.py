@@ -256,9 +256,21 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
                        guards=NullGuards() if guards_mode == "none" else None)
     config = _uvicorn_config(create_app(gw), tls_context(rt, opts), log_level="error")
     config.host, config.port = "127.0.0.1", port
+    profile = os.environ.get("BENCH_GATEWAY_PROFILE")  # a path: cProfile stats of the gateway
+    prof = None
+    if profile:
+        import cProfile
+        import signal
+
+        prof = cProfile.Profile()
+        prof.enable()
+        signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(config).run()
     finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile)
         gw.close()
         rt.close()
 
