@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from strongroom.errors import BadInput
 from strongroom.training import (
     DPConfig, DPEngine, MemoryCheckpointStore, TrainConfig, TrainingGuardError, apply_lora,
     encode_records, split_records, tiny_llama, toy_records, train,
@@ -205,3 +206,24 @@ def test_group_units_by_subject_with_cap():
     assert units == [[0, 2], [1], [3], [5]] and dropped == 1
     units, dropped = group_units(keys, subject_level=False)
     assert units == [[i] for i in range(6)] and dropped == 0
+
+
+def test_dp_defaults_use_large_poisson_batches_and_a_higher_learning_rate():
+    """The measured lesson (batch ~8 at eps 8 learns nothing) is in the defaults."""
+    from strongroom.training.config import auto_dp_batch
+    from strongroom.training.dp import loader_batch_size
+    from strongroom.training.pipeline import DEFAULT_DP_LR, DEFAULT_LR, TrainRequest
+
+    dp_cfg = TrainRequest(dataset="d", out="m", dp_epsilon=8.0).train_config()
+    assert dp_cfg.learning_rate == DEFAULT_DP_LR and dp_cfg.dp.expected_batch_size is None
+    assert TrainRequest(dataset="d", out="m").train_config().learning_rate == DEFAULT_LR
+    assert [auto_dp_batch(n) for n in (10, 200, 1500, 10_000)] == [10, 64, 75, 256]
+    assert loader_batch_size(1500, dp_cfg.dp) == 75
+    acc = TrainRequest(dataset="d", out="m", dp_epsilon=8.0, batch_size=8,
+                       grad_accumulation=16).train_config()
+    assert acc.dp.expected_batch_size == 128
+    explicit = TrainRequest(dataset="d", out="m", dp_epsilon=8.0, dp_batch_size=96,
+                            lr=5e-4).train_config()
+    assert explicit.dp.expected_batch_size == 96 and explicit.learning_rate == 5e-4
+    with pytest.raises(BadInput, match="need --dp-epsilon"):
+        TrainRequest(dataset="d", out="m", dp_batch_size=96).train_config()
