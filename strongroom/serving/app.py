@@ -225,7 +225,7 @@ def create_app(gw: Gateway) -> FastAPI:
         params = _params(body)
         if body.stream:
             assert call.ctx is not None
-            safe = await gw.guard_input(messages, call.ctx)
+            safe = await _guarded_slot(messages, call.ctx)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(call, params, include_usage, chat=True,
                            job=lambda on_text: gw.backend.chat(body.model, safe, params, on_text))
@@ -251,7 +251,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
         if body.stream:
             assert call.ctx is not None
-            safe_prompt = joined(await gw.guard_input(messages, call.ctx))
+            safe_prompt = joined(await _guarded_slot(messages, call.ctx))
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _stream(call, params, include_usage, chat=False,
                            job=lambda on_text: gw.backend.complete(body.model, safe_prompt,
@@ -291,11 +291,20 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.succeed_now(call)
         return gen, text, safe
 
+    async def _guarded_slot(messages: list[dict[str, str]], ctx: Any) -> list[dict[str, str]]:
+        """A queue slot (503 at once when full), then the input guards; the slot is released
+        if they block."""
+        gw.queue.reserve()
+        try:
+            return await gw.guard_input(messages, ctx)
+        except BaseException:
+            gw.queue.release()
+            raise
+
     def _stream(call: Call, params: GenParams, include_usage: bool, *, chat: bool,
                 job: Any) -> StreamingResponse:
         assert call.ctx is not None
-        gw.queue.reserve()  # 503 now, before any byte of the stream is sent
-        try:
+        try:  # the slot was taken by _guarded_slot, before any byte of the stream is sent
             guard = gw.output_stream(call.ctx)
         except BaseException:
             gw.queue.release()
