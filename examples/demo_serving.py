@@ -92,6 +92,7 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
     console.print(f"[dim]$ strongroom {' '.join(args)} &[/dim]")
     proc = subprocess.Popen([sys.executable, "-m", "strongroom", *args], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    http_client = None
     try:
         t0 = time.monotonic()
         _wait(port, proc)
@@ -106,6 +107,8 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
         health = http_client.get(f"https://127.0.0.1:{port}/healthz").json()
         console.print(f"/healthz without a key: {health}")
     finally:
+        if http_client is not None:
+            http_client.close()  # an idle TLS connection would hold up the graceful stop
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)

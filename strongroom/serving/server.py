@@ -29,6 +29,7 @@ from strongroom.serving.limits import AnomalyDetector, FailureThrottle, Limits, 
 from strongroom.serving.tls import is_loopback, key_password, server_context
 
 BACKENDS = ("transformers", "upstream", "vllm", "llamacpp")
+GRACEFUL_SHUTDOWN_S = 10
 
 
 @dataclass
@@ -162,8 +163,11 @@ def _uvicorn_config(app: Any, ctx: ssl.SSLContext | None, *, log_level: str = "w
     if ctx is not None:
         kw["ssl_context_factory"] = lambda _cfg, _default: ctx
     # No access log: request lines can carry identifiers; the audit log is the record.
+    # timeout_graceful_shutdown: an idle keep-alive TLS client never answers close_notify, and
+    # asyncio waits 30 s for it; in-flight answers get this long to finish on SIGTERM.
     return uvicorn.Config(app, log_level=log_level, access_log=False, server_header=False,
-                          date_header=True, timeout_keep_alive=15, lifespan="off", **kw)
+                          date_header=True, timeout_keep_alive=15, lifespan="off",
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, **kw)
 
 
 def _audit_start(rt: Any, gw: Gateway, opts: ServeOptions, ctx: ssl.SSLContext | None,
