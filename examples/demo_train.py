@@ -1,21 +1,25 @@
-"""Demo step: fine-tune the embedded SmolLM2-135M on the de-identified support chats, then ask it
-held-out questions whose answers exist only in that data, next to the base model.
+"""Demo step: Harbor Federal Bank fine-tunes the embedded SmolLM2-135M on its own de-identified
+support chats, then asks it held-out questions whose answers exist only in that data, next to
+the base model.
 
 ``run(env, home, otp)`` is called by ``examples/demo.py`` (see its ``sr``/``step``/``Otp``).
 Every action is a real ``strongroom`` command. What the demo shows, and how it stays honest:
 
 * Training goes through the normal gate: ``support-deid`` must be de-identified and marked safe
-  for training (this module creates it with ``data deid`` if the demo has not yet).
+  for training (this module creates it with ``data deid`` if the demo has not yet). The bank
+  trains on its own slice of the shared dataset (``--where domain=bank``, recorded in the
+  model's lineage): one tenant, its ~500 chats and 14 policies, which is what makes a few
+  minutes of CPU enough.
 * The questions come from ``examples/data/policy_qa.jsonl``: their wording never appears in the
   training chats (the generator asserts this). They are drawn at random (fixed seed, never
-  tuned), two per institution, not picked to flatter the model.
+  tuned), one per fact for four different facts, not picked to flatter the model.
 * The score is mechanical: an answer counts when it contains every figure (amounts, times,
   percentages, counts) of the reference answer. Base and fine-tuned model get the same
   questions under the same system prompt: the institution's own, the one it would deploy with.
 * Nothing is hard-wired: the model is trained with ordinary hyperparameters on the whole
   de-identified dataset; if it does not know a fact, the table says so.
 
-Budget: about 3-4 minutes on 2 CPU cores (one training process, one generate per model).
+Budget: about 3-4 minutes on 2 idle CPU cores (one training process, one generate per model).
 """
 
 from __future__ import annotations
@@ -35,15 +39,19 @@ MODEL = "support-assistant"
 DATASET = "support-deid"
 BASE = "smollm2-135m-instruct"
 
-#: Why these values (measured on 2 shared CPU cores, see the report in the commit log):
-#: * --max-seq-len 256 keeps the whole first exchange of ~all chats (median 209 tokens), so the
-#:   answer that carries the fact is learned instead of cut off;
-#: * a high LoRA learning rate with a short warm-up and cosine decay: the run is short, and
-#:   rank-16 LoRA on all linear layers of a 135M model tolerates it;
-#: * a small held-out split (2 %) still gives a held-out loss on ~30 chats.
-TRAIN_ARGS = ["--max-steps", "40", "--max-seq-len", "224", "--batch-size", "8",
-              "--lr", "2e-3", "--lora-r", "16", "--eval-fraction", "0.02", "--threads", "2"]
-QUESTIONS_PER_INSTITUTION = 2
+DOMAIN = "bank"  # the tenant that trains its assistant
+#: Why these values:
+#: * --max-seq-len 224 keeps the first exchange (where the fact is stated) of 98 % of the chats
+#:   whole (it ends at token 168 in the median chat, 229 at the 99th percentile); at 160 the
+#:   fact was cut off in 62 % of them, which is why a 160-token run did not recall facts;
+#: * 25 steps x 8 chats ~ 200 chats: each of the bank's 14 facts is seen ~15-20 times;
+#: * a high LoRA learning rate with warm-up and cosine decay: the run is short, and rank-16
+#:   LoRA on all linear layers of a 135M model tolerates it;
+#: * 2 % held out (~10 chats) still gives a held-out loss.
+TRAIN_ARGS = ["--where", f"domain={DOMAIN}", "--max-steps", "25", "--max-seq-len", "224",
+              "--batch-size", "8", "--lr", "2e-3", "--lora-r", "16", "--eval-fraction", "0.02",
+              "--threads", "2"]
+QUESTIONS = 4
 QUESTION_SEED = 0  # never tuned: a different seed gives different (equally fair) questions
 MAX_NEW_TOKENS = 64
 
@@ -61,16 +69,22 @@ def states_the_fact(answer: str, reference: str) -> bool:
     return bool(want) and want <= got
 
 
-def pick_questions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Two random held-out questions per institution, from different facts."""
+def pick_questions(rows: list[dict[str, Any]], institution: str) -> list[dict[str, Any]]:
+    """QUESTIONS random held-out questions about the institution, each on a different fact."""
     rng = random.Random(QUESTION_SEED)
-    out = []
-    for inst in sorted({r["institution"] for r in rows}):
-        mine = [r for r in rows if r["institution"] == inst and figures(r["answer"])]
-        facts = sorted({r["fact_id"] for r in mine})
-        for fact in rng.sample(facts, QUESTIONS_PER_INSTITUTION):
-            out.append(rng.choice([r for r in mine if r["fact_id"] == fact]))
-    return out
+    mine = [r for r in rows if r["institution"] == institution and figures(r["answer"])]
+    facts = sorted({r["fact_id"] for r in mine})
+    return [rng.choice([r for r in mine if r["fact_id"] == f])
+            for f in rng.sample(facts, QUESTIONS)]
+
+
+def institution_of(domain: str) -> str:
+    with (DATA / "support.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["domain"] == domain:
+                return rec["institution"]
+    raise SystemExit(f"no {domain} chats in the bundled data")
 
 
 def system_prompts() -> dict[str, str]:
@@ -112,7 +126,7 @@ def ask(model: str, questions: list[dict[str, Any]], systems: dict[str, str],
 
 
 def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - demo signature
-    step("Fine-tune SmolLM2-135M on the de-identified chats, then ask held-out questions")
+    step("Fine-tune SmolLM2-135M on the bank's de-identified chats, then ask held-out questions")
     ensure_dataset(env)
     t0 = time.monotonic()
     info = json.loads(sr(["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS, "--json"],
@@ -125,7 +139,7 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - de
 
     rows = [json.loads(line) for line in
             (DATA / "policy_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    questions = pick_questions(rows)
+    questions = pick_questions(rows, institution_of(DOMAIN))
     systems = system_prompts()
     console.print(f"[dim]$ strongroom generate {BASE} / {MODEL} <{len(questions)} held-out "
                   "questions> --system <the institution's prompt>[/dim]")

@@ -58,12 +58,6 @@ def test_torchrun_ddp_matches_one_process_and_only_rank0_touches_the_store(
 
     _seed(runtime)
     env = cli_env(home)
-    # Rank 0 refused at the gate: it tells rank 1, and both stop (no hang, no model).
-    res = _torchrun(["-m", "strongroom", "train", "--dataset", "raw", "--out", "r",
-                     "--base", str(tiny_base), *TRAIN], env)
-    assert res.returncode != 0 and "not de-identified" in res.stderr
-    assert "rank 0 stopped before training started" in res.stderr
-
     res = _torchrun(["-m", "strongroom", "train", "--dataset", "toy", "--out", "ddp",
                      "--base", str(tiny_base), *TRAIN, "--json"], env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -96,6 +90,18 @@ def test_torchrun_ddp_matches_one_process_and_only_rank0_touches_the_store(
     assert any(float(v.abs().sum()) > 0 for k, v in ddp_adapter.items() if "lora_B" in k)
 
 
+@pytest.mark.slow
+def test_rank0_refusal_stops_the_other_ranks(runtime, home, tiny_base):
+    """Rank 0 refused at the gate: it tells rank 1, and both stop (no hang, no model)."""
+    _seed(runtime)
+    res = _torchrun(["-m", "strongroom", "train", "--dataset", "raw", "--out", "r",
+                     "--base", str(tiny_base), *TRAIN], cli_env(home))
+    assert res.returncode != 0 and "not de-identified" in res.stderr
+    assert "rank 0 stopped before training started" in res.stderr
+    acts = [e["action"] for e in audit_entries(home)]
+    assert "model.train.read" not in acts and "model.train.store" not in acts
+
+
 FSDP_SCRIPT = textwrap.dedent("""
     import json, sys
     from strongroom.training import TrainConfig, split_records, tiny_llama, toy_records, train
@@ -114,27 +120,50 @@ FSDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_fsdp_on_two_cpu_ranks_matches_one_process(tmp_path):
-    from safetensors.torch import load_file
-
-    script = tmp_path / "fsdp_run.py"
-    script.write_text(FSDP_SCRIPT)
-    out = tmp_path / "fsdp.safetensors"
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-           "PYTHONPATH": str(REPO)}
-    res = _torchrun([str(script), str(out)], env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    assert json.loads(line[7:])["parallel"] == "fsdp"
-    sharded = load_file(out)
-
+def _one_process_reference():
     model, tok = tiny_llama()
     cfg = TrainConfig(max_steps=4, batch_size=4, grad_accumulation=2, learning_rate=1e-2,
                       lora_r=4, lora_dropout=0.0, eval_every=2, num_threads=1, seed=3)
-    one = train(model, tok, *split_records(toy_records(64), 0.15), cfg, progress=False)
+    return train(model, tok, *split_records(toy_records(64), 0.15), cfg, progress=False)
+
+
+def _launch_script(tmp_path, launcher: list[str], fsdp: str):
+    from safetensors.torch import load_file
+
+    script = tmp_path / "dist_run.py"
+    script.write_text(FSDP_SCRIPT.replace('fsdp="on"', f"fsdp={fsdp!r}"))
+    out = tmp_path / "adapter.safetensors"
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(REPO)}
+    res = subprocess.run([*launcher, str(script), str(out)], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[7:]), load_file(out)
+
+
+def test_fsdp_on_two_cpu_ranks_matches_one_process(tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    meta, sharded = _launch_script(tmp_path, launcher, "on")
+    assert meta["parallel"] == "fsdp"
+    one = _one_process_reference()
     assert sharded.keys() == one.adapter_state.keys()
     for k, v in one.adapter_state.items():
         torch.testing.assert_close(sharded[k], v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_ddp_job(tmp_path):
+    """`accelerate launch --multi_gpu` is torchrun underneath: same variables, same result."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    meta, adapter = _launch_script(tmp_path, launcher, "off")
+    assert meta["parallel"] == "ddp"
+    one = _one_process_reference()
+    for k, v in one.adapter_state.items():
+        torch.testing.assert_close(adapter[k], v, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------- no processes needed

@@ -61,6 +61,7 @@ class TrainRequest:
     resume: bool = False
     lr: float | None = None  # None: DEFAULT_LR, or DEFAULT_DP_LR with --dp-epsilon
     dp_batch_size: int | None = None  # DP logical (Poisson) batch in units; None = auto
+    where: tuple[str, ...] = ()  # FIELD=VALUE filters on top-level record fields (all must hold)
     lora_r: int = 16
     batch_size: int = 8
     grad_accumulation: int = 1
@@ -78,6 +79,7 @@ class TrainRequest:
 
         if self.epochs is not None and self.max_steps is not None:
             raise BadInput("give --epochs or --max-steps, not both")
+        parse_where(self.where)
         if self.dp_epsilon is None and (self.dp_delta is not None or self.max_grad_norm is not None
                                         or self.dp_batch_size is not None):
             raise BadInput("--dp-delta, --max-grad-norm and --dp-batch-size need --dp-epsilon")
@@ -104,6 +106,30 @@ class TrainRequest:
         )
         cfg.validate()
         return cfg
+
+
+def parse_where(where: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """``FIELD=VALUE`` strings as pairs; BadInput on anything else."""
+    out = []
+    for w in where:
+        field, sep, value = w.partition("=")
+        if not sep or not field.strip():
+            raise BadInput("--where takes FIELD=VALUE (a top-level record field)")
+        out.append((field.strip(), value))
+    return out
+
+
+def filter_records(records: list[dict[str, Any]], where: tuple[str, ...] | list[str]
+                   ) -> list[dict[str, Any]]:
+    """The records whose top-level fields equal every ``FIELD=VALUE`` (one tenant's chats, one
+    domain, ...). WHY in the trainer: an institution trains on its own slice of a shared,
+    de-identified dataset without exporting and re-importing it. Fails closed on no match."""
+    pairs = parse_where(where)
+    kept = [r for r in records
+            if all(f in r and str(r[f]) == v for f, v in pairs)]
+    if not kept:
+        raise BadInput("no record matches --where " + " ".join(f for f, _ in pairs) + "=...")
+    return kept
 
 
 def load_dtype(name: str, device: Any) -> Any:
@@ -323,6 +349,8 @@ class TrainingService:
         records = list(it)
         if not records:
             raise BadInput(f"dataset {info.name!r} v{info.version} has no records")
+        if req.where:
+            records = filter_records(records, req.where)
         train_r, eval_r = split_records(records, req.eval_fraction)
         del records
         canaries = []
@@ -343,7 +371,7 @@ class TrainingService:
             "records": info.record_count, "train_records": len(train_r) - sum(
                 c.repeats for c in canaries), "eval_records": len(eval_r),
             "deidentified": info.deidentified, "safe_for_training": info.safe_for_training,
-            "admin_override": override,
+            "admin_override": override, "where": list(req.where),
         }
         deid_report = info.deid_report or {
             "note": "this dataset was not de-identified; trained under an audited admin override"}
@@ -366,7 +394,8 @@ class TrainingService:
         lineage = {
             "dataset": info.name, "dataset_id": info.id, "dataset_version": info.version,
             "dataset_version_id": info.version_id, "content_hash": info.content_hash,
-            "dataset_lineage": info.lineage, "deidentified": info.deidentified,
+            "dataset_lineage": info.lineage, "where": list(req.where),
+            "deidentified": info.deidentified,
             "safe_for_training": info.safe_for_training, "admin_override": override,
             "base_model": base, "run_id": run_id,
         }
