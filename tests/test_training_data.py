@@ -122,3 +122,17 @@ def test_canaries(tok):
         ex = encode_record(tok, planted[0], 512)
         assert "".join(learned_text(tok, ex).split()).endswith(c.secret + ".<|im_end|>")
     assert [r["id"] for r in base] == [r["id"] for r in recs if not r.get("canary")]
+
+
+def test_where_keeps_one_tenants_records_and_fails_closed():
+    from strongroom.training.pipeline import TrainRequest, filter_records
+
+    recs = [{"id": 1, "domain": "bank"}, {"id": 2, "domain": "clinic"},
+            {"id": 3, "domain": "bank", "n": 7}, {"id": 4}]
+    assert [r["id"] for r in filter_records(recs, ("domain=bank",))] == [1, 3]
+    assert [r["id"] for r in filter_records(recs, ("domain=bank", "n=7"))] == [3]
+    with pytest.raises(BadInput, match="no record matches"):
+        filter_records(recs, ("domain=insurer",))
+    for bad in ("domain", "=bank"):
+        with pytest.raises(BadInput, match="FIELD=VALUE"):
+            TrainRequest(dataset="d", out="m", where=(bad,)).train_config()
