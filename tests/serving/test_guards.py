@@ -395,3 +395,21 @@ def test_unknown_action_at_run_time_blocks(pipeline) -> None:
     object.__setattr__(c.policy, "actions", {"unicode": "ignore"})
     assert blocked(pipeline.check_input, user("hi\u200b"), c).code == "guard_error"
     assert blocked(pipeline.output_stream, c).code == "guard_error"
+
+
+def test_build_with_a_runtime_and_a_tokenizer(runtime) -> None:
+    """The gateway's way in: the home's engine, the served model's token counter."""
+    from strongroom.serving.guards.pipeline import build_pipeline
+
+    calls: list[int] = []
+
+    def count(text: str) -> int:
+        calls.append(len(text))
+        return len(text)  # one token per character: a strict tokenizer
+
+    guards = build_pipeline(runtime, policy=GuardPolicy(max_input_tokens=40), canaries=[CANARY],
+                            count_tokens=count)
+    c = ctx()
+    out = guards.check_input(user(f"I am {NAME}."), c)
+    assert NAME not in out[0]["content"] and calls
+    assert blocked(guards.check_input, user("x" * 41), ctx()).code == "input_too_large"

@@ -24,7 +24,7 @@ from strongroom.serving.guards.hits import Hit, rewrite
 from strongroom.serving.guards.secrets import INPUT_TYPES as SECRET_IN
 from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_OUT
 
-TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*?)_(\d{1,4})>")
+TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*?)_(\d{1,6})>")
 _LOCK = threading.Lock()
 
 
@@ -68,6 +68,11 @@ class PiiScanner:
         if action_for(self, ctx) != "redact":
             return act(self, ctx, code="pii", original=text, rewritten=text, count=len(spans))
         by_value = {v: k for k, v in ctx.pii_tokens.items()}
+        counts: dict[str, int] = {}
+        for t in ctx.pii_tokens:
+            m = TOKEN_RE.fullmatch(t)
+            if m:
+                counts[m.group(1)] = max(counts.get(m.group(1), 0), int(m.group(2)))
         pieces: list[str] = []
         pos = 0
         for s in sorted(spans, key=lambda s: s.start):
@@ -76,7 +81,8 @@ class PiiScanner:
             value = text[s.start:s.end]
             token = by_value.get(value)
             if token is None:
-                token = _new_token(ctx, s.entity_type)
+                counts[s.entity_type] = counts.get(s.entity_type, 0) + 1
+                token = f"<{s.entity_type}_{counts[s.entity_type]}>"
                 ctx.pii_tokens[token] = value
                 by_value[value] = token
             pieces.append(text[pos:s.start])
@@ -110,11 +116,6 @@ def _identifying(span: Any, text: str) -> bool:
         digits = "".join(c for c in value if c.isdigit())
         return not digits or int(digits) >= 90
     return True
-
-
-def _new_token(ctx: RequestContext, etype: str) -> str:
-    n = 1 + sum(1 for t in ctx.pii_tokens if t.startswith(f"<{etype}_"))
-    return f"<{etype}_{n}>"
 
 
 def _inside_token(text: str, start: int, end: int) -> bool:
