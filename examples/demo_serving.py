@@ -125,7 +125,8 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
                       f"status {d.get('status')} tokens {d.get('prompt_tokens')}+"
                       f"{d.get('completion_tokens')} latency {d.get('latency_ms')} ms guards "
                       + escape(f"[{guards or 'none fired'}]")
-                      + f" prompt {str(d.get('prompt'))[:28]}… answer {str(d.get('answer'))[:28]}…")
+                      + f" prompt {str(d.get('prompt'))[:28]}… answer "
+                      + (f"{str(d['answer'])[:28]}…" if d.get("answer") else "(none sent)"))
 
 
 if __name__ == "__main__":  # standalone, for measuring this step: a fresh home in a temp dir
