@@ -8,11 +8,13 @@ fine-tuned. ``load_base`` re-hashes before loading and raises IntegrityError on 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from strongroom.errors import BadInput, IntegrityError, NotFound
 from strongroom.training import _env  # noqa: F401  (forces offline mode before transformers)
@@ -139,6 +141,26 @@ def verify_spec(spec: BaseModelSpec) -> None:
                 raise BadInput(f"base model {spec.name}: a pickle checkpoint appeared ({p.name})")
 
 
+@contextmanager
+def _quiet_gguf_bar() -> Iterator[None]:
+    """transformers draws its own 2-second 'de-quantizing GGUF tensors' bar on stderr, which
+    no logging switch silences; it would interleave with our training progress bar."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - layout of another transformers version
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True):
     """Load (model, tokenizer) for a spec, after re-checking the hashes.
 
@@ -152,9 +174,10 @@ def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True):
     if verify:
         verify_spec(spec)
     if spec.format == "gguf":
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.path, gguf_file=spec.gguf_file, dtype=dtype, local_files_only=True
-        )
+        with _quiet_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.path, gguf_file=spec.gguf_file, dtype=dtype, local_files_only=True
+            )
         tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file,
                                             local_files_only=True)
         model.hf_quantizer = None
