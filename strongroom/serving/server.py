@@ -56,6 +56,10 @@ def check_options(opts: ServeOptions) -> None:
     """Reject unsafe or inconsistent flag combinations before anything is loaded."""
     if opts.backend not in BACKENDS:
         raise BadInput(f"--backend must be one of {', '.join(BACKENDS)}")
+    if opts.backend in ("vllm", "llamacpp"):
+        from strongroom.serving.backends.optional import require_extra
+
+        require_extra(opts.backend)  # a missing optional package is named before anything loads
     if opts.backend == "upstream" and not opts.upstream_url:
         raise BadInput("--backend upstream needs --upstream-url URL")
     if opts.upstream_url and opts.backend != "upstream":

@@ -272,3 +272,9 @@ def test_insecure_http_only_on_loopback():
         check_options(ServeOptions(models=["m"], backend="nope"))
     with pytest.raises(BadInput):
         check_options(ServeOptions(models=["m"], tls_cert=os.devnull))  # type: ignore[arg-type]
+    import importlib.util
+
+    for backend, module in (("vllm", "vllm"), ("llamacpp", "llama_cpp")):
+        if importlib.util.find_spec(module) is None:  # optional extras: a clear refusal
+            with pytest.raises(BadInput, match=f"optional package '{module}'"):
+                check_options(ServeOptions(models=["m"], backend=backend))
