@@ -114,6 +114,7 @@ def test_eval_stores_results_card_and_audit(world):
     assert any("at least 10000" in f for f in res["gate"]["failures"])
     # Stored encrypted and readable back; written into the card.
     assert svc.latest(admin, "m")["evaluation_id"] == res["evaluation_id"]
+    assert "evaluation.json" in rt.models.show(admin, "m").artifacts
     card = rt.models.card(admin, "m")
     assert "## Release evaluation" in card and "Release gate: **FAILED**" in card
     assert "_Pending" not in card
