@@ -115,7 +115,7 @@ def detector(clf, rows: list[dict]) -> dict:
     t0 = time.perf_counter()
     scores = []
     for i in range(0, len(texts), 64):
-        scores.extend(clf.scores(texts[i:i + 64]))
+        scores.extend(clf.detect(texts[i:i + 64]))  # as the scanner decides: document and sentences
     elapsed = time.perf_counter() - t0
     pred = [s >= clf.threshold for s in scores]
     y = [int(r["label"]) for r in rows]

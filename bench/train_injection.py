@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.embedder import EMBED_MAX_TOKENS, model_sha256  # noqa: E402
 from strongroom.serving.guards.injection import (  # noqa: E402
-    DEFAULT_PATH, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features,
+    DEFAULT_PATH, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features, segments,
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
@@ -44,6 +44,8 @@ TARGET_FPR = 0.015         # out-of-fold, overall; the issue's bar is 0.02 on un
 TARGET_HARD_FPR = 0.09     # out-of-fold on XSTest-safe prompts; the bar is 0.10
 PREFILTER_C = 8.0          # the character-only model that lets clearly benign prompts skip MiniLM
 MAX_SKIP_LOSS = 0.005      # at most this share of caught attacks may be lost to the prefilter
+SEGMENT_GRID = (0.95, 0.96, 0.97, 0.98, 0.99, 0.995)
+MAX_SEGMENT_FPR_INCREASE = 0.0015  # sentence-level scoring may add at most this much out-of-fold FPR
 BLOCKS = ("char_tfidf", "doc_embed", "tok_max")
 CANDIDATES = [
     # (C, weight of the hard benign prompts (category benign_hard), char max_features)
@@ -164,6 +166,38 @@ def cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf) -> tuple[dict, 
     return choose_threshold(oof, y, src), oof, pre_oof
 
 
+def segment_oof(texts, y, cat, dense, blocks, C, hw, mf, cache) -> np.ndarray:
+    """Out-of-fold maximum sentence score of every multi-sentence text (0 for single sentences)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    owner, segs = [], []
+    for i, t in enumerate(texts):
+        ss = segments(t)
+        if len(ss) > 1:
+            owner.extend([i] * len(ss))
+            segs.extend(ss)
+    owner_a = np.array(owner)
+    seg_dense = features(segs, blocks, cache)
+    best = np.zeros(len(y))
+    for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(texts, y):
+        vec, clf, _ = fit([texts[i] for i in tr], dense[tr], y[tr], blocks, C, hw, mf, cat[tr])
+        rows = np.where(np.isin(owner_a, te))[0]
+        sc = predict(vec, clf, [segs[k] for k in rows], seg_dense[rows])
+        np.maximum.at(best, owner_a[rows], sc)
+    return best
+
+
+def choose_segment_threshold(oof, seg, y, src, threshold) -> tuple[float | None, dict]:
+    """Smallest sentence threshold whose extra out-of-fold FPR stays within the allowance."""
+    base = choose_threshold_at(oof, y, src, threshold)
+    for ts in SEGMENT_GRID:
+        combined = np.where(seg >= ts, 1.0, oof)
+        m = choose_threshold_at(combined, y, src, threshold)
+        if m["fpr"] - base["fpr"] <= MAX_SEGMENT_FPR_INCREASE + 1e-12 and m["xstest_safe_fpr"] <= TARGET_HARD_FPR:
+            return ts, dict(m, threshold=ts)
+    return None, base
+
+
 def choose_skip(oof: np.ndarray, pre_oof: np.ndarray, y: np.ndarray, threshold: float) -> float:
     """Largest prefilter cut that loses at most MAX_SKIP_LOSS of the attacks the full model catches."""
     caught = (oof >= threshold) & (y == 1)
@@ -226,6 +260,10 @@ def main() -> None:
               prefilter_benign_skipped=round(float((pre_oof[y == 0] < skip).mean()), 4),
               prefilter_all_skipped=round(float((pre_oof < skip).mean()), 4),
               cascade=choose_threshold_at(cascade, y, src, cv["threshold"]))
+    seg = segment_oof(texts, y, cat, dense, blocks, C, hw, mf, args.cache)
+    seg_threshold, seg_cv = choose_segment_threshold(np.where(pre_oof < skip, pre_oof, oof), seg, y, src,
+                                                     cv["threshold"])
+    cv["segments"] = seg_cv
     print(f"  chosen: {cv}", file=sys.stderr)
     vec, clf, pre = fit(texts, dense, y, blocks, C, hw, mf, cat)
     config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
@@ -235,6 +273,8 @@ def main() -> None:
     if pre is not None and skip > 0:
         model["prefilter"] = {"coef": [float(c) for c in pre.coef_[0]], "intercept": float(pre.intercept_[0]),
                               "skip_below": skip, "C": PREFILTER_C}
+    if seg_threshold is not None:
+        model["segments"] = {"threshold": seg_threshold, "max_segments": MAX_SEGMENTS}
     # the exported JSON must score exactly what sklearn scores
     check = InjectionClassifier(model)
     idx = np.arange(0, len(texts), max(1, len(texts) // 200))

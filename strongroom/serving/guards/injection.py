@@ -38,7 +38,7 @@ from strongroom.serving.guards.base import GuardBlocked, RequestContext
 FORMAT = "strongroom-injection-classifier"
 FORMAT_VERSION = 1
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "injection_classifier.json"
-MAX_SEGMENTS = 16
+MAX_SEGMENTS = 64  # sentences scored alone; the prefilter keeps harmless ones off MiniLM
 MIN_SEGMENT_CHARS = 24
 _SPLIT = re.compile(r"(?<=[.!?:;])\s+|\s*\n+\s*|\s*\|\s*")
 
@@ -76,6 +76,8 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
     seg_at: list[tuple[int, int]] = []
     if "seg_max" in blocks:
         for i, t in enumerate(texts):
+            if doc[i] >= self.threshold:  # already an attack: no need to look closer
+                continue
             ss = segments(t)
             if len(ss) > 1:
                 seg_at.append((len(batch), len(batch) + len(ss)))
@@ -134,6 +136,10 @@ class InjectionClassifier:
         self.meta = model
         self.blocks: list[str] = list(model["blocks"])
         self.threshold = float(model["threshold"])
+        seg = model.get("segments")
+        self.segment_threshold = float(seg["threshold"]) if seg else None
+        if self.segment_threshold is not None and not self.threshold <= self.segment_threshold < 1.0:
+            raise IntegrityError("injection classifier: segment threshold out of range")
         self.tfidf = CharTfidf(model["char_tfidf"]) if "char_tfidf" in self.blocks else None
         self.coef = np.asarray(model["coef"], dtype=np.float64)
         self.intercept = float(model["intercept"])
@@ -204,6 +210,36 @@ class InjectionClassifier:
         return [float(x) for x in out]  # type: ignore[arg-type]
 
 
+    def detect(self, texts: list[str]) -> list[float]:
+        """Attack score per text, on the scale of ``threshold`` (at or above it: an attack).
+
+        The document score, and for a text of several sentences each sentence scored on its
+        own: padding an instruction with pages of harmless text dilutes the document's
+        features (and MiniLM reads only the first 256 tokens) but not the sentence's. A
+        sentence counts at its own, stricter, cross-validated ``segment_threshold``; its
+        score is mapped linearly so that ``segment_threshold`` lands on ``threshold``.
+        """
+        doc = self.scores(texts)
+        if self.segment_threshold is None:
+            return doc
+        owner: list[int] = []
+        segs: list[str] = []
+        for i, t in enumerate(texts):
+            if doc[i] >= self.threshold:  # already an attack: no need to look closer
+                continue
+            ss = segments(t)
+            if len(ss) > 1:
+                owner.extend([i] * len(ss))
+                segs.extend(ss)
+        out = list(doc)
+        if segs:
+            ts, t = self.segment_threshold, self.threshold
+            for i, sc in zip(owner, self.scores(segs)):
+                mapped = t + (sc - ts) * (1 - t) / (1 - ts) if sc >= ts else sc * t / ts
+                out[i] = max(out[i], mapped)
+        return out
+
+
 def _sigmoid(z: float) -> float:
     if z < -700:
         return 0.0
@@ -235,7 +271,7 @@ class InjectionScanner:
         texts = [t for t in texts if t.strip()]
         if not texts:
             return
-        scores = self.classifier.scores(texts)
+        scores = self.classifier.detect(texts)
         hits = [s for s in scores if s >= self.threshold]
         if not hits:
             return

@@ -25,9 +25,9 @@ from strongroom.serving.guards.base import GuardBlocked, RequestContext
 from strongroom.serving.guards.hits import Hit, merge, rewrite
 from strongroom.serving.guards.pii import TOKEN_RE, restore
 
-HOLD = 96            # characters kept back: longer than a card number, an IBAN, a person's name
+HOLD = 64            # characters kept back: longer than a card number, an IBAN, a person's name
 CONTEXT = 64         # released characters re-scanned as left context
-MIN_STEP = 32        # scan again once this much more text has arrived
+MIN_STEP = 16        # scan again once this much more text has arrived
 
 
 class GuardedStream:
