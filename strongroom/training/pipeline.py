@@ -465,7 +465,7 @@ class TrainingService:
         model, tok = self.load_for_inference(principal, name, version=version,
                                              action="model.generate", details=details,
                                              public={"max_new_tokens": max_new_tokens,
-                                                     "prompts": len(prompts),
+                                                     "prompt_count": len(prompts),
                                                      "system_prompt": system is not None})
         return [generate(model, tok, p, max_new_tokens=max_new_tokens, system=system)
                 for p in prompts]
