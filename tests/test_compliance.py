@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import principal
+from tests.conftest import principal
 
 from strongroom.compliance.assess import assess, document
 from strongroom.compliance.catalogs import FRAMEWORKS, load_catalog, parse_frameworks
@@ -103,7 +103,7 @@ def test_fresh_home_shows_the_expected_findings_and_is_audited(runtime, home):
     assert pci["10.4.1"].status == "not-satisfied" and pci["10.4.1"].failing == ("audit.daily-review",)
     assert pci["8.3.6"].status == "satisfied"
     # The assessment itself is in the audit log, with its counts.
-    from conftest import audit_entries
+    from tests.conftest import audit_entries
 
     entry = [e for e in audit_entries(home) if e["action"] == "compliance.report"][-1]
     assert entry["seq"] == a.audit_seq
@@ -112,7 +112,7 @@ def test_fresh_home_shows_the_expected_findings_and_is_audited(runtime, home):
 
 
 def test_report_needs_compliance_read_and_the_denial_is_audited(runtime, home):
-    from conftest import audit_entries
+    from tests.conftest import audit_entries
 
     with pytest.raises(PermissionDenied):
         assess(runtime, principal(runtime, ["analyst"]), ("hipaa",))
@@ -361,7 +361,7 @@ def test_markdown_and_html_carry_verdicts_evidence_and_escape_values(runtime, tm
 
 
 def test_documents_are_permissioned_audited_and_name_purposes(runtime, tmp_path, home):
-    from conftest import audit_entries
+    from tests.conftest import audit_entries
 
     admin = _admin(runtime)
     _import(runtime, admin, tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli
 
 
 def test_report_all_formats_and_exit_codes(home, tmp_path):
@@ -55,7 +55,7 @@ def test_real_maintenance_and_backup_commands_flip_their_findings(home, tmp_path
 def test_report_permission_is_compliance_read(home, tmp_path):
     from strongroom.runtime import Runtime
 
-    from conftest import PASSPHRASE
+    from tests.conftest import PASSPHRASE
 
     with Runtime.open(home["path"], lambda: PASSPHRASE, origin="test") as rt:
         analyst = rt.identity.create_api_key(roles=["analyst"], scope=(), expires_in=None, user_id=None)[1]
