@@ -1,7 +1,8 @@
 """Guard benchmarks: latency per scanner and for the whole input pipeline; the injection detector on test.jsonl.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/guards.py [--n 300] [--repeat 3] \
-        [--test ../shared/data/injection/test.jsonl] [--json bench/out/guards.json] [--plot bench/out/guards.png]
+        [--test ../shared/data/injection/test.jsonl] [--json bench/out/guards.json] [--plot bench/out/guards.png] \
+        [--model strongroom/serving/guards/data/injection_classifier.json] [--skip-latency]
 
 Latency: prompts are a fixed sample of test.jsonl texts plus bank-style prompts carrying PII,
 reported for the benign ones alone (what production traffic mostly is) and for the mix with
@@ -14,6 +15,11 @@ bench/train_injection.py) scored once on test.jsonl: precision, recall, F1, fals
 rate overall and on XSTest-safe prompts, recall per attack source, false-positive rate per
 benign source. Targets (issue #5): F1 >= 0.95, FPR <= 0.02, XSTest-safe FPR <= 0.10; input
 pipeline p50 <= 10 ms.
+
+In-domain probe: ``bench/indomain_prompts.py``'s "probe" split -- 200 benign bank, insurer and
+clinic prompts and 200 in-domain injections, from a different seed and different templates
+than the "train" split the detector learnt from -- reports how many benign ones are blocked
+(target <= 1 %) and the attack recall, both through ``detect`` exactly as the scanner decides.
 """
 
 from __future__ import annotations
@@ -163,6 +169,20 @@ def detector(clf, rows: list[dict]) -> dict:
     }
 
 
+def indomain_probe(clf) -> dict:
+    """Blocked share of held-out in-domain benign prompts, and recall on held-out in-domain attacks."""
+    from bench.indomain_prompts import PROBE_SIZES, digest, generate
+    from strongroom.serving.guards.unicode import clean
+
+    rows = generate("probe", *PROBE_SIZES)
+    scores = clf.detect([clean(str(r["text"]))[0] for r in rows])
+    benign = [s >= clf.threshold for s, r in zip(scores, rows) if r["label"] == 0]
+    attack = [s >= clf.threshold for s, r in zip(scores, rows) if r["label"] == 1]
+    return {"generator": "bench/indomain_prompts.py --split probe", "sha256": digest(rows),
+            "benign": len(benign), "benign_blocked": sum(benign), "fpr": round(sum(benign) / len(benign), 4),
+            "attacks": len(attack), "attacks_blocked": sum(attack), "recall": round(sum(attack) / len(attack), 4)}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -205,6 +225,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "guards.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench" / "out" / "guards.png")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--model", type=Path, default=None, help="classifier JSON (default: the committed one)")
     args = ap.parse_args()
     import torch
 
@@ -213,7 +234,10 @@ def main() -> None:
     from strongroom.serving.guards.pipeline import build_pipeline
 
     t0 = time.time()
-    pipeline = build_pipeline(None, policy=GuardPolicy(), canaries=["4827361950"])
+    from strongroom.serving.guards.injection import InjectionClassifier
+
+    pipeline = build_pipeline(None, policy=GuardPolicy(), canaries=["4827361950"],
+                              classifier=InjectionClassifier.load(args.model) if args.model else None)
     print(f"pipeline built in {time.time() - t0:.1f}s", file=sys.stderr)
     rows = load_rows(args.test)
     clf = pipeline.injection.classifier
@@ -223,6 +247,9 @@ def main() -> None:
                                "scores": [round(s, 3) for s in probe]}
     print(f"domain probe: {results['domain_probe']['blocked']} of {len(DOMAIN_PROBE)} benign in-domain prompts "
           "blocked", file=sys.stderr)
+    results["indomain_probe"] = ip = indomain_probe(clf)
+    print(f"in-domain held-out probe: {ip['benign_blocked']} of {ip['benign']} benign blocked (FPR {ip['fpr']}), "
+          f"{ip['attacks_blocked']} of {ip['attacks']} attacks blocked (recall {ip['recall']})", file=sys.stderr)
     d = results["detector"]
     print(f"detector: P {d['precision']} R {d['recall']} F1 {d['f1']} FPR {d['fpr']} "
           f"XSTest-safe FPR {d['xstest_safe_fpr']}", file=sys.stderr)

@@ -1,14 +1,17 @@
 """Train the prompt-injection detector and write strongroom/serving/guards/data/injection_classifier.json.
 
-Uses ONLY ../shared/data/injection/train.jsonl. Model selection (feature blocks, C) and the
-decision threshold come from 5-fold stratified cross-validation on train; test.jsonl is never
-read here (bench/guards.py scores it once the weights are fixed).
+Uses ../shared/data/injection/train.jsonl plus the synthetic in-domain prompts of
+``bench/indomain_prompts.py`` (split "train": bank, insurer and clinic prompts, benign and
+hostile, seeded; ``--no-indomain`` leaves them out). Model selection (feature blocks, C) and the
+decision threshold come from 5-fold stratified cross-validation on that training set;
+test.jsonl and the in-domain probe split are never read here (bench/guards.py scores them once
+the weights are fixed).
 
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
         [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier.json] \
-        [--cache /tmp/injection-cache] [--quick]
+        [--cache /tmp/injection-cache] [--quick] [--no-indomain]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
 ``--quick`` cross-validates only the first candidate.
@@ -38,6 +41,8 @@ from strongroom.serving.guards.injection import (  # noqa: E402
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
+from bench.indomain_prompts import TRAIN_SIZES, digest, generate  # noqa: E402
+
 SEED = 0
 FOLDS = 5
 TARGET_FPR = 0.015         # out-of-fold, overall; the issue's bar is 0.02 on unseen data
@@ -54,8 +59,9 @@ CANDIDATES = [
 CHAR_NGRAMS = (2, 5)
 
 
-def load(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def load(path: Path, extra: list[dict] | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    rows += extra or []
     texts = [clean(r["text"])[0] for r in rows]  # what the scanner sees after the unicode guard
     return (texts, np.array([int(r["label"]) for r in rows]), np.array([r["source"] for r in rows]),
             np.array([r.get("category", "") for r in rows]))
@@ -134,10 +140,20 @@ def choose_threshold(scores: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict
         hfpr = float(p[hard].mean()) if hard.any() else 0.0
         ok = fpr <= TARGET_FPR and hfpr <= TARGET_HARD_FPR
         cand = {"threshold": float(t), "f1": round(f1, 4), "fpr": round(fpr, 4), "xstest_safe_fpr": round(hfpr, 4),
-                "recall": round(tp / max(1, tp + fn), 4), "meets_targets": ok}
+                "recall": round(tp / max(1, tp + fn), 4), "meets_targets": ok, **_indomain(p, y, src)}
         if best is None or (ok, f1) > (best["meets_targets"], best["f1"]):
             best = cand
     return best  # type: ignore[return-value]
+
+
+def _indomain(p: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict:
+    """Out-of-fold figures on the in-domain rows alone (reported, not a selection criterion)."""
+    ind = np.char.startswith(src.astype(str), "indomain_")
+    if not ind.any():
+        return {}
+    b, a = ind & (y == 0), ind & (y == 1)
+    return {"indomain_fpr": round(float(p[b].mean()), 4) if b.any() else 0.0,
+            "indomain_recall": round(float(p[a].mean()), 4) if a.any() else 0.0}
 
 
 def choose_threshold_at(scores: np.ndarray, y: np.ndarray, src: np.ndarray, t: float) -> dict:
@@ -148,7 +164,7 @@ def choose_threshold_at(scores: np.ndarray, y: np.ndarray, src: np.ndarray, t: f
     fn = int((~p & (y == 1)).sum())
     return {"f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "fpr": round(fp / max(1, int((y == 0).sum())), 4),
             "xstest_safe_fpr": round(float(p[src == "xstest_safe"].mean()), 4),
-            "recall": round(tp / max(1, tp + fn), 4)}
+            "recall": round(tp / max(1, tp + fn), 4), **_indomain(p, y, src)}
 
 
 def cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -209,7 +225,8 @@ def choose_skip(oof: np.ndarray, pre_oof: np.ndarray, y: np.ndarray, threshold: 
     return best
 
 
-def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha: str) -> dict:
+def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha: str,
+           indomain: dict | None = None) -> dict:
     coef = clf.coef_[0].astype(np.float64)
     model: dict = {
         "format": FORMAT, "version": FORMAT_VERSION,
@@ -224,6 +241,8 @@ def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha
                      "selection": f"best out-of-fold F1 with FPR <= {TARGET_FPR} and XSTest-safe FPR <= {TARGET_HARD_FPR}",
                      "script": "bench/train_injection.py"},
     }
+    if indomain:
+        model["training"]["indomain"] = indomain
     if vec is not None:
         vocab = sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])
         model["char_tfidf"] = {"ngram_range": list(CHAR_NGRAMS), "lowercase": True,
@@ -237,12 +256,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="cross-validate only the first candidate")
+    ap.add_argument("--no-indomain", action="store_true",
+                    help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     train_sha = hashlib.sha256(args.train.read_bytes()).hexdigest()
-    texts, y, src, cat = load(args.train)
+    extra = [] if args.no_indomain else generate("train", *TRAIN_SIZES)
+    indomain = ({"generator": "bench/indomain_prompts.py", "split": "train", "benign": TRAIN_SIZES[0],
+                 "attacks": TRAIN_SIZES[1], "sha256": digest(extra)} if extra else None)
+    texts, y, src, cat = load(args.train, extra)
     print(f"train: {len(texts)} rows, {int(y.sum())} attacks", file=sys.stderr)
     blocks = BLOCKS
     dense = features(texts, blocks, args.cache)
@@ -269,7 +293,7 @@ def main() -> None:
     config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
               "class_weight": "balanced", "candidates": [
                   {"C": r[1], "hard_benign_weight": r[2], "char_max_features": r[3], "cv": r[4]} for r in results]}
-    model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha)
+    model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha, indomain)
     if pre is not None and skip > 0:
         model["prefilter"] = {"coef": [float(c) for c in pre.coef_[0]], "intercept": float(pre.intercept_[0]),
                               "skip_below": skip, "C": PREFILTER_C}
