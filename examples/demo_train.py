@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from demo import DATA, console, sr, step  # noqa: E402  (examples/ is on sys.path)
@@ -161,8 +162,9 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - de
         ok_b, ok_t = states_the_fact(b, q["answer"]), states_the_fact(t, q["answer"])
         score["base"] += ok_b
         score["tuned"] += ok_t
-        table.add_row(q["question"], q["answer"], ("[green]✓[/green] " if ok_b else "✗ ") + b,
-                      ("[green]✓[/green] " if ok_t else "✗ ") + t)
+        table.add_row(escape(q["question"]), escape(q["answer"]),
+                      ("[green]✓[/green] " if ok_b else "✗ ") + escape(b),
+                      ("[green]✓[/green] " if ok_t else "✗ ") + escape(t))
     console.print(table)
     n = len(questions)
     console.print(f"[bold]states the right figures: fine-tuned {score['tuned']}/{n}, base model "
