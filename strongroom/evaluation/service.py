@@ -413,11 +413,17 @@ class EvaluationService:
     def _guards(self, ctx: _Context) -> Any:
         if self._guards_factory is not None:
             return self._guards_factory(self._rt, ctx.canaries)
+        import inspect
+
         from strongroom.serving.guards.base import GuardPolicy
         from strongroom.serving.guards.pipeline import build_pipeline
 
+        kw: dict[str, Any] = {}
+        if "count_tokens" in inspect.signature(build_pipeline).parameters:
+            tok = ctx.tokenizer
+            kw["count_tokens"] = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
         return build_pipeline(self._rt, policy=GuardPolicy(),
-                              canaries=[c["secret"] for c in ctx.canaries])
+                              canaries=[c["secret"] for c in ctx.canaries], **kw)
 
     def _security(self, principal: Principal, req: EvalRequest, ctx: _Context) -> dict[str, Any]:
         from strongroom.evaluation import security as sec
