@@ -10,13 +10,17 @@ Features (each a block; the committed model says which it uses):
 - ``seg_max``: the element-wise maximum of the embeddings of the text's sentences (costs one
   embedding per sentence; available, not used by the committed model).
 
-Cross-validation on ``train.jsonl`` chose the blocks, the regularisation, the weight of the
-hard benign prompts and the threshold (``bench/train_injection.py``, figures in the JSON's
-``training`` section). A character-only ``prefilter`` lets clearly benign prompts skip MiniLM.
+Training data: ``train.jsonl`` plus seeded synthetic bank, insurer and clinic prompts from
+``bench/indomain_prompts.py`` (benign ones with names, cards, diagnoses and legitimate talk of
+scams, and injections wrapped in the same context), because a detector that has only seen
+generic benign instructions blocks a bank's own customers. Cross-validation on that set chose
+the blocks, the regularisation, the weight of the hard benign prompts and the threshold
+(``bench/train_injection.py``, figures in the JSON's ``training`` section). A character-only
+``prefilter`` lets clearly benign prompts skip MiniLM.
 
 The weights are plain JSON (``data/injection_classifier.json``), written by
-``bench/train_injection.py`` from ``train.jsonl`` alone and reproducible; no pickle is ever
-loaded. The file records the SHA-256 of the embedding model it was trained with and
+``bench/train_injection.py`` (never from test.jsonl or the in-domain probe split) and
+reproducible; no pickle is ever loaded. The file records the SHA-256 of the embedding model it was trained with and
 the scanner refuses to run against another one (fail closed).
 """
 
