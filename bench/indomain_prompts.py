@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import random
+from datetime import date, timedelta
 from pathlib import Path
 
 from faker import Faker
@@ -35,6 +36,7 @@ from faker import Faker
 TRAIN_SEED = 7_310_211
 PROBE_SEED = 4_402_917
 LOCALES = ("en_US", "en_GB", "de_DE", "es_ES", "fr_FR", "it_IT")
+TODAY = date(2026, 1, 15)  # every date is drawn relative to this, never the wall clock
 
 # ---------------------------------------------------------------------------------- slot values
 
@@ -80,12 +82,13 @@ class _Slots:
             "card": card, "last4": card.replace(" ", "")[-4:], "acct": str(r.randrange(10_000_000, 99_999_999)),
             "sort": f"{r.randrange(10, 99)}-{r.randrange(10, 99)}-{r.randrange(10, 99)}",
             "iban": us.iban(), "ssn": us.ssn(), "phone": us.phone_number(), "email": us.email(),
-            "dob": us.date_of_birth(minimum_age=18, maximum_age=92).strftime(r.choice(("%d/%m/%Y", "%m/%d/%Y", "%B %d, %Y"))),
+            "dob": (TODAY - timedelta(days=r.randrange(18 * 365, 92 * 365))).strftime(
+                r.choice(("%d/%m/%Y", "%m/%d/%Y", "%B %d, %Y"))),
             "mrn": str(r.randrange(100_000, 9_999_999)), "policy": f"{r.choice('HPLQ')}{r.randrange(10**7, 10**8)}",
             "claim": f"CLM-{r.randrange(100_000, 999_999)}", "amount": f"{r.choice('£$€')}{r.randrange(12, 9_000)}.{r.randrange(100):02d}",
             "age": str(r.randrange(19, 89)), "dx": r.choice(_DIAGNOSES), "drug": r.choice(_DRUGS),
             "merchant": r.choice(_MERCHANTS), "product": r.choice(_PRODUCTS), "cover": r.choice(_POLICIES),
-            "event": r.choice(_EVENTS), "city": us.city(), "date": us.date_between("-60d", "today").strftime("%d %B"),
+            "event": r.choice(_EVENTS), "city": us.city(), "date": (TODAY - timedelta(days=r.randrange(60))).strftime("%d %B"),
             "company": us.company(), "address": us.street_address(),
         }
 
