@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 import re
+import secrets as secrets_mod
 from typing import Any
 
 import pytest
 
 from strongroom.errors import BadInput
+from strongroom.serving.guards import fakes
 from strongroom.serving.guards.actions import merge_policies, policy_from_dict
 from strongroom.serving.guards.base import GuardBlocked, GuardPolicy, RequestContext
 from strongroom.serving.guards.unicode import clean
@@ -195,15 +197,16 @@ def test_classifier_refuses_other_format() -> None:
 # ------------------------------------------------------------------ secrets
 
 
-@pytest.mark.parametrize("secret", [
-    "AKIAIOSFODNN7EXAMPLE",
-    "ghp_" + "a1B2c3D4e5" * 4,
-    "sk-proj-" + "Q9w8E7r6T5y4U3i2O1p0" * 2,
-    "sr_live_" + "k3Y9x2W8v7U6t5S4r3Q2",
-    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
-    "password: Tr0ub4dor&3x",
-])
-def test_secrets_redacted_in_prompt(pipeline, secret: str) -> None:
+@pytest.mark.parametrize("make_secret", [
+    fakes.aws_access_key_id,
+    fakes.github_token,
+    fakes.openai_project_key,
+    fakes.strongroom_api_key,
+    lambda: fakes.pem_private_key(traditional=True),
+    lambda: "password: " + secrets_mod.token_urlsafe(9),
+], ids=["aws", "github", "openai", "strongroom", "pem", "password"])
+def test_secrets_redacted_in_prompt(pipeline, make_secret) -> None:
+    secret = make_secret()  # made at run time: no credential-shaped literal in the repository
     c = ctx(injection="flag")  # "password: ..." is what password-extraction attacks look like
     out = pipeline.check_input(user(f"Here it is {secret} thanks"), c)[0]["content"]
     assert secret not in out and "[REDACTED_" in out
@@ -212,7 +215,8 @@ def test_secrets_redacted_in_prompt(pipeline, secret: str) -> None:
 
 
 def test_secrets_block_policy(pipeline) -> None:
-    assert blocked(pipeline.check_input, user("key AKIAIOSFODNN7EXAMPLE"), ctx(secrets="block", injection="flag")).code == "secrets"
+    key = fakes.aws_access_key_id()
+    assert blocked(pipeline.check_input, user(f"key {key}"), ctx(secrets="block", injection="flag")).code == "secrets"
 
 
 # ------------------------------------------------------------------ PII
@@ -335,11 +339,12 @@ def test_stream_holds_back_then_releases(pipeline) -> None:
 
 
 def test_private_key_streamed_never_leaks(pipeline) -> None:
-    key = "-----BEGIN PRIVATE KEY-----\n" + "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n" * 20 + "-----END PRIVATE KEY-----"
+    key = fakes.pem_private_key()
+    first_body_line = key.splitlines()[1]
     text = f"Here is the key:\n{key}\nKeep it safe."
     for chunks in (list(text), [text[i:i + 7] for i in range(0, len(text), 7)]):
         out = stream(pipeline, ctx(), chunks)
-        assert "MIIEvQ" not in out and out.endswith("Keep it safe.")
+        assert first_body_line[:6] not in out and out.endswith("Keep it safe.")
 
 
 # ------------------------------------------------------------------ fail closed
