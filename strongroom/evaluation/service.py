@@ -31,7 +31,7 @@ from strongroom.identity import Principal
 from strongroom.store import named
 from strongroom.store.blobs import blob_aad, new_id
 from strongroom.store.model_registry import (
-    ADAPTER, CANARIES, CARD_JSON, CARD_MD, MODEL_PURPOSE, check_model_name,
+    ADAPTER, CANARIES, CARD_JSON, CARD_MD, MODEL_PURPOSE, check_model_name, write_model_blob,
 )
 from strongroom.store.model_tables import Model
 from strongroom.store.models import Blob
@@ -538,18 +538,7 @@ class EvaluationService:
 
     def _write_blob(self, s: Any, owner_id: str, seq: int, data: bytes, purpose: str,
                     written: list[str]) -> str:
-        rt = self._rt
-        blob_id = new_id("b")
-        dk = rt.keyring.new_data_key(s, purpose)
-        with rt.blobs.writer(blob_id, key=dk.key, key_id=dk.key_id_bytes,
-                             aad=blob_aad(blob_id, owner_id)) as (enc, result):
-            enc.write(data)
-        wb = result[0]
-        written.append(wb.relpath)
-        s.add(Blob(id=blob_id, owner_id=owner_id, seq=seq, key_id=dk.key_id, relpath=wb.relpath,
-                   record_count=0, plaintext_bytes=len(data),
-                   ciphertext_sha256=wb.ciphertext_sha256))
-        return blob_id
+        return write_model_blob(self._rt.keyring, self._rt.blobs, s, owner_id, seq, data, written, purpose)
 
     def _shred(self, blobs: list[tuple[str, str]]) -> None:
         """Crypto-shred superseded card blobs (their text is in the new card anyway)."""

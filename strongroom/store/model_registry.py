@@ -149,17 +149,7 @@ class ModelService:
 
     def _write_blob(self, s: Session, owner_id: str, seq: int, data: bytes,
                     written: list[str]) -> str:
-        blob_id = new_id("b")
-        dk = self._keyring.new_data_key(s, MODEL_PURPOSE)
-        with self._blobs.writer(blob_id, key=dk.key, key_id=dk.key_id_bytes,
-                                aad=blob_aad(blob_id, owner_id)) as (enc, result):
-            enc.write(data)
-        wb = result[0]
-        written.append(wb.relpath)
-        s.add(Blob(id=blob_id, owner_id=owner_id, seq=seq, key_id=dk.key_id, relpath=wb.relpath,
-                   record_count=0, plaintext_bytes=len(data),
-                   ciphertext_sha256=wb.ciphertext_sha256))
-        return blob_id
+        return write_model_blob(self._keyring, self._blobs, s, owner_id, seq, data, written)
 
     # ------------------------------------------------------------------ reads
 
@@ -267,3 +257,23 @@ class ModelService:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
         return [out_dir / a for a in EXPORTED]
+
+
+def write_model_blob(keyring: Any, blobs: Any, s: Session, owner_id: str, seq: int, data: bytes,
+                     written: list[str], purpose: str = MODEL_PURPOSE) -> str:
+    """Seal one artifact of a model version under its own data key and add its Blob row to ``s``.
+
+    The one way model artifacts are written, shared by training and by evaluation (which adds
+    results and a refreshed card to an existing version). ``written`` collects the relpaths so
+    the caller can remove the files if its transaction fails.
+    """
+    blob_id = new_id("b")
+    dk = keyring.new_data_key(s, purpose)
+    with blobs.writer(blob_id, key=dk.key, key_id=dk.key_id_bytes,
+                      aad=blob_aad(blob_id, owner_id)) as (enc, result):
+        enc.write(data)
+    wb = result[0]
+    written.append(wb.relpath)
+    s.add(Blob(id=blob_id, owner_id=owner_id, seq=seq, key_id=dk.key_id, relpath=wb.relpath,
+               record_count=0, plaintext_bytes=len(data), ciphertext_sha256=wb.ciphertext_sha256))
+    return blob_id
