@@ -47,6 +47,7 @@ from strongroom.compliance.backup import (
     read_header,
     read_trailer,
 )
+from strongroom.store.blobs import remove_if_abandoned
 from strongroom.store.formats import fsync_dir
 
 _COPY = 1 << 20
@@ -327,21 +328,8 @@ def clean_stale_staging(target: Path) -> int:
         m = _STAGING.fullmatch(child.name)
         if not m or m.group("name") != target.name or not child.is_dir():
             continue
-        try:
-            fd = os.open(child / ".restore.lock", os.O_RDWR)
-        except FileNotFoundError:
-            if not _pid_alive(int(m.group("pid"))):
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        finally:
-            os.close(fd)
-        shutil.rmtree(child, ignore_errors=True)
-        removed += 1
+        pid = int(m.group("pid"))
+        removed += remove_if_abandoned(child, ".restore.lock", lambda: _pid_alive(pid))
     return removed
 
 

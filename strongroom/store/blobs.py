@@ -16,7 +16,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from strongroom.crypto import DecryptingReader, EncryptingWriter
 from strongroom.errors import IntegrityError
@@ -85,20 +85,7 @@ class BlobStore:
         for child in self.tmp_dir.iterdir():
             if child == self._scratch or not child.is_dir():
                 continue
-            try:
-                fd = os.open(child / ".lock", os.O_RDWR)
-            except FileNotFoundError:
-                shutil.rmtree(child, ignore_errors=True)
-                removed += 1
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            finally:
-                os.close(fd)
-            shutil.rmtree(child, ignore_errors=True)
-            removed += 1
+            removed += remove_if_abandoned(child, ".lock")
         return removed
 
     def close(self) -> None:
@@ -152,3 +139,28 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+def remove_if_abandoned(path: Path, lock_name: str, owner_alive: Callable[[], bool] = lambda: False) -> bool:
+    """Remove a scratch or staging directory whose owner died; True when it was removed.
+
+    A live owner holds an exclusive flock on ``path/lock_name`` for as long as it works, so a lock
+    that can be taken means the owner is gone. A directory without its lock file is abandoned
+    unless ``owner_alive()`` says the process that named it still runs (it may not have created
+    the lock yet).
+    """
+    try:
+        fd = os.open(path / lock_name, os.O_RDWR)
+    except FileNotFoundError:
+        if owner_alive():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    shutil.rmtree(path, ignore_errors=True)
+    return True
