@@ -113,11 +113,12 @@ def test_keys_create_scope_revoke_and_expiry(home, data_file, tmp_path):
     _ok(run_cli(["data", "import", str(data_file), "--name", "notes"], env))
     # Admin operations need a TOTP code; a missing one is refused.
     _one_line_error(run_cli(["keys", "create", "--role", "analyst", "--json"], env), 3)
+    code = _admin_otp(home)
     made = json.loads(_ok(run_cli(["keys", "create", "--role", "analyst", "--json", "--otp",
-                                   _admin_otp(home)], env)).stdout)
+                                   code], env)).stdout)
     assert made["key"].startswith("sr_live_")
-    # The same code is accepted once only.
-    _one_line_error(run_cli(["keys", "create", "--role", "analyst", "--otp", _admin_otp(home)], env), 3)
+    # The same code is accepted once only (reuse the very code: a fresh one may fall in the next step).
+    _one_line_error(run_cli(["keys", "create", "--role", "analyst", "--otp", code], env), 3)
     analyst = cli_env(home, api_key=made["key"])
     assert "not permitted" in _one_line_error(
         run_cli(["data", "export", "notes", "-o", str(tmp_path / "x.jsonl")], analyst), 3) or True
