@@ -18,7 +18,6 @@ the same set give the false-block rate (reported, not gated).
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 import secrets
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from strongroom.errors import BadInput
+from strongroom.evaluation.jsonl import read_jsonl_objects
 
 CATEGORIES = ("injection", "jailbreak", "system_prompt_leakage", "pii_exfiltration")
 SOURCE_CATEGORY = {
@@ -153,18 +153,8 @@ def templated_attacks(n_per_category: int, rng: random.Random, code: str) -> lis
 
 def heldout_rows(path: Path) -> list[dict[str, Any]]:
     """The held-out half of the public test set (fixed by a hash of each text)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BadInput(f"red-team data not found: {path}") from None
     rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise BadInput(f"{path.name} line {i}: not valid JSON") from None
+    for i, row in read_jsonl_objects(path, "red-team data"):
         text = row.get("text")
         if not isinstance(text, str) or row.get("label") not in (0, 1):
             raise BadInput(f"{path.name} line {i}: needs text and label 0/1")

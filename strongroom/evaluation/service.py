@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import select
 
 from strongroom.errors import BadInput, IntegrityError, NotFound, PermissionDenied, StrongroomError
+from strongroom.evaluation.jsonl import read_jsonl_objects
 from strongroom.evaluation.policy import SUITES, GatePolicy, load_policy
 from strongroom.evaluation.tables import ModelEvaluation, ModelPromotion, ensure_tables
 from strongroom.evaluation.verdict import decide
@@ -693,17 +694,7 @@ def _open_flags(s: Any, version_id: str) -> list[str]:
 def _qa_file_pairs(path: Path) -> list[tuple[list[dict[str, str]], str]]:
     """Question/answer pairs from a JSONL file of ``{"question", "answer"}`` objects."""
     out = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BadInput(f"question/answer file not found: {path}") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise BadInput(f"{Path(path).name} line {i}: not valid JSON") from None
+    for i, row in read_jsonl_objects(Path(path), "question/answer file"):
         if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
             raise BadInput(f"{Path(path).name} line {i}: needs string question and answer")
         out.append(([{"role": "user", "content": row["question"]}], row["answer"]))
