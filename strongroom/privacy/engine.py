@@ -15,6 +15,7 @@ Record streams (`deidentify_records`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -72,6 +73,18 @@ class DeidEngine:
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
 
+    def _zone(self) -> contextlib.AbstractContextManager:
+        """A spaCy memory zone around one unit of work (a text, a batch of records).
+
+        Why: spaCy interns every new token string (each phone number, e-mail, card number, tag
+        placeholder) in the shared vocabulary and never forgets it, so a long stream grows the
+        process by ~20 strings per record without bound. Inside a zone the strings added are freed
+        on exit; nothing of spaCy's outlives a call here (results are plain spans), so it is safe.
+        """
+        nlp = getattr(self.ner, "nlp", None)
+        zone = getattr(nlp, "memory_zone", None)
+        return zone() if zone is not None else contextlib.nullcontext()
+
     # ---- metadata ----
     def detector_versions(self) -> dict[str, Any]:
         import importlib.metadata as md
@@ -88,17 +101,20 @@ class DeidEngine:
 
     # ---- text ----
     def analyze(self, text: str) -> list[Span]:
-        return self.analyzer.analyze(text)
+        with self._zone():
+            return self.analyzer.analyze(text)
 
     def deidentify_text(self, text: str, subject: str | None = None) -> DeidResult:
         if not isinstance(text, str):
             raise BadInput("deidentify_text expects a str")
-        spans = self.analyzer.analyze(text)
+        with self._zone():
+            spans = self.analyzer.analyze(text)
         out, spans, _ = self._apply(text, spans, subject)
         return DeidResult(out, spans)
 
     def deidentify_batch(self, texts: list[str], subjects: list[str | None] | None = None) -> list[DeidResult]:
-        all_spans = self.analyzer.analyze_batch(texts)
+        with self._zone():
+            all_spans = self.analyzer.analyze_batch(texts)
         subjects = subjects or [None] * len(texts)
         res = []
         for t, sp, subj in zip(texts, all_spans, subjects):
@@ -199,7 +215,9 @@ class DeidEngine:
     def residual_scan(self, text: str) -> list[Span]:
         """Detection re-run on already de-identified text (markers are ignored): every confident
         identifier (score >= residual_threshold) still in it, whether or not the policy removes it."""
-        repair, residual = self._rescan(text, self.residual_analyzer.analyze(text), [])
+        with self._zone():
+            found = self.residual_analyzer.analyze(text)
+        repair, residual = self._rescan(text, found, [])
         th = self.policy.residual_threshold
         return sorted([s for s in repair if s.score >= th or s.entity_type in ALWAYS_REMOVE] + residual,
                       key=lambda s: s.start)
@@ -223,13 +241,17 @@ class DeidEngine:
             for i, rec in enumerate(records, start_index + 1):
                 batch.append((i, rec))
                 if len(batch) >= batch_size:
-                    for r in state.process(batch):
+                    with self._zone():
+                        done = state.process(batch)
+                    for r in done:
                         if qi_columns:
                             qi_rows.append({c.split(":")[-1]: r.get(c.split(":")[-1]) for c in qi_columns})
                         yield r
                     batch = []
             if batch:
-                for r in state.process(batch):
+                with self._zone():
+                    done = state.process(batch)
+                for r in done:
                     if qi_columns:
                         qi_rows.append({c.split(":")[-1]: r.get(c.split(":")[-1]) for c in qi_columns})
                     yield r

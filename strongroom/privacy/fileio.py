@@ -29,9 +29,9 @@ import orjson
 
 from strongroom.errors import BadInput
 from strongroom.privacy.report import DeidReport
+from strongroom.store.formats import MAX_LINE_BYTES, iter_csv, iter_jsonl, iter_lines, parse_json_line
 
 FORMATS = ("jsonl", "csv", "parquet", "txt")
-MAX_LINE_BYTES = 64 * 1024 * 1024
 CHUNK_RECORDS = 256
 BLOCK_BYTES = 256 * 1024  # JSONL parallel path: ~200 chat records per task
 
@@ -62,47 +62,22 @@ def _precheck(path: str, fmt: str) -> None:
 
 
 def _read_lines(path: str) -> Iterator[tuple[int, str, str]]:
-    """Yield (line number, text without newline, newline) with bounded memory per line."""
-    name = Path(path).name
+    """Yield (line number, text without newline, newline): the store's one line reader."""
     with open(path, "rb") as f:
-        n = 0
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                break
-            n += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise BadInput(f"{name}: line {n} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB")
-            if b"\x00" in raw:
-                raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
-            nl = "\r\n" if raw.endswith(b"\r\n") else ("\n" if raw.endswith(b"\n") else "")
-            body = raw[: len(raw) - len(nl)]
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadInput(f"{name}: line {n}: invalid UTF-8 at byte {exc.start}") from None
-            yield n, text, nl
+        yield from iter_lines(f, Path(path).name)
 
 
 def read_records(path: str, fmt: str, rep: DeidReport) -> Iterator[Any]:
     name = Path(path).name
     if fmt == "jsonl":
-        for n, line, _nl in _read_lines(path):
-            if not line.strip():
-                rep.skip("blank line")
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise BadInput(f"{name}: line {n}: malformed JSON") from None
-            if not isinstance(obj, dict):
-                raise BadInput(f"{name}: line {n}: expected a JSON object")
-            yield obj
+        with open(path, "rb") as f:
+            yield from iter_jsonl(f, name, on_blank=lambda: rep.skip("blank line"))
     elif fmt == "txt":
         for _n, line, nl in _read_lines(path):
             yield {"text": line, "\x00nl": nl}
     elif fmt == "csv":
-        yield from _read_csv(path, name)
+        with open(path, "rb") as f:
+            yield from iter_csv(f, name, allow_blank_names=True)
     elif fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -114,34 +89,6 @@ def read_records(path: str, fmt: str, rep: DeidReport) -> Iterator[Any]:
             raise
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise BadInput(f"{name}: not a readable parquet file ({type(exc).__name__})") from None
-
-
-def _read_csv(path: str, name: str) -> Iterator[dict]:
-    def lines() -> Iterator[str]:
-        for _n, text, nl in _read_lines(path):
-            yield text + ("\n" if nl else "")
-
-    reader = csv.reader(lines(), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise BadInput(f"{name}: input file is empty") from None
-    except csv.Error as exc:
-        raise BadInput(f"{name}: line 1: malformed CSV ({exc})") from None
-    if len(set(header)) != len(header):
-        raise BadInput(f"{name}: line 1: duplicate column names in the CSV header")
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise BadInput(f"{name}: line {reader.line_num}: malformed CSV ({exc})") from None
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise BadInput(f"{name}: line {reader.line_num}: {len(row)} fields, header has {len(header)}")
-        yield dict(zip(header, row))
 
 
 class _Writer:
@@ -246,17 +193,7 @@ def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict]:
             continue
         if b"\x00" in raw:
             raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadInput(f"{name}: line {n}: invalid UTF-8 at byte {exc.start}") from None
-            raise BadInput(f"{name}: line {n}: malformed JSON") from None
-        if not isinstance(obj, dict):
-            raise BadInput(f"{name}: line {n}: expected a JSON object")
-        records.append(obj)
+        records.append(parse_json_line(raw, name, n))
     it, rep = eng.deidentify_records(records, _W["fields"], _W["subject_field"], start_index=first_rec,
                                      report=rep, batch_size=256)
     out = b"".join(orjson.dumps(r) + b"\n" for r in it)

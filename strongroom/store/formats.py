@@ -12,7 +12,7 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
@@ -67,66 +67,106 @@ def read_records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
             raise BadInput(f"unknown format {fmt!r}")
 
 
-def _decode(line: bytes, name: str, lineno: int) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput(f"{name}: line {lineno} is not valid UTF-8") from None
+MAX_LINE_BYTES = 64 * 1024 * 1024  # a longer "line" is a binary or broken file, not a record
 
 
-def _read_jsonl(raw: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
-    for lineno, line in enumerate(raw, start=1):
-        if not line.strip():
-            continue
-        _decode(line, name, lineno)
+def iter_lines(raw: BinaryIO, name: str, max_line: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str, str]]:
+    """Yield (line number, text without its line ending, the line ending) from a binary file.
+
+    The one line reader for every text format (the store's import and the de-identification
+    file path): memory per line is bounded (a line over ``max_line`` bytes is an error, so a
+    100 MB single line never sits in memory whole), a NUL byte or invalid UTF-8 is an error
+    naming the line. Messages never quote the line: it may hold personal data.
+    """
+    n = 0
+    while True:
+        line = raw.readline(max_line + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > max_line and not line.endswith(b"\n"):
+            raise BadInput(f"{name}: line {n} is longer than {max_line // (1024 * 1024)} MiB")
+        if b"\x00" in line:
+            raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
+        nl = "\r\n" if line.endswith(b"\r\n") else ("\n" if line.endswith(b"\n") else "")
         try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise BadInput(f"{name}: line {lineno} is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise BadInput(f"{name}: line {lineno} is not a JSON object")
-        yield obj
+            text = line[: len(line) - len(nl)].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"{name}: line {n}: invalid UTF-8 at byte {exc.start}") from None
+        yield n, text, nl
 
 
-class _LineCounter(io.RawIOBase):
-    """Decodes UTF-8 line by line so a decoding error can name its line."""
+def parse_json_line(line: bytes | str, name: str, lineno: int) -> dict[str, Any]:
+    """One JSONL record: a JSON object, else BadInput naming the line (never its content)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        if isinstance(line, bytes):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInput(f"{name}: line {lineno}: invalid UTF-8 at byte {exc.start}") from None
+        raise BadInput(f"{name}: line {lineno}: malformed JSON") from None
+    if not isinstance(obj, dict):
+        raise BadInput(f"{name}: line {lineno}: expected a JSON object")
+    return obj
 
-    def __init__(self, raw: BinaryIO, name: str) -> None:
-        self._raw = raw
-        self._name = name
-        self.lineno = 0
 
-    def lines(self) -> Iterator[str]:
-        for line in self._raw:
-            self.lineno += 1
-            yield _decode(line, self._name, self.lineno)
+def iter_jsonl(raw: BinaryIO, name: str, on_blank: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """JSON objects, one per line; blank lines are skipped (``on_blank`` counts them)."""
+    for lineno, text, _nl in iter_lines(raw, name):
+        if not text.strip():
+            if on_blank is not None:
+                on_blank()
+            continue
+        yield parse_json_line(text, name, lineno)
 
 
-def _read_csv(raw: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
-    counter = _LineCounter(raw, name)
-    reader = csv.reader(counter.lines(), strict=True)
+def iter_csv(raw: BinaryIO, name: str, allow_blank_names: bool = False) -> Iterator[dict[str, Any]]:
+    """CSV rows as dicts keyed by the header; strict quoting, every row as wide as the header.
+
+    Line endings are passed to the csv module as they were, so a quoted multi-line cell keeps
+    its own line breaks. ``allow_blank_names`` admits an empty header cell (a dataframe's index
+    column), which de-identification keeps as it was but the store cannot name.
+    """
+    state = {"line": 0}
+
+    def lines() -> Iterator[str]:
+        for lineno, text, nl in iter_lines(raw, name):
+            state["line"] = lineno
+            yield text + nl
+
+    reader = csv.reader(lines(), strict=True)
     try:
         header = next(reader, None)
         if header is None:
             raise BadInput(f"{name}: empty CSV file (no header row)")
-        if len(set(header)) != len(header) or any(not h.strip() for h in header):
-            raise BadInput(f"{name}: line 1: header has empty or duplicate column names")
+        if len(set(header)) != len(header):
+            raise BadInput(f"{name}: line 1: duplicate column names in the CSV header")
+        if not allow_blank_names and any(not h.strip() for h in header):
+            raise BadInput(f"{name}: line 1: empty column name in the CSV header")
         width = len(header)
         for row in reader:
             if not row:
                 continue
             if len(row) != width:
-                raise BadInput(
-                    f"{name}: line {counter.lineno}: expected {width} fields, found {len(row)}"
-                )
+                raise BadInput(f"{name}: line {state['line']}: {len(row)} fields, header has {width}")
             yield dict(zip(header, row))
     except csv.Error as exc:
-        raise BadInput(f"{name}: line {counter.lineno}: malformed CSV ({exc})") from None
+        raise BadInput(f"{name}: line {state['line']}: malformed CSV ({exc})") from None
+
+
+def _read_jsonl(raw: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
+    return iter_jsonl(raw, name)
+
+
+def _read_csv(raw: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
+    return iter_csv(raw, name)
 
 
 def _read_text(raw: BinaryIO, name: str) -> Iterator[dict[str, Any]]:
-    for lineno, line in enumerate(raw, start=1):
-        text = _decode(line, name, lineno).rstrip("\r\n")
+    for _lineno, text, _nl in iter_lines(raw, name):
+        text = text.rstrip("\r")
         if text.strip():
             yield {"text": text}
 
