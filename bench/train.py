@@ -10,7 +10,12 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
   robust DP-overhead figure on a shared CPU (run with ``--modes paired``).
 * ``dplearn`` — does DP-SGD with the *default* DP settings (eps 8, logical batch auto ~n/20,
   lr 1e-3, C 1) measurably learn on the bundled support chats? Held-out loss before/after, eps
-  spent, sigma (run with ``--modes dplearn [--dp-records 1500 --dp-steps 12 --dp-seq 128]``).
+  spent, sigma, CPU seconds (run with ``--modes dplearn [--dp-records 1300 --dp-steps 10
+  --dp-seq 160 --dp-top-layers 8]``). Feasible on a shared 2-core CPU because LoRA (r 8) sits
+  on q/v of the top ``--dp-top-layers`` blocks only: backward then stops there (about half the
+  cost of a full-depth backward) and fewer adapter parameters means less noise per signal.
+  ``--dp-top-layers 0`` = the pipeline's all-linear LoRA (slow: ~2x per step). Records whose
+  prompt fills ``--dp-seq`` are dropped by the trainer (nothing to learn), as in production.
 
 Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
 the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
@@ -63,22 +68,42 @@ def dplearn(model, tok, a: argparse.Namespace) -> dict:
     from strongroom.training import split_records, train
     from strongroom.training.pipeline import TrainRequest
 
+    import resource
+
     lines = (REPO / "examples" / "data" / "support.jsonl").read_text().splitlines()
     recs = [json.loads(x) for x in lines[: a.dp_records]]
-    tr, ev = split_records(recs, 0.02)
+    tr, ev = split_records(recs, a.dp_eval_fraction)
     req = TrainRequest(dataset="bench", out="bench", dp_epsilon=a.dp_epsilon,
-                       max_steps=a.dp_steps, max_seq_len=a.dp_seq, threads=a.threads)
+                       max_steps=a.dp_steps, max_seq_len=a.dp_seq, threads=a.threads,
+                       lora_r=a.dp_lora_r)
     cfg = req.train_config()
-    cfg.eval_every = max(1, a.dp_steps // 3)
+    cfg.checkpoint_every = 0
+    cfg.eval_every = max(1, a.dp_steps // 2)
+    n_layers = int(model.config.num_hidden_layers)
+    if a.dp_top_layers:
+        first = max(0, n_layers - a.dp_top_layers)
+        layers = "|".join(str(i) for i in range(first, n_layers))
+        cfg.target_modules = rf".*\.layers\.({layers})\.self_attn\.(q_proj|v_proj)"
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     r = train(model, tok, tr, ev, cfg, progress=True)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
     evals = [(m["step"], m["eval_loss"]) for m in r.metrics if m.get("eval_loss") is not None]
+    steps = [m for m in r.metrics if "step_time_s" in m]
     return {"records": len(recs), "train_records": len(tr), "eval_records": len(ev),
+            "train_examples": r.data["train"]["examples"],
+            "eval_examples": r.data["eval"]["examples"],
             "steps": r.steps, "seq": a.dp_seq, "lr": cfg.learning_rate, "dp": r.dp,
+            "lora": r.lora, "layers": n_layers,
             "epsilon_spent": r.epsilon_spent, "eval_curve": evals,
+            "train_loss_curve": [(m["step"], m["loss"], m.get("units")) for m in steps],
             "initial_eval_loss": evals[0][1], "final_eval_loss": evals[-1][1],
-            "train_s": time.perf_counter() - t, "tokens_per_s": r.tokens_per_s,
-            "peak_rss_train_gb": _rss_kb("VmHWM") / 1e6, "mean_step_s": 0.0,
+            "train_s": time.perf_counter() - t,
+            "cpu_s": (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime),
+            "tokens_per_s": r.tokens_per_s,
+            "mean_step_s": sum(m["step_time_s"] for m in steps) / max(1, len(steps)),
+            "load_avg": os.getloadavg(),
+            "peak_rss_train_gb": _rss_kb("VmHWM") / 1e6,
             "peak_rss_lifetime_gb": 0.0, "load_s": 0.0}
 
 
@@ -203,9 +228,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", default="plain,trainer,dp")
     ap.add_argument("--json", help="write results here")
-    ap.add_argument("--dp-records", type=int, default=1500)
-    ap.add_argument("--dp-steps", type=int, default=12)
-    ap.add_argument("--dp-seq", type=int, default=128)
+    ap.add_argument("--dp-records", type=int, default=1300)
+    ap.add_argument("--dp-steps", type=int, default=10)
+    ap.add_argument("--dp-seq", type=int, default=160)
+    ap.add_argument("--dp-top-layers", type=int, default=8,
+                    help="LoRA on q/v of the top N blocks only (0: all-linear, all blocks)")
+    ap.add_argument("--dp-lora-r", type=int, default=8)
+    ap.add_argument("--dp-eval-fraction", type=float, default=0.03)
     ap.add_argument("--dp-epsilon", type=float, default=8.0)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -216,7 +245,9 @@ def main() -> None:
     for mode in a.modes.split(","):
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
         extra = ["--dp-records", str(a.dp_records), "--dp-steps", str(a.dp_steps),
-                 "--dp-seq", str(a.dp_seq), "--dp-epsilon", str(a.dp_epsilon)]
+                 "--dp-seq", str(a.dp_seq), "--dp-epsilon", str(a.dp_epsilon),
+                 "--dp-top-layers", str(a.dp_top_layers), "--dp-lora-r", str(a.dp_lora_r),
+                 "--dp-eval-fraction", str(a.dp_eval_fraction)]
         p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps),
                             "--threads", str(a.threads), *extra], env=env,
                            stdout=subprocess.PIPE, stderr=None if mode == "dplearn"
@@ -231,7 +262,9 @@ def main() -> None:
                   f"{r['steps']} steps, logical batch {r['dp']['expected_batch_size']}, "
                   f"sigma {r['dp']['noise_multiplier']:.3f}, lr {r['lr']}: held-out loss "
                   f"{r['initial_eval_loss']:.4f} -> {r['final_eval_loss']:.4f}, eps spent "
-                  f"{r['epsilon_spent']:.2f}, {r['train_s']:.0f} s, peak {r['peak_rss_train_gb']:.2f} GB",
+                  f"{r['epsilon_spent']:.2f}, {r['train_s']:.0f} s wall / {r['cpu_s']:.0f} s CPU, "
+                  f"{r['mean_step_s']:.1f} s/step, LoRA {r['lora']['trainable_parameters']} "
+                  f"params, peak {r['peak_rss_train_gb']:.2f} GB, load avg {r['load_avg']}",
                   flush=True)
             continue
         if mode == "paired":

@@ -198,14 +198,12 @@ def test_prv_accountant_calibrates_to_target():
     assert r.dp["accountant"] == "prv" and 2.0 < r.epsilon_spent <= 3.0 + 0.05
 
 
-def test_group_units_by_subject_with_cap():
+def test_group_units_by_subject():
     from strongroom.training.dp import group_units
 
     keys = ["subject:a", "id:1", "subject:a", "subject:b", "subject:a", "id:2"]
-    units, dropped = group_units(keys, subject_level=True, max_per_unit=2)
-    assert units == [[0, 2], [1], [3], [5]] and dropped == 1
-    units, dropped = group_units(keys, subject_level=False)
-    assert units == [[i] for i in range(6)] and dropped == 0
+    assert group_units(keys, subject_level=True) == [[0, 2, 4], [1], [3], [5]]
+    assert group_units(keys, subject_level=False) == [[i] for i in range(6)]
 
 
 def test_dp_defaults_use_large_poisson_batches_and_a_higher_learning_rate():

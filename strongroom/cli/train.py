@@ -37,6 +37,11 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 2e-4; 1e-3 with --dp-epsilon)."),
     dp_batch_size: Optional[int] = typer.Option(None, "--dp-batch-size",
                                                 help="DP: expected Poisson batch in privacy units (default ~n/20, 64..256)."),
+    dp_unit: str = typer.Option("auto", "--dp-unit",
+                                help="DP privacy unit: subject (a subject's records sampled and "
+                                     "clipped together), record, or auto (subject when the "
+                                     "records carry one, e.g. a dataset imported with "
+                                     "--subject-field)."),
     lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank (alpha = 2 r)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Micro-batch size (DP: physical batch)."),
     grad_accumulation: int = typer.Option(1, "--grad-accumulation", help="Micro-batches per optimizer step."),
@@ -67,7 +72,7 @@ def train(
         max_steps=max_steps, canaries=canaries, canary_repeats=canary_repeats,
         dp_epsilon=dp_epsilon, dp_delta=dp_delta, max_grad_norm=max_grad_norm,
         allow_identifiable=allow_identifiable, otp=otp, reason=reason, resume=resume, lr=lr,
-        dp_batch_size=dp_batch_size, where=tuple(where),
+        dp_batch_size=dp_batch_size, dp_unit=dp_unit, where=tuple(where),
         lora_r=lora_r, batch_size=batch_size, grad_accumulation=grad_accumulation,
         max_seq_len=max_seq_len, seed=seed, eval_fraction=eval_fraction, threads=threads,
         checkpoint_every=checkpoint_every, progress=not quiet, fsdp=fsdp, dtype=dtype,
@@ -84,8 +89,12 @@ def train(
         print_json(info.to_dict())
         return
     s, priv = info.summary, info.privacy
-    dp = (f"DP epsilon spent {priv.get('epsilon_spent'):.3g} (delta {priv.get('delta'):.3g})"
-          if priv.get("differential_privacy") else "no differential privacy")
+    dp = "no differential privacy"
+    if priv.get("differential_privacy"):
+        who = (f", {priv.get('subjects')} subjects" if priv.get("unit") == "subject"
+               else f", {priv.get('units')} records")
+        dp = (f"{priv.get('unit')}-level DP, epsilon spent {priv.get('epsilon_spent'):.3g} "
+              f"(delta {priv.get('delta'):.3g}{who})")
     console.print(f"Trained {info.name} v{info.version}: {s.get('steps')} steps, held-out loss "
                   f"{_f(s.get('initial_eval_loss'))} -> {_f(s.get('final_eval_loss'))}, {dp}")
 

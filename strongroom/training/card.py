@@ -82,6 +82,12 @@ def build_model_card(result, *, model_name: str, base_model: dict[str, Any],
         privacy = {
             "differential_privacy": True,
             "epsilon_spent": eps, "delta": dp["delta"], "unit": dp["unit"],
+            "level": f"{dp['unit']}-level", "units": dp.get("units"),
+            **({"subjects": dp.get("subjects"),
+                "records_without_subject": dp.get("records_without_subject", 0),
+                "max_records_per_subject_per_step": dp.get(
+                    "max_records_per_subject_per_step")}
+               if dp["unit"] == "subject" else {}),
             "accountant": dp["accountant"], "noise_multiplier": dp["noise_multiplier"],
             "sample_rate": dp["sample_rate"], "expected_batch_size": dp["expected_batch_size"],
             "max_grad_norm": dp["max_grad_norm"], "steps": result.steps,
@@ -89,8 +95,9 @@ def build_model_card(result, *, model_name: str, base_model: dict[str, Any],
             "base model was not trained on this data",
         }
         statement = (
-            f"The adapter was trained with DP-SGD (Opacus): ({_fmt(eps)}, {dp['delta']:.3g})-"
-            f"differential privacy at the level of one **{dp['unit']}**, "
+            f"The adapter was trained with **{dp['unit']}-level** DP-SGD (Opacus): "
+            f"({_fmt(eps)}, {dp['delta']:.3g})-differential privacy at the level of one "
+            f"**{dp['unit']}**{_unit_scope(dp)}, "
             f"{dp['accountant'].upper()} accounting, {result.steps} steps, sampling rate "
             f"{dp['sample_rate']:.4g}, noise multiplier {dp['noise_multiplier']:.4g}, "
             f"per-{dp['unit']} clipping norm {dp['max_grad_norm']}. The guarantee covers the "
@@ -127,6 +134,19 @@ def build_model_card(result, *, model_name: str, base_model: dict[str, Any],
     return ModelCard(markdown=md, data=data)
 
 
+def _unit_scope(dp: dict[str, Any]) -> str:
+    """What one unit means, in words, for the privacy statement."""
+    if dp["unit"] == "subject":
+        extra = (f"; {dp.get('records_without_subject')} records without a subject id were "
+                 "each treated as a subject of their own"
+                 if dp.get("records_without_subject") else "")
+        cap = dp.get("max_records_per_subject_per_step")
+        capped = (f"; at most {cap} records of one subject used per step" if cap else "")
+        return (f" (all records of one data subject together; {dp.get('subjects')} subjects"
+                f"{extra}{capped})")
+    return " (one training record; a person with several records is protected less)"
+
+
 def _limitations(result) -> list[str]:
     out = [
         "Small base model: factual accuracy and reasoning are limited; outputs need review.",
@@ -136,8 +156,14 @@ def _limitations(result) -> list[str]:
     if result.dp is None:
         out.append("Trained without differential privacy: memorisation of rare records is "
                    "possible.")
-    elif result.epsilon_spent is not None and result.epsilon_spent > 10:
-        out.append("The privacy budget is large (epsilon > 10); the formal guarantee is weak.")
+    else:
+        if result.dp.get("unit") == "record":
+            out.append("Record-level DP: a person with k records is protected only as a group "
+                       "of k (epsilon grows roughly k-fold); prefer subject-level DP for data "
+                       "that names its subjects.")
+        if result.epsilon_spent is not None and result.epsilon_spent > 10:
+            out.append("The privacy budget is large (epsilon > 10); the formal guarantee is "
+                       "weak.")
     return out
 
 

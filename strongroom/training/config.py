@@ -17,9 +17,16 @@ from strongroom.errors import BadInput
 class DPConfig:
     """Differential privacy (DP-SGD with Opacus) over the LoRA parameters.
 
-    Privacy unit: one subject when ``subject_level`` and records carry ``subject_id``, else one
-    record. Each step samples units independently with probability ``sample_rate`` (Poisson),
+    Privacy unit (``unit``): ``"subject"`` — all records of one data subject (``subject_id``)
+    are one unit, sampled together, their summed gradient clipped once; ``"record"`` — each
+    record is a unit; ``"auto"`` (default) — subject when the training records carry subjects,
+    else record. WHY subject by default: a bank's promise is per customer, and a customer with
+    k records under record-level DP is only protected at group size k (epsilon grows ~k-fold).
+    Each step samples units independently with probability ``sample_rate`` (Poisson),
     clips each unit's summed gradient to ``max_grad_norm`` and adds N(0, (sigma*C)^2) noise.
+    ``max_records_per_subject`` caps the records of one subject used *per step* (a fresh
+    random subset each step): it bounds a step's compute; the guarantee holds regardless,
+    since the whole subject's gradient is clipped.
 
     ``noise_seed=None`` (the default) seeds the noise and sampling generators from os.urandom:
     anyone who knows the seed can subtract the noise, so a fixed seed is for tests only. The
@@ -34,8 +41,8 @@ class DPConfig:
     sample_rate: float | None = None  # overrides expected_batch_size when set
     noise_multiplier: float | None = None  # set to bypass calibration (tests, audits)
     accountant: str = "rdp"  # "rdp" | "prv"
-    subject_level: bool = True
-    max_records_per_subject: int | None = 64  # bounds one unit's compute; extra records unused
+    unit: str = "auto"  # "auto" | "subject" | "record"
+    max_records_per_subject: int | None = 64  # per step; a random subset of a larger subject
     noise_seed: int | None = None
     secure_mode: bool = False
     grad_sample_mode: str = "hooks"
@@ -53,6 +60,8 @@ class DPConfig:
             raise BadInput("dp.expected_batch_size must be >= 1")
         if self.max_records_per_subject is not None and self.max_records_per_subject < 1:
             raise BadInput("dp.max_records_per_subject must be >= 1")
+        if self.unit not in ("auto", "subject", "record"):
+            raise BadInput("dp.unit must be 'auto', 'subject' or 'record'")
         if self.accountant not in ("rdp", "prv"):
             raise BadInput("dp.accountant must be 'rdp' or 'prv'")
         if self.noise_multiplier is not None and self.noise_multiplier < 0:

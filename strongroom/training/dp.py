@@ -2,21 +2,28 @@
 
 What we do, precisely (this text is quoted by the model card):
 
-* Privacy unit: a *subject* (all records sharing ``subject_id``) when ``DPConfig.subject_level``
-  is on and records carry ``subject_id``; records without one are their own unit. Otherwise a
-  record. The train/eval split is by the same unit, so no unit straddles it.
+* Privacy unit (``DPConfig.unit``): a *subject* (all records sharing ``subject_id``; for a
+  dataset imported with a subject field, the HMAC ref of that field, never the raw id) or a
+  *record*. ``auto`` picks subject-level whenever the training records carry subjects.
+  Under subject-level DP a record without a subject is its own unit (counted on the card);
+  ``--dp-unit subject`` refuses such data instead. The train/eval split is by the same key,
+  so no subject straddles it.
 * Sampling: every step each unit is included independently with probability q (Poisson, via
-  Opacus' ``UniformWithReplacementSampler``); empty batches still take a (noise-only) step,
-  as the accounting assumes. Opacus fixes q = 1/k for an integer k (``1/len(data_loader)``).
+  Opacus' ``UniformWithReplacementSampler``); the accountant is given this unit-level q
+  (subjects sampled per step / total subjects). Empty batches still take a (noise-only)
+  step, as the accounting assumes. Opacus fixes q = 1/k for an integer k.
 * Per-unit gradient: Opacus' hooks give one gradient per token sequence; the sequences of one
-  subject are summed (``index_add`` over the batch dimension) *before* clipping, so the clip
-  bounds a whole subject's influence. Each sequence's loss is the mean over its own assistant
-  tokens (never a batch-wide token mean, whose normaliser would depend on other units and
-  break the sensitivity bound).
+  subject are summed (``index_add`` into a per-unit accumulator) *before* clipping, so the
+  clip bounds a whole subject's influence, however many records they have. Each sequence's
+  loss is the mean over its own assistant tokens (never a batch-wide token mean, whose
+  normaliser would depend on other units and break the sensitivity bound). At most
+  ``max_records_per_subject`` records of a subject are used per step (a fresh uniformly random
+  subset when a subject has more): this bounds compute, not privacy.
 * Clipping to C = ``max_grad_norm`` in L2 over all LoRA parameters, Gaussian noise with std
   sigma*C added to the sum, divided by the expected batch size (Opacus ``DPOptimizer``).
-  Large logical batches are split into physical chunks with Opacus' skip-step mechanism (the
-  same one ``BatchMemoryManager`` uses), so memory is bounded by the physical batch.
+  Memory is bounded by the physical batch: at most ``batch_size`` sequences per forward and
+  ``batch_size`` units per accumulator; larger logical batches are split with Opacus'
+  skip-step mechanism (the one ``BatchMemoryManager`` uses).
 * sigma is calibrated with ``PrivacyEngine.make_private_with_epsilon`` when the run is a whole
   number of Opacus epochs, else with ``get_noise_multiplier(steps=...)`` + ``make_private``
   (identical calibration, counted in steps). epsilon spent is read from the accountant.
@@ -34,24 +41,39 @@ from strongroom.training import _env  # noqa: F401
 from strongroom.training.config import DPConfig, TrainConfig, auto_dp_batch
 
 
-def group_units(unit_keys: Sequence[str], subject_level: bool,
-                max_per_unit: int | None = None) -> tuple[list[list[int]], int]:
-    """Example indices grouped into sampling units (first-appearance order), and how many
-    examples were left out because their subject exceeded ``max_per_unit``.
+def group_units(unit_keys: Sequence[str], subject_level: bool) -> list[list[int]]:
+    """Example indices grouped into sampling units (first-appearance order).
 
-    The cap bounds the work (and memory) of one unit's gradient; the DP guarantee itself holds
-    without it, since the whole unit's gradient is clipped.
+    Subject-level: examples whose key is ``subject:...`` are grouped by it; any other example
+    is a unit of its own. Record-level: every example is its own unit.
     """
     units: dict[str, list[int]] = {}
-    dropped = 0
     for i, k in enumerate(unit_keys):
         key = k if (subject_level and k.startswith("subject:")) else f"row:{i}"
-        rows = units.setdefault(key, [])
-        if max_per_unit is not None and len(rows) >= max_per_unit:
-            dropped += 1
-            continue
-        rows.append(i)
-    return list(units.values()), dropped
+        units.setdefault(key, []).append(i)
+    return list(units.values())
+
+
+def resolve_unit(requested: str, has_subject: Sequence[bool]) -> str:
+    """The privacy unit actually used: ``"subject"`` or ``"record"``.
+
+    ``has_subject`` says, per training record (planted canaries excluded), whether it names a
+    subject. Fails closed: ``subject`` asked for on records that do not all name one would
+    silently weaken the per-subject promise, so it is refused.
+    """
+    if requested == "record":
+        return "record"
+    n_with = sum(1 for h in has_subject if h)
+    if requested == "subject":
+        if not has_subject or n_with < len(has_subject):
+            raise BadInput(
+                f"--dp-unit subject: {len(has_subject) - n_with} of {len(has_subject)} training "
+                "records name no subject; import the dataset with --subject-field FIELD, or "
+                "use --dp-unit record")
+        return "subject"
+    if requested != "auto":
+        raise BadInput("dp unit must be auto, subject or record")
+    return "subject" if n_with else "record"
 
 
 def loader_batch_size(n_units: int, dp: DPConfig) -> int:
@@ -83,7 +105,8 @@ class DPEngine:
     """Owns the Opacus objects for one training run and performs one DP step at a time."""
 
     def __init__(self, model, optimizer, n_units: int, dp: DPConfig, total_steps: int,
-                 unit: str = "record"):
+                 unit: str = "record", subjects: int | None = None,
+                 records_without_subject: int = 0):
         import torch
         from opacus import PrivacyEngine
         from opacus.accountants.utils import get_noise_multiplier
@@ -93,7 +116,12 @@ class DPEngine:
             raise BadInput("DP training needs at least one training record")
         self.dp = dp
         self.n_units = n_units
+        if unit not in ("record", "subject"):
+            raise BadInput("the DP unit must be 'record' or 'subject'")
         self.unit = unit  # "record" or "subject": what one sampling unit protects
+        self.subjects = subjects  # distinct subjects among the units (subject-level)
+        self.records_without_subject = records_without_subject
+        self.capped_draws = 0  # unit draws that used a random subset (per-step cap)
         self.delta = dp.target_delta if dp.target_delta is not None else default_delta(n_units)
         batch = loader_batch_size(n_units, dp)
         loader = DataLoader(TensorDataset(torch.arange(n_units)), batch_size=batch)
@@ -103,6 +131,7 @@ class DPEngine:
         seed = dp.noise_seed
         self.noise_gen = _seeded_generator(seed)
         self.sampler_gen = _seeded_generator(None if seed is None else seed + 1)
+        self.subset_gen = _seeded_generator(None if seed is None else seed + 2)
         if dp.secure_mode:
             import importlib.util
 
@@ -140,42 +169,56 @@ class DPEngine:
         return next(iter(self.sampler))
 
     # -- one logical step -------------------------------------------------------------------
+    def unit_step_rows(self, rows: Sequence[Any]) -> list[Any]:
+        """The rows of one sampled unit used this step: all, or a uniformly random subset of
+        ``max_records_per_subject`` (drawn from its own generator, saved in checkpoints)."""
+        cap = self.dp.max_records_per_subject
+        if cap is None or len(rows) <= cap:
+            return list(rows)
+        self.capped_draws += 1
+        pick = self._torch.randperm(len(rows), generator=self.subset_gen)[:cap]
+        return [rows[int(i)] for i in sorted(pick.tolist())]
+
     def step(self, unit_rows: Sequence[Sequence[Any]], physical_units: int,
              loss_fn: Callable[[Any, Sequence[Any]], tuple[Any, float, int]]) -> dict[str, float]:
         """Sample, compute per-unit clipped gradients chunk by chunk, add noise, step.
 
         ``unit_rows[u]`` are the examples of unit u; ``loss_fn(module, rows)`` returns
         (mean over rows of per-row loss, summed token loss, learned-token count) after
-        running forward on ``module``. Leaves ``p.grad`` (the noised, scaled gradient that was
-        applied) in place for guards; the caller zeroes gradients afterwards.
+        running forward on ``module``. ``physical_units`` bounds both the sequences per forward
+        and the units per accumulator (memory). Leaves ``p.grad`` (the noised, scaled gradient
+        that was applied) in place for guards; the caller zeroes gradients afterwards.
         """
-        torch = self._torch
         opt = self.optimizer
+        physical = max(1, int(physical_units))
         chosen = self.sample_units()
-        chunks = [chosen[i:i + physical_units] for i in range(0, len(chosen), physical_units)]
-        if not chunks:
-            chunks = [[]]
+        chunks = [chosen[i:i + physical] for i in range(0, len(chosen), physical)] or [[]]
         tok_loss, n_tok, n_rows = 0.0, 0, 0
         for ci, chunk in enumerate(chunks):
             last = ci == len(chunks) - 1
             if chunk:
                 rows, group = [], []
                 for g, u in enumerate(chunk):
-                    rows += list(unit_rows[u])
-                    group += [g] * len(unit_rows[u])
-                loss, s, n = loss_fn(self.module, rows)
-                with warnings.catch_warnings():
-                    # Benign: the frozen embedding output has no grad; hooks still fire right.
-                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                    loss.backward()
-                tok_loss += s
-                n_tok += n
+                    picked = self.unit_step_rows(unit_rows[u])
+                    rows += picked
+                    group += [g] * len(picked)
+                acc = self._new_accumulators(len(chunk))
+                for i in range(0, len(rows), physical):
+                    loss, s, n = loss_fn(self.module, rows[i:i + physical])
+                    with warnings.catch_warnings():
+                        # Benign: the frozen embedding output has no grad; hooks fire right.
+                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                        loss.backward()
+                    self._accumulate(acc, group[i:i + physical])
+                    tok_loss += s
+                    n_tok += n
                 n_rows += len(rows)
-                if len(rows) != len(chunk):
-                    self._sum_rows_per_unit(torch.tensor(group), len(chunk))
+                for p, a in zip(opt.params, acc):
+                    p.grad_sample = a
             else:
                 for p in opt.params:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+                    p.grad_sample = self._torch.zeros((0, *p.shape), dtype=p.dtype,
+                                                      device=p.device)
             opt.signal_skip_step(do_skip=not last)
             opt.step()
             if not last:
@@ -183,15 +226,30 @@ class DPEngine:
         return {"units": len(chosen), "rows": n_rows, "token_loss_sum": tok_loss,
                 "tokens": n_tok}
 
-    def _sum_rows_per_unit(self, group, n_units: int) -> None:
-        """Subject-level DP: a unit's gradient is the sum of its sequences' gradients."""
-        for p in self.optimizer.params:
+    def _new_accumulators(self, n_units: int) -> list[Any]:
+        return [self._torch.zeros((n_units, *p.shape), dtype=p.dtype, device=p.device)
+                for p in self.optimizer.params]
+
+    def _accumulate(self, acc: list[Any], group: Sequence[int]) -> None:
+        """Add this forward's per-sequence gradients into their units' sums, then drop them.
+
+        WHY before clipping: the clip must bound a whole unit (a subject's records together);
+        summing after per-sequence clipping would bound each record instead.
+        """
+        torch = self._torch
+        idx = None
+        for p, a in zip(self.optimizer.params, acc):
             gs = p.grad_sample
+            if gs is None:
+                raise BadInput("a LoRA parameter received no per-sample gradient")
             if isinstance(gs, list):
-                gs = self._torch.cat(gs, dim=0)
-            out = gs.new_zeros((n_units, *gs.shape[1:]))
-            out.index_add_(0, group.to(gs.device), gs)
-            p.grad_sample = out
+                gs = torch.cat(gs, dim=0)
+            if gs.shape[0] != len(group):
+                raise BadInput("per-sample gradients do not match the rows of the forward")
+            if idx is None or idx.device != gs.device:
+                idx = torch.tensor(list(group), dtype=torch.long, device=gs.device)
+            a.index_add_(0, idx, gs.to(a.dtype))
+            p.grad_sample = None
 
     # -- accounting and state ---------------------------------------------------------------
     def epsilon(self) -> float:
@@ -203,18 +261,24 @@ class DPEngine:
 
     def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         tensors = {"rng.dp_noise": self.noise_gen.get_state(),
-                   "rng.dp_sampler": self.sampler_gen.get_state()}
+                   "rng.dp_sampler": self.sampler_gen.get_state(),
+                   "rng.dp_subset": self.subset_gen.get_state()}
         meta = {"history": [list(h) for h in self.engine.accountant.history],
                 "noise_multiplier": self.noise_multiplier, "sample_rate": self.sample_rate,
-                "delta": self.delta}
+                "delta": self.delta, "unit": self.unit, "capped_draws": self.capped_draws}
         return tensors, meta
 
     def load_state(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
         if not math.isclose(meta["noise_multiplier"], self.noise_multiplier, rel_tol=1e-9) or \
                 not math.isclose(meta["sample_rate"], self.sample_rate, rel_tol=1e-12):
             raise BadInput("checkpoint was written under different DP parameters")
+        if meta.get("unit", self.unit) != self.unit:
+            raise BadInput("checkpoint was written under another DP unit (record/subject)")
         self.noise_gen.set_state(tensors["rng.dp_noise"])
         self.sampler_gen.set_state(tensors["rng.dp_sampler"])
+        if "rng.dp_subset" in tensors:
+            self.subset_gen.set_state(tensors["rng.dp_subset"])
+        self.capped_draws = int(meta.get("capped_draws", 0))
         self.engine.accountant.history = [tuple(h) for h in meta["history"]]
 
     def describe(self) -> dict[str, Any]:
@@ -222,7 +286,12 @@ class DPEngine:
                 "expected_batch_size": self.expected_batch_size, "delta": self.delta,
                 "max_grad_norm": self.dp.max_grad_norm, "accountant": self.dp.accountant,
                 "units": self.n_units, "steps": self.total_steps,
-                "unit": self.unit,
+                "unit": self.unit, "level": f"{self.unit}-level",
+                "subjects": self.subjects,
+                "records_without_subject": self.records_without_subject,
+                "max_records_per_subject_per_step": (self.dp.max_records_per_subject
+                                                     if self.unit == "subject" else None),
+                "capped_subject_draws": self.capped_draws,
                 "target_epsilon": self.dp.target_epsilon}
 
 

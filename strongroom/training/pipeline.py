@@ -61,6 +61,7 @@ class TrainRequest:
     resume: bool = False
     lr: float | None = None  # None: DEFAULT_LR, or DEFAULT_DP_LR with --dp-epsilon
     dp_batch_size: int | None = None  # DP logical (Poisson) batch in units; None = auto
+    dp_unit: str = "auto"  # DP privacy unit: auto (subject when records carry one) | subject | record
     where: tuple[str, ...] = ()  # FIELD=VALUE filters on top-level record fields (all must hold)
     lora_r: int = 16
     batch_size: int = 8
@@ -80,9 +81,13 @@ class TrainRequest:
         if self.epochs is not None and self.max_steps is not None:
             raise BadInput("give --epochs or --max-steps, not both")
         parse_where(self.where)
+        if self.dp_unit not in ("auto", "subject", "record"):
+            raise BadInput("--dp-unit must be auto, subject or record")
         if self.dp_epsilon is None and (self.dp_delta is not None or self.max_grad_norm is not None
-                                        or self.dp_batch_size is not None):
-            raise BadInput("--dp-delta, --max-grad-norm and --dp-batch-size need --dp-epsilon")
+                                        or self.dp_batch_size is not None
+                                        or self.dp_unit != "auto"):
+            raise BadInput("--dp-delta, --max-grad-norm, --dp-batch-size and --dp-unit need "
+                           "--dp-epsilon")
         dp = None
         if self.dp_epsilon is not None:
             # Under DP the logical batch is a Poisson sample; --grad-accumulation asks for
@@ -92,7 +97,7 @@ class TrainRequest:
                 logical = self.batch_size * self.grad_accumulation
             dp = DPConfig(target_epsilon=self.dp_epsilon, target_delta=self.dp_delta,
                           max_grad_norm=self.max_grad_norm if self.max_grad_norm else 1.0,
-                          expected_batch_size=logical)
+                          expected_batch_size=logical, unit=self.dp_unit)
         lr = self.lr if self.lr is not None else (DEFAULT_DP_LR if dp else DEFAULT_LR)
         every = self.checkpoint_every
         if every is None:
@@ -307,6 +312,8 @@ class TrainingService:
                           details={"name": req.out, "dataset": info.name},
                           public={"dataset_version": info.version, "base": spec.name,
                                   "resume": resumed, "dp": config.dp is not None,
+                                  **({"dp_unit_requested": config.dp.unit}
+                                     if config.dp is not None else {}),
                                   "override": override})
         store = EncryptedCheckpointStore(self._sessions, self._keyring, self._blobs, run_id,
                                          keep=KEEP_CHECKPOINTS)
@@ -331,6 +338,7 @@ class TrainingService:
                           public={"model_version": model_info.version,
                                   "steps": model_info.summary.get("steps"),
                                   "epsilon_spent": model_info.privacy.get("epsilon_spent"),
+                                  **_dp_audit(model_info.privacy),
                                   "checkpoints_shredded": shredded})
         return model_info
 
@@ -351,6 +359,8 @@ class TrainingService:
             raise BadInput(f"dataset {info.name!r} v{info.version} has no records")
         if req.where:
             records = filter_records(records, req.where)
+        if info.subject_field:
+            records = self._with_subject_refs(records, info.subject_field)
         train_r, eval_r = split_records(records, req.eval_fraction)
         del records
         canaries = []
@@ -413,6 +423,25 @@ class TrainingService:
             privacy=privacy, summary=summary, train_config=result.config, run_id=run_id,
             action="model.train.store",
         )
+
+    def _with_subject_refs(self, records: list[dict[str, Any]], field: str
+                           ) -> list[dict[str, Any]]:
+        """Each record's subject, from the dataset's declared subject field, as ``subject_id``.
+
+        WHY: the held-out split and subject-level DP group records by ``subject_id``; a
+        dataset imported with ``--subject-field F`` names its subjects in F instead. The value
+        becomes the store's HMAC ref (a de-identified dataset already holds the ref, which is
+        its own ref), so no raw identifier reaches the trainer's unit keys. In memory only.
+        """
+        from strongroom.store.datasets import make_subject_ref
+
+        secret = self._datasets.subject_secret()
+        out = []
+        for r in records:
+            if isinstance(r, dict) and r.get(field) is not None:
+                r = dict(r, subject_id=make_subject_ref(secret, r[field]))
+            out.append(r)
+        return out
 
     # ------------------------------------------------------------------ generate
 
@@ -513,6 +542,14 @@ class TrainingService:
                              scope_resource=f"model:{name}", details={"name": name})
             raise NotFound(f"unknown model {name!r}")
         return model, tok
+
+
+def _dp_audit(privacy: dict[str, Any]) -> dict[str, Any]:
+    """The DP guarantee's counts for the audit record (numbers and words, no identifiers)."""
+    if not privacy.get("differential_privacy"):
+        return {}
+    return {"dp_unit": privacy.get("unit"), "dp_delta": privacy.get("delta"),
+            "dp_units": privacy.get("units"), "dp_subjects": privacy.get("subjects")}
 
 
 def request_from_options(**kw: Any) -> TrainRequest:

@@ -21,7 +21,7 @@ from strongroom.training.checkpoint import (
 )
 from strongroom.training.config import TrainConfig
 from strongroom.training.data import (
-    Example, collate, encode_records, order_batches, pack_examples,
+    Example, collate, encode_records, order_batches, pack_examples, unit_key,
 )
 from strongroom.training.distributed import DistContext
 from strongroom.training.lora import (
@@ -210,17 +210,24 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     dp_engine = None
     order = _Order([len(e.input_ids) for e in train_ex], config)
     if config.dp is not None:
-        from strongroom.training.dp import DPEngine, dp_steps_per_epoch, group_units
+        from strongroom.training.dp import (
+            DPEngine, dp_steps_per_epoch, group_units, resolve_unit,
+        )
 
-        units, capped = group_units([e.unit for e in train_ex], config.dp.subject_level,
-                                    config.dp.max_records_per_subject)
+        # The unit is decided on the data's own records: planted canaries always carry a
+        # subject and must not turn record-level data into "subject-level".
+        unit = resolve_unit(config.dp.unit, [
+            unit_key(r, i).startswith("subject:")
+            for i, r in enumerate(train_records) if not r.get("canary")])
+        units = group_units([e.unit for e in train_ex], unit == "subject")
         unit_rows = [[train_ex[i] for i in u] for u in units]
         spe = dp_steps_per_epoch(len(units), config.dp)
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * spe))
-        subjects = config.dp.subject_level and any(e.unit.startswith("subject:")
-                                                   for e in train_ex)
-        dp_engine = DPEngine(peft_model, optimizer, len(units), config.dp, total_steps,
-                             unit="subject" if subjects else "record")
+        no_subject = sum(1 for e in train_ex if not e.unit.startswith("subject:"))
+        dp_engine = DPEngine(
+            peft_model, optimizer, len(units), config.dp, total_steps, unit=unit,
+            subjects=len(units) - no_subject if unit == "subject" else None,
+            records_without_subject=no_subject if unit == "subject" else 0)
         optimizer = dp_engine.optimizer
         fwd_module = dp_engine.module
         check_optimizer_params(peft_model, optimizer.original_optimizer)
@@ -437,8 +444,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         epsilon_spent=dp_engine.epsilon() if dp_engine else None, steps=st.step,
         tokens_per_s=st.tokens / st.elapsed if st.elapsed > 0 else 0.0,
         best_step=best_step, stopped_early=st.stopped_early, resumed_from=resumed_from,
-        dp=dict(dp_engine.describe(), records_dropped_by_subject_cap=capped)
-        if dp_engine else None,
+        dp=dp_engine.describe() if dp_engine else None,
         data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
               "packed": config.packing, "world_size": world,
               "parallel": "fsdp" if use_fsdp else ("ddp" if dist.enabled else "none")},
