@@ -227,12 +227,21 @@ class DeidEngine:
                            subject_field: str | None = None, *, batch_size: int = 64,
                            residual: bool = True, qi_columns: list[str] | None = None,
                            k: int = 5, start_index: int = 0,
-                           report: DeidReport | None = None) -> tuple[Iterator[dict], DeidReport]:
-        """Stream records through the engine; the report fills in as the iterator is consumed."""
+                           report: DeidReport | None = None,
+                           columns: dict[str, str | None] | None = None) -> tuple[Iterator[dict], DeidReport]:
+        """Stream records through the engine; the report fills in as the iterator is consumed.
+
+        `columns` are column decisions made earlier (`classify_columns`): workers that each get a
+        slice of one file must apply the same decisions as a single pass would, not re-decide
+        them per slice from a different sample.
+        """
         rep = report or DeidReport(policy=self.policy.name)
         if not rep.detector_versions:
             rep.detector_versions = self.detector_versions()
         state = _RecordState(self, fields, subject_field, rep, residual)
+        if columns is not None:
+            state.column_type = dict(columns)
+            state.classified = True
 
         def gen() -> Iterator[dict]:
             t0 = time.perf_counter()
@@ -262,6 +271,17 @@ class DeidEngine:
             rep.elapsed_s += time.perf_counter() - t0
 
         return gen(), rep
+
+    def classify_columns(self, records: list[dict], fields: list[str] | None = None,
+                         subject_field: str | None = None,
+                         report: DeidReport | None = None) -> dict[str, str | None]:
+        """Column decisions (whole-column type, kept record key, or free text) from a sample of
+        the first records, as the first batch of `deidentify_records` would make them."""
+        rep = report or DeidReport(policy=self.policy.name)
+        state = _RecordState(self, fields, subject_field, rep, True)
+        with self._zone():
+            state._classify([(i, r) for i, r in enumerate(records[:CLASSIFY_SAMPLE], 1)])
+        return dict(state.column_type)
 
     def deidentify_file(self, in_path: str, out_path: str, fmt: str | None = None,
                         fields: list[str] | None = None, workers: int = 1, **kw: Any) -> DeidReport:

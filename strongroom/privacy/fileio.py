@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import multiprocessing as mp
 import os
 import re
@@ -28,6 +29,8 @@ from typing import Any, Iterator
 import orjson
 
 from strongroom.errors import BadInput
+from strongroom.privacy.engine import CLASSIFY_SAMPLE
+from strongroom.privacy.operators import TagRegistry
 from strongroom.privacy.report import DeidReport
 from strongroom.store.formats import MAX_LINE_BYTES, iter_csv, iter_jsonl, iter_lines, parse_json_line
 
@@ -152,11 +155,83 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield buf
 
 
+# ---- dataset-wide tag numbers in bounded memory ----
+MAX_TAGS_IN_MEMORY = 100_000  # ~30 MB of numbers; further distinct values go to a temp SQLite file
+
+
+class SpillTagRegistry(TagRegistry):
+    """TagRegistry whose (type, HMAC) -> number map spills to a SQLite file past a size.
+
+    Why: consistent <TYPE_n> tags need one entry per distinct value in the whole dataset, which
+    for a 1 GB file is tens of millions of entries (GBs in a dict). The first MAX_TAGS_IN_MEMORY
+    stay in memory; the rest live in a private temporary database, deleted with this object. It
+    holds only entity types, 64-bit keyed-HMAC prefixes and numbers: no values.
+    """
+
+    def __init__(self, base: TagRegistry, max_in_memory: int | None = None) -> None:
+        super().__init__()
+        self.numbers = base.numbers  # shared: earlier numbers stay valid
+        self.counters = base.counters
+        self.max_in_memory = MAX_TAGS_IN_MEMORY if max_in_memory is None else max_in_memory
+        self._db: Any = None
+        self.spilled = 0
+
+    def _open(self) -> Any:
+        import shutil
+        import sqlite3
+        import weakref
+
+        d = tempfile.mkdtemp(prefix="strongroom-tags-")
+        os.chmod(d, 0o700)
+        db = sqlite3.connect(os.path.join(d, "tags.db"), check_same_thread=False)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE t (etype TEXT, k INTEGER, n INTEGER, PRIMARY KEY (etype, k)) WITHOUT ROWID")
+        weakref.finalize(self, _drop_db, db, d, shutil.rmtree)
+        return db
+
+    def number(self, etype: str, key_hex: str) -> int:
+        k = (etype, key_hex)
+        n = self.numbers.get(k)
+        if n is not None:
+            return n
+        ik = int(key_hex, 16) - (1 << 63)  # fits SQLite's signed 64-bit integer
+        if self._db is not None:
+            row = self._db.execute("SELECT n FROM t WHERE etype = ? AND k = ?", (etype, ik)).fetchone()
+            if row is not None:
+                return int(row[0])
+        n = self.counters.get(etype, 0) + 1
+        self.counters[etype] = n
+        if len(self.numbers) < self.max_in_memory:
+            self.numbers[k] = n
+        else:
+            if self._db is None:
+                self._db = self._open()
+            self._db.execute("INSERT INTO t VALUES (?, ?, ?)", (etype, ik, n))
+            self.spilled += 1
+        return n
+
+
+def _drop_db(db: Any, d: str, rmtree: Any) -> None:
+    try:
+        db.close()
+    finally:
+        rmtree(d, ignore_errors=True)
+
+
+def _bounded_tags(engine: Any) -> None:
+    """Give the engine a spilling tag registry (once; it keeps the numbers already assigned)."""
+    t = engine.transformer
+    if not isinstance(t.tags, SpillTagRegistry):
+        t.tags = SpillTagRegistry(t.tags)
+
+
 # ---- worker side ----
 _W: dict[str, Any] = {}
 
 
-def _worker_init(policy_ref: Any, secret: bytes, fields: list[str] | None, subject_field: str | None) -> None:
+def _worker_init(policy_ref: Any, secret: bytes, fields: list[str] | None, subject_field: str | None,
+                 columns: dict[str, str | None] | None = None) -> None:
     import os as _os
 
     _os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -165,6 +240,7 @@ def _worker_init(policy_ref: Any, secret: bytes, fields: list[str] | None, subje
     _W["engine"] = DeidEngine(policy_ref, secret, None, tag_placeholders=True)
     _W["fields"] = fields
     _W["subject_field"] = subject_field
+    _W["columns"] = columns
 
 
 def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict]:
@@ -173,7 +249,7 @@ def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict]:
     rep = DeidReport(policy=eng.policy.name)
     rep.detector_versions = {"_": 1}
     it, rep = eng.deidentify_records(chunk, _W["fields"], _W["subject_field"], start_index=start,
-                                     report=rep, batch_size=64)
+                                     report=rep, batch_size=64, columns=_W["columns"])
     out = list(it)
     rep.detector_versions = {}
     return out, _report_state(rep)
@@ -195,7 +271,7 @@ def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict]:
             raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
         records.append(parse_json_line(raw, name, n))
     it, rep = eng.deidentify_records(records, _W["fields"], _W["subject_field"], start_index=first_rec,
-                                     report=rep, batch_size=256)
+                                     report=rep, batch_size=256, columns=_W["columns"])
     out = b"".join(orjson.dumps(r) + b"\n" for r in it)
     rep.detector_versions = {}
     return out, _report_state(rep)
@@ -269,6 +345,7 @@ def deidentify_file(engine: Any, in_path: str, out_path: str, fmt: str | None = 
         fields = ["text"]
     rep = DeidReport(policy=engine.policy.name, workers=max(1, workers))
     rep.detector_versions = engine.detector_versions()
+    _bounded_tags(engine)
     t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(prefix=f".{Path(out_path).name}.", suffix=".tmp", dir=out_dir)
     try:
@@ -326,13 +403,22 @@ def _merge_state(rep: DeidReport, state: dict) -> None:
 def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None, subject_field: str | None,
                   workers: int, w: _Writer, rep: DeidReport, qi_columns: list[str] | None, k: int,
                   raw_path: str | None = None) -> None:
-    from strongroom.privacy.operators import TagRegistry
     from strongroom.privacy.tables import k_anonymity
 
     policy_ref = engine.policy  # the object: it carries allow-list additions (--allow-file)
     reg: TagRegistry = engine.transformer.tags
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context("spawn")
     qi_rows: list[dict] = []
+
+    # column decisions are made once, here, from the first records (as a single pass would make
+    # them), and shipped to every worker: slices of one file must not be classified differently
+    if raw_path is not None:
+        with open(raw_path, "rb") as fh:
+            sample = list(itertools.islice(iter_jsonl(fh, Path(raw_path).name), CLASSIFY_SAMPLE))
+    else:
+        sample = list(itertools.islice(records, CLASSIFY_SAMPLE))
+        records = itertools.chain(sample, records)
+    columns = engine.classify_columns(sample, fields, subject_field, report=rep)
 
     def numbered() -> Iterator[tuple[int, list[Any]]]:
         start = 0
@@ -341,7 +427,7 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
             start += len(ch)
 
     with ctx.Pool(workers, initializer=_worker_init,
-                  initargs=(policy_ref, engine._secret, fields, subject_field)) as pool:
+                  initargs=(policy_ref, engine._secret, fields, subject_field, columns)) as pool:
         if raw_path is not None:
             # JSONL fast path: the parent reads binary blocks and writes bytes; workers do the rest
             sub = _tag_rewriter(reg)

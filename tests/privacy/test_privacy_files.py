@@ -103,3 +103,65 @@ def test_parallel_jsonl_blocks_keep_order_tags_and_errors(hipaa, tmp_path, monke
     with pytest.raises(BadInput) as ei:
         hipaa.deidentify_file(str(bad), str(tmp_path / "out_bad.jsonl"), workers=2)
     assert "line 151" in str(ei.value) and not (tmp_path / "out_bad.jsonl").exists()
+
+
+def test_tag_numbers_stay_consistent_when_the_registry_spills_to_disk(hipaa, tmp_path, monkeypatch):
+    """Past MAX_TAGS_IN_MEMORY distinct values the numbers live in a temp SQLite file: the same
+    value must keep its number and distinct values must never share one, serial or parallel."""
+    from strongroom.privacy import fileio
+
+    monkeypatch.setattr(fileio, "MAX_TAGS_IN_MEMORY", 5)
+    monkeypatch.setattr(fileio, "BLOCK_BYTES", 1024)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"i": i, "t": f"write to user{i % 40}x@example.org"}) + "\n" for i in range(120)))
+    for w in (1, 2):
+        eng = type(hipaa)(hipaa.policy, secret=b"s" * 32)
+        eng.deidentify_file(str(src), str(tmp_path / f"o{w}.jsonl"), workers=w)
+        assert isinstance(eng.transformer.tags, fileio.SpillTagRegistry) and eng.transformer.tags.spilled > 0
+        rows = [json.loads(x) for x in (tmp_path / f"o{w}.jsonl").read_text().splitlines()]
+        tag_of: dict[int, str] = {}
+        for r in rows:
+            tag = r["t"].split()[-1]
+            assert tag.startswith("<EMAIL_ADDRESS_") and "example.org" not in r["t"]
+            assert tag_of.setdefault(r["i"] % 40, tag) == tag
+        assert len(set(tag_of.values())) == 40
+        if w == 1:
+            serial = rows
+    assert rows == serial
+
+
+def test_parallel_column_decisions_match_a_single_pass(hipaa, tmp_path, monkeypatch):
+    """Each worker gets a slice of the file; column decisions are made once from the first
+    records (as the single pass makes them), so every slice applies the same ones: the record
+    key stays, and the SSN column stays typed even where a later slice alone would not look
+    like SSNs."""
+    from strongroom.privacy import fileio
+
+    monkeypatch.setattr(fileio, "BLOCK_BYTES", 512)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"record_id": f"sup-{i:06d}",
+                                       "ssn": f"{100 + i:03d}-45-6789" if i < 80 else "pending", "n": i}) + "\n"
+                           for i in range(150)))
+    r1 = hipaa.deidentify_file(str(src), str(tmp_path / "o1.jsonl"), workers=1)
+    r2 = hipaa.deidentify_file(str(src), str(tmp_path / "o2.jsonl"), workers=2)
+    a = [json.loads(x) for x in (tmp_path / "o1.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "o2.jsonl").read_text().splitlines()]
+    assert [r["record_id"] for r in a] == [f"sup-{i:06d}" for i in range(150)]
+    assert all(r["ssn"].startswith("<US_SSN_") for r in a)
+    assert b == a and r2.column_types == r1.column_types
+
+
+def test_one_line_reader_bounds_line_length_and_names_the_line(tmp_path, monkeypatch):
+    """store.formats.iter_lines is the reader behind both the store import and deid: an
+    over-long line is refused by line number without being held whole; CRLF is kept apart."""
+    import io
+
+    from strongroom.store import formats
+
+    raw = io.BytesIO(b"ok\r\n" + b"x" * 50 + b"\nlast")
+    assert [(n, t, nl) for n, t, nl in formats.iter_lines(io.BytesIO(b"a\r\nb\nc"), "f")] == \
+        [(1, "a", "\r\n"), (2, "b", "\n"), (3, "c", "")]
+    with pytest.raises(BadInput, match="f: line 2 is longer than"):
+        list(formats.iter_lines(raw, "f", max_line=20))
+    with pytest.raises(BadInput, match="line 2: binary data"):
+        list(formats.iter_jsonl(io.BytesIO(b'{"a": 1}\n{"a": "\x00"}\n'), "f"))
