@@ -104,7 +104,9 @@ def make_backend(rt: Any, principal: Principal, opts: ServeOptions) -> Backend:
     if opts.backend == "vllm":
         return optional.vllm_backend(opts.models)  # type: ignore[return-value]
     if opts.backend == "llamacpp":
-        return optional.llamacpp_backend(opts.models)  # type: ignore[return-value]
+        from strongroom.serving.backends.llamacpp import load_llamacpp
+
+        return load_llamacpp(rt, principal, opts.models, threads=opts.threads)
     from strongroom.serving.backends.transformers_backend import TransformersBackend
     from strongroom.serving.loader import load_transformers
     from strongroom.training._env import set_threads

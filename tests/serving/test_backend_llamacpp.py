@@ -1,0 +1,225 @@
+"""The llama.cpp backend: scratch-space lifecycle, LoRA conversion, refusal, generation.
+
+The first part runs without llama-cpp-python (CI does not install the extra): the private
+directory is gone after close, exit and SIGTERM, and swept after SIGKILL; a stored adapter
+converts to a GGUF LoRA with llama.cpp's vendored converter without touching a disk; the
+backend refuses clearly when the package is missing. The rest needs ``llama_cpp`` and is
+skipped, with the reason, where it is not importable; it uses SmolLM2's GGUF (llama.cpp loads
+and runs it in well under a second) and one slow test that fine-tunes a fact into SmolLM2 and
+checks that llama.cpp's answer keeps it and matches the transformers backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import audit_entries, principal
+
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+needs_llama = pytest.mark.skipif(
+    not HAVE_LLAMA, reason="llama-cpp-python is not installed (optional extra 'llamacpp'; "
+                           "see docs/SERVING.md)")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mine(root: Path | None) -> set[Path]:
+    from strongroom.serving.backends.optional import PREFIX
+
+    base = root or Path(__import__("tempfile").gettempdir())
+    return {p for p in base.glob(f"{PREFIX}{os.getpid()}-*")}
+
+
+# ----------------------------------------------------------------------------- private dirs
+
+def test_private_dir_is_0700_and_gone_after_the_block_even_on_error():
+    from strongroom.serving.backends.optional import (
+        live_private_dirs, private_tmpdir, scratch_root,
+    )
+
+    with pytest.raises(RuntimeError):
+        with private_tmpdir() as d:
+            assert (d.stat().st_mode & 0o777) == 0o700
+            if scratch_root() is not None:
+                assert d.parent == Path("/dev/shm")
+            (d / "x").write_bytes(b"weights")
+            assert d in live_private_dirs()
+            raise RuntimeError("boom")
+    assert not d.exists() and d not in live_private_dirs()
+    assert not _mine(scratch_root())
+
+
+_CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    from strongroom.serving.backends.optional import make_private_dir
+    d = make_private_dir()
+    (d / "secret.gguf").write_bytes(b"x" * 1000)
+    print(d, flush=True)
+    how = sys.argv[1]
+    if how == "exit":
+        sys.exit(0)
+    if how == "raise":
+        raise SystemExit("failed")
+    os.kill(os.getpid(), getattr(signal, how))
+    time.sleep(30)
+""")
+
+
+def _child(how: str) -> tuple[Path, int]:
+    p = subprocess.run([sys.executable, "-c", _CHILD, how], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    return Path(p.stdout.strip().splitlines()[0]), p.returncode
+
+
+@pytest.mark.parametrize("how", ["exit", "raise", "SIGTERM", "SIGHUP", "SIGINT"])
+def test_private_dir_is_removed_at_exit_and_on_signals(how):
+    d, rc = _child(how)
+    assert d.name.startswith("strongroom-serve-")
+    assert not d.exists(), f"private dir left behind after {how}"
+    if how.startswith("SIG"):  # the process still dies of the signal, after cleaning up
+        assert rc in (-getattr(signal, how), 1, 130)
+
+
+def test_dir_left_by_a_killed_process_is_swept_by_the_next_one():
+    from strongroom.serving.backends.optional import private_tmpdir
+
+    d, rc = _child("SIGKILL")
+    assert rc == -signal.SIGKILL and d.exists()  # SIGKILL cannot be handled
+    with private_tmpdir():
+        pass  # making a private dir sweeps abandoned ones
+    assert not d.exists()
+
+
+def test_sweep_leaves_a_live_owners_dir_alone():
+    from strongroom.serving.backends.optional import make_private_dir, remove_private_dir, sweep_abandoned
+
+    d = make_private_dir()
+    try:
+        sweep_abandoned(d.parent)
+        assert d.exists()
+    finally:
+        remove_private_dir(d)
+    assert not d.exists()
+
+
+# ----------------------------------------------------------------------------- refusal
+
+def test_backend_refuses_clearly_without_the_package(monkeypatch, runtime):
+    from strongroom.errors import BadInput
+    from strongroom.serving.backends import llamacpp, optional
+    from strongroom.serving.server import ServeOptions, check_options
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(optional.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(BadInput, match=r"optional package 'llama_cpp'.*\[llamacpp\]"):
+        check_options(ServeOptions(models=["smollm2-135m-instruct"], backend="llamacpp"))
+    eng = principal(runtime, ["ml-engineer"])
+    with pytest.raises(BadInput, match="llama_cpp"):
+        llamacpp.load_llamacpp(runtime, eng, ["smollm2-135m-instruct"])
+    with pytest.raises(BadInput, match="llama_cpp"):
+        llamacpp.open_gguf("/nonexistent.gguf", "0" * 64)
+
+
+def test_adapter_checks_happen_before_any_conversion():
+    from strongroom.errors import BadInput, IntegrityError
+    from strongroom.serving.backends.gguf_lora import adapter_shape
+    from strongroom.training.adapter import adapter_to_bytes
+
+    with pytest.raises(IntegrityError):
+        adapter_shape(b"not an adapter at all")
+    import torch
+
+    t = {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 4)}
+    with pytest.raises(BadInput, match="use_dora"):
+        adapter_shape(adapter_to_bytes(t, {"r": 2, "lora_alpha": 4, "target_modules": "q_proj",
+                                           "use_dora": True}))
+    shape = adapter_shape(adapter_to_bytes(t, {"r": 2, "lora_alpha": 4,
+                                               "target_modules": "q_proj"}))
+    assert shape["r"] == 2 and shape["lora_alpha"] == 4.0
+
+
+# ----------------------------------------------------------------------------- conversion
+
+@pytest.fixture(scope="module")
+def tiny_adapter():
+    """A LoRA on the tiny Llama with non-zero B (so every converted tensor carries data)."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict
+
+    from strongroom.training import tiny_llama
+    from strongroom.training.adapter import adapter_to_bytes
+
+    model, _ = tiny_llama()
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                          lora_dropout=0.0, bias="none",
+                                          task_type=TaskType.CAUSAL_LM))
+    g = torch.Generator().manual_seed(1)
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            p.data = torch.randn(p.shape, generator=g)
+    state = get_peft_model_state_dict(pm)
+    blob = adapter_to_bytes(state, {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"})
+    return blob, state, model.config.to_dict()
+
+
+@pytest.mark.parametrize("memfd", [True, False])
+def test_adapter_converts_to_a_gguf_lora_without_touching_a_disk(tiny_adapter, memfd):
+    import numpy as np
+    from gguf import GGUFReader
+
+    from strongroom.serving.backends.gguf_lora import convert_adapter
+    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+
+    blob, state, cfg = tiny_adapter
+    if memfd and not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd on this platform")
+    lora = convert_adapter(blob, cfg, use_memfd=memfd)
+    try:
+        if memfd:  # in memory only: no private directory survives the conversion
+            assert lora.path.startswith("/proc/self/fd/")
+            assert not live_private_dirs() and not _mine(scratch_root())
+        else:  # the fallback: a 0700 directory that holds the GGUF only, until close
+            d = Path(lora.path).parent
+            assert (d.stat().st_mode & 0o777) == 0o700 and d in live_private_dirs()
+            assert sorted(p.name for p in d.iterdir()) == sorted(
+                [".owner.lock", "adapter.gguf", "adapter_config.json", "config.json"])
+        data = lora.read_bytes()
+        assert data[:4] == b"GGUF"
+        reader = GGUFReader(lora.path)  # memory-maps the memfd through /proc/self/fd
+        fields = {k: reader.fields[k] for k in ("general.type", "adapter.type",
+                                                 "adapter.lora.alpha")}
+        assert bytes(fields["general.type"].parts[-1]).decode() == "adapter"
+        assert bytes(fields["adapter.type"].parts[-1]).decode() == "lora"
+        assert float(fields["adapter.lora.alpha"].parts[-1][0]) == 8.0
+        tensors = {t.name: t for t in reader.tensors}
+        n_lora = sum(1 for k in state if ".lora_A." in k)
+        assert len(tensors) == 2 * n_lora
+        # v_proj is not permuted by the converter: its B comes through unchanged
+        b = state["base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"].numpy()
+        got = np.asarray(tensors["blk.1.attn_v.weight.lora_b"].data).reshape(b.shape)
+        assert np.allclose(got, b)
+    finally:
+        lora.close()
+    assert not live_private_dirs() and not _mine(scratch_root())
+
+
+def test_converter_failure_is_one_line_and_leaves_nothing(tiny_adapter):
+    from strongroom.serving.backends.gguf_lora import ConversionError, convert_adapter
+    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+
+    blob, _, cfg = tiny_adapter
+    bad = dict(cfg, architectures=["NoSuchArchitectureForCausalLM"])
+    with pytest.raises(ConversionError) as e:
+        convert_adapter(blob, bad)
+    assert "\n" not in str(e.value) and "lora_" not in str(e.value)
+    assert not live_private_dirs() and not _mine(scratch_root())
