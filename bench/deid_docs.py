@@ -494,7 +494,12 @@ def chat(V: Values) -> dict:
     def say(who: str, *chunks) -> None:
         nonlocal m
         m += r.randint(0, 2)
-        d.t(f"[{h:02d}:{m % 60:02d}] {who}: ")
+        d.t(f"[{h:02d}:{m % 60:02d}] ")
+        if who in ("Agent", "Customer"):
+            d.t(who)
+        else:
+            d.v("PERSON", who)  # a speaker label that is the customer's own name
+        d.t(": ")
         for c in chunks:
             if isinstance(c, tuple):
                 d.v(c[0], c[1])

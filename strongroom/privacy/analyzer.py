@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
-from strongroom.privacy.layout import contact_block_spans, country_spans, given_name_spans
+from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, country_spans, given_name_spans,
+                                       locality_spans, lower_name_spans, table_cell_spans)
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
@@ -36,7 +37,13 @@ _NAME_WORD = re.compile(r"(?<![\w'’])[^\W\d_][\w'’.-]*")
 _NOT_NAMES = {"IBAN", "SSN", "ATM", "DOB", "MRN", "NPI", "DEA", "VIN", "PIN", "CVV", "CVC", "ICU", "ER", "EMR",
               "EHR", "HIPAA", "PCI", "SWIFT", "BIC", "ZIP", "ID", "IP", "URL", "EMAIL", "E-MAIL", "PHONE", "FAX",
               "ADDRESS", "NAME", "DATE", "SUBJECT", "RE", "CC", "BCC", "MOBILE", "WEBSITE", "NOTE", "NOTES", "HPI",
-              "ROUTING", "ACCOUNT", "POLICY", "CLAIM", "MEMBER ID", "PATIENT", "DOCTOR", "NURSE", "USER", "ASSISTANT"}
+              "ROUTING", "ACCOUNT", "POLICY", "CLAIM", "MEMBER ID", "PATIENT", "DOCTOR", "NURSE", "USER", "ASSISTANT",
+              # clinical shorthand in notes: dosing, vitals, orders, tests
+              "BID", "TID", "QID", "QD", "QHS", "PRN", "PO", "IV", "IM", "SC", "SQ", "NPO", "BP", "HR", "RR", "SPO2",
+              "RA", "CT", "MRI", "ECG", "EKG", "CBC", "BMP", "CMP", "INR", "PT/INR", "HPI", "ROS", "A/P", "S/P",
+              "PMH", "PSH", "CPT", "DX", "ICD", "NP", "PA", "MD", "RN", "DO", "ED", "OR", "PACU", "NICU", "AM", "PM"}
+# a model's name or place guess that carries a dose ("apixaban 5 mg BID") or is a diagnosis code ("I50.33")
+_NOT_ENTITY = re.compile(r"(?i)\d\s*(?:mg|mcg|µg|ml|mL|g|iu|units?|mmol|meq|%)\b|^[A-TV-Z]\d{2}(?:\.\d{1,4})?$")
 
 
 @dataclass
@@ -149,6 +156,11 @@ class Analyzer:
         spans.extend(H.person_spans(text))
         spans.extend(H.caps_place_spans(text))
         spans.extend(H.cue_spans(text))
+        spans.extend(H.junction_spans(text))
+        spans.extend(H.chat_speaker_spans(text))
+        spans.extend(table_cell_spans(text))
+        spans.extend(lower_name_spans(text))
+        spans.extend(address_cue_spans(text))
         spans.extend(given_name_spans(text))
         spans.extend(country_spans(text))
         if self._deny_re is not None:
@@ -177,7 +189,7 @@ class Analyzer:
                 val = text[s0:s1].strip(" \t>-,;:")
                 if not val or not any(c.isalpha() for c in val) and etype != "DATE":
                     continue
-                if val.upper() in _NOT_NAMES:
+                if val.upper() in _NOT_NAMES or (etype != "DATE" and _NOT_ENTITY.search(val)):
                     continue
                 s0 = text.find(val, s0)
                 s1 = s0 + len(val)
@@ -208,6 +220,7 @@ class Analyzer:
         if self._wanted("OCCUPATION"):
             spans.extend(s for s in occupation_spans(text, spans) if s.score >= self._threshold("OCCUPATION"))
         if self._wanted("STREET_ADDRESS"):
+            spans.extend(s for s in locality_spans(text, spans) if self._keep(s))
             spans.extend(H.bridge_address_blocks(text, spans))
         if self.config.propagate:
             spans.extend(_propagate(text, spans, extra_terms))

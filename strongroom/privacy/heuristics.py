@@ -40,7 +40,7 @@ USPS_SUFFIX = (
     r"Overpass|Parks|Parkways|Passage|Pines?|Plains?|Points|Ports?|Prairie|Radial|Ramp|Rapids?|Rest|"
     r"Ridges|Rivers?|Roads|Run|Shoals?|Skyway|Spurs?|Squares|Station|Sta|Stravenue|Stream|Streets|"
     r"Throughway|Track|Trafficway|Tunnel|Underpass|Unions?|Valleys|Viaduct|Views|Villages?|Ville|"
-    r"Vista|Walks|Wall|Ways"
+    r"Vista|Walks|Wall|Ways|Via"
 )
 STREET_SUFFIX = (
     r"Street|St|Avenue|Ave|Av|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Plaza|Way|"
@@ -49,19 +49,23 @@ STREET_SUFFIX = (
     r"Freeway|Ridge|Point|Landing|Crossing|Estates?|Manor|Meadows?|Glen|Green|Hollow|Junction|Knoll|"
     r"Path|Pass|Shores?|Springs?|Summit|Trace|Vale|Valley|View|Villas?|Wells?|Causeway|Commons?|"
     r"Creek|Dale|Harbou?r|Haven|Lakes?|Mall|Mill|Orchard|Oval|Quay|Ranch|Wharf|Wynd|Brook|Bridge|"
-    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields|Str|" + USPS_SUFFIX
+    r"Parade|Esplanade|Embankment|Broadway|Circus|Yard|Cove|Bend|Field|Fields|Str|"
+    r"Marg|Nagar|Colony|Chowk|Gali|Salai|Peth|" + USPS_SUFFIX
 )
 GLUED_SUFFIX = (
     r"straße|strasse|str\.|gasse|weg|allee|platz|ring|damm|ufer|vej|vænget|gade|vägen|väg|gatan|"
-    r"gata|veien|vei|veg|gate|laan|straat|plein|gracht|kade|dreef|utca|út|tér|ulica|ucica|katu|tie|"
+    r"gata|veien|vei|veg|gate|laan|straat|plein|gracht|kade|dreef|singel|baan|dijk|steeg|utca|út|tér|ulica|ucica|katu|tie|"
     r"polku|tori|kuja|gränd|torget|stræde|cesta|ulice|ul\.|u\.|útja|vegen|street|road|lane|avenue"
 )
 PREFIX_STREET = (
     r"ul\.|ulica|Avda\.?|Av\.|Avenida|Avenue|Calle|C/|Rua|Via|Viale|Piazza|Corso|Rue|Boulevard|Bd\.?|"
     r"Plaza|Carrer|Largo|Praça|Travessa|Estrada|Rambla|Paseo|Camino|Chemin|Allée|Impasse|Quai|trg|"
-    r"Trg|Aleja|Al\.|Str\.|Strada|Calea|Bulevardul|Piața|náměstí|Náměstí|Rr\.|Rruga"
+    r"Trg|Aleja|Al\.|Str\.|Strada|Calea|Bulevardul|Piața|náměstí|Náměstí|Rr\.|Rruga|Contrada|Incrocio|Vicolo|"
+    r"Borgo|Piazzale|Rotonda|Lungomare|Pasaje|Ronda|Glorieta|Callejón|Cuesta|Vía|Travesía|Alameda|Avinguda|"
+    r"Passeig|Praia|Ladeira|Rodovia|Vereda|Largo"
 )
-UNIT = r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Rm|Room|Bldg|Building|Flat|#)\.?\s*#?\s*[\w-]{1,6}\b)?"
+UNIT = (r"(?:,?\s*(?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|Rm|Room|Bldg|Building|Flat|Appartamento|Piano|Scala|"
+        r"Interno|Int\.|Etage|Stock|Whg\.?|Piso|Puerta|Bus|Bte|#)\.?\s*#?\s*[\w-]{1,6}\b)?")
 
 
 def _caps_ok(value: str) -> bool | None:
@@ -81,6 +85,7 @@ _MONTH_WORDS = {"january", "february", "march", "april", "may", "june", "july", 
 
 # suffixes that are not English word endings: a lower-cased "hersnapvej 18" is still a street
 _FOREIGN_GLUED = re.compile(r"(?i)(?:straße|strasse|gasse|vej|gade|vägen|gatan|gata|veien|vegen|straat|utca|út|útja|"
+                            r"dreef|singel|laan|gracht|dijk|steeg|weg|platz|allee|"
                             r"katu|ulica|ulice|tie|vei)\s+\d")
 
 
@@ -97,6 +102,11 @@ def _street_ctx_ok(value: str) -> bool | None:
     return _caps_ok(value)
 
 
+# words that introduce an address, never part of a street name before a glued suffix
+_LEAD_NOT = (r"(?:address|addr|is|at|to|in|on|of|my|our|the|new|lives?|living|moved|resides?|street|home|mailing|"
+             r"billing|delivery|correspondence|and|from)\b")
+
+
 def address_recognizers() -> list[PatternRecognizer]:
     R, P = PatternRecognizer, Pattern
     ctx = ["address", "lives at", "live at", "living at", "located at", "reside", "resides", "send to",
@@ -104,10 +114,10 @@ def address_recognizers() -> list[PatternRecognizer]:
            "located in", "mailing", "billing", "residence"]
     return [
         R("street_us", "STREET_ADDRESS", [
-            P(r"(?i)\b\d{1,6}[A-Za-z]?(?:-\d{1,4})?\s+(?:(?:[NSEW]|North|South|East|West|N\.?[EW]|S\.?[EW])\.?\s+)?(?:" + _W + r"\s+){0,4}?(?:" + STREET_SUFFIX + r")\b\.?" + UNIT, 0.8),
+            P(r"(?i)\b\d{1,6}[A-Za-z]?(?:[-/]\d{1,4})?,?\s+(?:(?:[NSEW]|North|South|East|West|N\.?[EW]|S\.?[EW])\.?\s+)?(?:" + _W + r"\s+){0,4}?(?:" + STREET_SUFFIX + r")\b\.?" + UNIT, 0.8),
         ], _caps_ok, context=ctx, context_boost=0.15, needs="digit"),
         R("street_glued", "STREET_ADDRESS", [
-            P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:" + _W + r"\s+){0,2}?[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
+            P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:(?!" + _LEAD_NOT + r")" + _W + r"\s+){0,2}?(?:[^\W\d_]+-)*[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?\b" + UNIT, 0.7),
         ], _glued_ok, context=ctx, context_boost=0.2, needs="digit"),
         R("street_prefix", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?(?<![\w.])(?:" + PREFIX_STREET + r")\s+(?:" + _W + r"\s+){0,4}?(?:" + _W + r")[\s,]+(?:n[º°o]\.?\s*)?\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
@@ -119,8 +129,13 @@ def address_recognizers() -> list[PatternRecognizer]:
             P(r"(?i)\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9),
             P(r"(?i)\bUS(?:NS|S|NV|CGC)\s+[^\W\d_]+\b", 0.7),
         ]),
+        # South Asian and similar layouts lead with the house or plot number ("H.No. 364, Bahri")
+        R("house_no", "STREET_ADDRESS", [
+            P(r"\b(?:H\.?[ \t]?No\.?|House[ \t]+No\.?|Plot[ \t]+No\.?|Door[ \t]+No\.?|Flat[ \t]+No\.?|D\.?[ \t]?No\.?)[ \t]*"
+              r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,4}[A-Za-z]?)?,?[ \t]+[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*){0,3}", 0.75),
+        ], needs="digit"),
         R("unit", "STREET_ADDRESS", [
-            P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6),
+            P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Studio)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6),
         ], needs="digit"),
         R("street_line", "STREET_ADDRESS", [
             # "<number> <Name> <number>" or "<Name> <number>" alone on a line, then a unit / locality line
@@ -152,7 +167,12 @@ _CUE_STRONG = re.compile(
     r"called|named|known\s+as|a\.k\.a\.?|spouse|wife|husband|son|daughter|mother|father|brother|sister|"
     r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|kid|child|baby|"
     r"boyfriend|girlfriend|roommate|flatmate|neighbou?r|colleague|co-?worker|boss|manager|landlord|tenant|"
-    r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:))[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
+    r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:|"
+    # a form row: the role, then a dot leader, a column gap or a colon ("Policyholder ....... Ann Roe")
+    r"(?:policy[ \t]*holder|account[ \t]*holder|card[ \t]*holder|insured|claimant|subscriber|beneficiary|guarantor|"
+    r"signature|signed|patient|pt|attending|physician|surgeon|provider|rendering[ \t]+provider|referring[ \t]+provider|"
+    r"prescriber|driver|clinician|applicant|borrower|co-?borrower|payee|witness|next[ \t]+of[ \t]+kin)(?:[ \t]*name)?"
+    r"(?:[ \t]*\.{2,}|[ \t]{2,}|[ \t]*:)))[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
 )
 _CUE_WEAK = re.compile(r"(?i:\b(?:this\s+is|i\s+am|i'm|im|it's|call\s+me|ask\s+for|speak\s+to|talk\s+to|meet|met|thanks|thank\s+you|hi|hello|hey|with))[ \t,]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
 # "Elita B Desaulniers", "Vide A. Persson": given name, middle initial, family name
@@ -164,9 +184,15 @@ _ORG_CUE = re.compile(r"(?i:\b(?:work(?:s|ed|ing)?[ \t]+(?:for|at)|employed[ \t]
                       r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
 _PLACE_CUE = re.compile(r"(?i:\b(?:moved(?:[ \t]+here)?[ \t]+(?:to|from)|flew[ \t]+(?:to|from|into)|arrived[ \t]+(?:at|in)|"
                         r"returned[ \t]+to|travell?ed[ \t]+to|trip[ \t]+to|born[ \t]+in|grew[ \t]+up[ \t]+in|"
-                        r"lives?[ \t]+in|living[ \t]+in|I[ \t]+am[ \t]+in|I'm[ \t]+in|visiting|relocated[ \t]+to))[ \t]+"
+                        r"lives?[ \t]+in|living[ \t]+in|I[ \t]+am[ \t]+in|I'm[ \t]+in|visiting|relocated[ \t]+to|"
+                        # "lives alone in", "resides at a nursing facility in": a few lower-case words, then "in"
+                        r"(?:lives?|living|resides?|residing|based|settled)(?:[ \t]+[a-z][a-z'’-]*){1,5}?[ \t]+in))[ \t]+"
                         r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
 _INITIAL_OR_CAP = re.compile(r"[ \t]+((?:[A-Z]\.?|" + _W + r"))(?=[\s,.;:!?)'\"]|$)")
+
+
+# stop words that begin place and street names ("East Ryantown", "New Holly")
+_PLACE_WORDS = frozenset({"north", "south", "east", "west", "new"})
 
 
 def _take_caps(text: str, start: int, group: str) -> tuple[int, int] | None:
@@ -175,7 +201,8 @@ def _take_caps(text: str, start: int, group: str) -> tuple[int, int] | None:
     end = start
     for tok in re.finditer(r"\S+", group):
         w = tok.group().rstrip(".,;:!?)'\"")
-        if not w or not w[0].isupper() or w.lower().strip(".") in STOP or any(c.isdigit() for c in w):
+        low = w.lower().strip(".")
+        if not w or not w[0].isupper() or (low in STOP and low not in _PLACE_WORDS) or any(c.isdigit() for c in w):
             break
         end = start + tok.start() + len(w)
         if tok.group()[-1] in ",;:!?" or (tok.group().endswith(".") and len(w) > 1):
@@ -225,10 +252,17 @@ def person_spans(text: str) -> list[Span]:
         for m in rx.finditer(text):
             r = _take_caps(text, m.start(1), m.group(1))
             if r:
-                out.append(Span("PERSON", r[0], r[1], score, recognizer="name_cue"))
+                end = r[1]
+                if rx is _CUE_STRONG:
+                    x = _GIVEN_AFTER_COMMA.match(text, end)
+                    if x and x.group(1).lower() not in STOP:
+                        end = x.end(1)  # "Pt: Barrena, Ángel (MRN ...)": family name, given name
+                out.append(Span("PERSON", r[0], end, score, recognizer="name_cue"))
     return out
 
 
+_GIVEN_AFTER_COMMA = re.compile(r",[ \t]*([A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[-'’][A-ZÀ-ÖØ-Þ]?[^\W\d_]+)?(?:[ \t]+[A-Z]\.?)?)"
+                                r"(?=[ \t]*(?:\(|\n|$|[ \t]{2}|\||;))")
 _HON_BEFORE = re.compile(r"(?:^|(?<=[\s(\[\"']))(?:" + HONORIFIC + r")\.?[ \t]+$")
 
 
@@ -458,4 +492,48 @@ def widen_corners(text: str, spans: list[Span]) -> list[Span]:
                     end = x.end()
                 s = Span(s.entity_type, m.start(), end, s.score, recognizer=s.recognizer)
         out.append(s)
+    return out
+
+
+_JUNCTION = re.compile(r"(?i:\b(?:junction|corner|intersection|crossroads?|cross[ \t]+streets?)[ \t]+of)[ \t]+")
+_NAMED_STREET = re.compile(r"(?:" + _W + r"[ \t]+){0,3}?(?i:" + STREET_SUFFIX + r")\b\.?|[^\W\d_][\w'’.-]*(?i:" + GLUED_SUFFIX + r")")
+_STREET_JOIN = re.compile(r"[ \t]+(?:and|&|/|with|at)[ \t]+")
+
+
+def junction_spans(text: str) -> list[Span]:
+    """Streets named without a house number where a place is described by its crossing
+    ("junction of Gray Shore and Conor Mission", "corner of Werner-Schenk-Platz and ...")."""
+    out: list[Span] = []
+    for m in _JUNCTION.finditer(text):
+        pos = m.end()
+        for _ in range(2):
+            st = _NAMED_STREET.match(text, pos)
+            if not st or _caps_ok(st.group()) is False:
+                break
+            out.append(Span("STREET_ADDRESS", st.start(), st.end(), 0.7, recognizer="junction"))
+            j = _STREET_JOIN.match(text, st.end())
+            if not j:
+                break
+            pos = j.end()
+    return out
+
+
+_CHAT_SPEAKER = re.compile(r"(?m)^[ \t]*\[?\d{1,2}:\d{2}(?::\d{2})?(?:[ \t]?[AaPp][Mm])?\]?[ \t]*-?[ \t]*"
+                           r"([^\W\d_][\w'’.-]{1,20}(?:[ \t]+[^\W\d_][\w'’.-]{1,20})?)[ \t]*:")
+_ROLES = frozenset("""
+agent customer user assistant system bot chatbot support operator client member patient advisor adviser rep
+representative specialist me you nurse doctor staff admin administrator moderator host guest caller visitor ai
+human team bank clinic pharmacy service helpdesk desk reception note info
+""".split())
+
+
+def chat_speaker_spans(text: str) -> list[Span]:
+    """Time-stamped transcript lines name their speaker ("[10:13] laura: ..."): a speaker that
+    is not a role word ("Agent", "Customer") is a person, whatever its case."""
+    out = []
+    for m in _CHAT_SPEAKER.finditer(text):
+        words = m.group(1).lower().split()
+        if any(w in _ROLES or w in STOP for w in words):
+            continue
+        out.append(Span("PERSON", m.start(1), m.end(1), 0.6, recognizer="chat_speaker"))
     return out

@@ -133,3 +133,256 @@ def contact_block_spans(text: str, spans: list[Span]) -> list[Span]:
         if before and after:
             out.append(Span("ORGANIZATION", a, b, 0.5, recognizer="contact_block"))
     return out
+
+
+# ---------------------------------------------------------------- tables rendered as text
+# a header row: 3+ short cells of words (no digits), separated by pipes, commas, semicolons or tabs
+_HEADER_CELL = re.compile(r"[ \t]*[A-Za-z][A-Za-z ._/#()-]{0,30}[ \t]*")
+_TABLE_SEPS = ("|", "\t", ";", ",")
+# header words the shared column-hint table does not cover, as they appear in exported reports
+_EXTRA_HINTS = {"user": "ID_NUMBER", "username": "ID_NUMBER", "user_name": "ID_NUMBER", "login": "ID_NUMBER",
+                "user_id": "ID_NUMBER", "patient": "PERSON", "customer": "PERSON", "client": "PERSON",
+                "insured": "PERSON", "policyholder": "PERSON", "policy_holder": "PERSON", "mrn_no": "MEDICAL_RECORD_NUMBER",
+                "mr_no": "MEDICAL_RECORD_NUMBER", "member_no": "HEALTH_PLAN_ID", "member_number": "HEALTH_PLAN_ID",
+                "registration": "LICENSE_PLATE", "reg": "LICENSE_PLATE", "reg_no": "LICENSE_PLATE", "postal": "ZIP_CODE",
+                "birth": "DATE", "date_of_service": "DATE", "dos": "DATE", "visit_date": "DATE", "cell_phone": "PHONE_NUMBER"}
+# types whose values may themselves contain the separator ("Dec. 1, 1954", "Roe, Jane", "12 Elm St, Apt 4")
+_COMMA_TYPES = frozenset({"DATE", "STREET_ADDRESS", "PERSON"})
+# what a cell holding the separator must look like to be one value
+_WIDE_OK = {"DATE": re.compile(r"(?i)[a-z]{3,9}\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?,[ \t]*\d{2,4}|\d{1,2}[ \t]+[a-z]{3,9},[ \t]*\d{4}"),
+            "PERSON": re.compile(r"[^\W\d_][\w'’.-]*,[ \t]*[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*)?"),
+            "STREET_ADDRESS": re.compile(r"[^,]*\d[^,]*,[ \t]*(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|#)[^,]*", re.I)}
+_NUMBERISH = frozenset({"US_SSN", "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_ID", "ACCOUNT_NUMBER", "ZIP_CODE", "PHONE_NUMBER",
+                        "LICENSE_PLATE", "LICENSE_NUMBER", "NPI", "DEA_NUMBER", "ABA_ROUTING", "IBAN_CODE", "CREDIT_CARD",
+                        "POLICY_NUMBER", "CLAIM_NUMBER", "DEVICE_ID", "IP_ADDRESS", "VIN", "DATE"})
+
+
+def _split_row(line: str, sep: str) -> list[tuple[int, int]]:
+    """Cell (start, end) offsets within the line, blanks trimmed; outer pipes dropped."""
+    cells = []
+    pos = 0
+    parts = line.split(sep)
+    for k, part in enumerate(parts):
+        a, b = pos, pos + len(part)
+        pos = b + 1
+        if sep == "|" and (k == 0 or k == len(parts) - 1) and not part.strip():
+            continue
+        while a < b and line[a] in " \t":
+            a += 1
+        while b > a and line[b - 1] in " \t":
+            b -= 1
+        cells.append((a, b))
+    return cells
+
+
+def _column_type(header: str) -> str | None:
+    from strongroom.privacy.tables import hint_for  # noqa: PLC0415 - one column-hint vocabulary for files and text
+
+    name = re.sub(r"[^a-z0-9]+", "_", header.lower()).strip("_")
+    return _EXTRA_HINTS.get(name) or hint_for(header)
+
+
+def table_cell_spans(text: str) -> list[Span]:
+    """Cells of a table rendered as text (CSV, pipe/markdown, tab- or semicolon-separated) under a
+    header that names their content ("dob", "MRN", "Plate", "zip"): a bare 5-digit number or a
+    short code in a column headed "zip" or "mrn" is that identifier, though alone it says nothing.
+
+    A row with more cells than the header (a comma inside a date or a "Last, First" name) is
+    aligned from both ends around the one column whose values may hold the separator.
+    """
+    if "\n" not in text:
+        return []
+    out: list[Span] = []
+    lines = text.split("\n")
+    offs = []
+    pos = 0
+    for ln in lines:
+        offs.append(pos)
+        pos += len(ln) + 1
+    i = 0
+    while i < len(lines) - 1:
+        line = lines[i]
+        sep = next((s for s in _TABLE_SEPS if line.count(s) >= 2), None)
+        if sep is None:
+            i += 1
+            continue
+        hcells = _split_row(line, sep)
+        if len(hcells) < 3 or not all(_HEADER_CELL.fullmatch(line[a:b]) for a, b in hcells):
+            i += 1
+            continue
+        types = [_column_type(line[a:b]) for a, b in hcells]
+        if not any(types):
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines):
+            row = lines[j]
+            if sep == "|" and re.fullmatch(r"[ \t|:+-]*-[ \t|:+-]*", row):
+                j += 1
+                continue  # markdown rule line
+            if row.count(sep) < len(hcells) - 1 - (sep == "|" and not row.strip().startswith("|")):
+                break
+            cells = _split_row(row, sep)
+            n, extra = len(hcells), len(cells) - len(hcells)
+            if extra < 0:
+                break
+            pairs: list[tuple[str | None, int, int]] = []
+            if extra == 0:
+                pairs = [(t, a, b) for t, (a, b) in zip(types, cells)]
+            else:
+                for w in (k for k, t in enumerate(types) if t in _COMMA_TYPES):
+                    if _WIDE_OK[types[w]].fullmatch(row[cells[w][0]:cells[w + extra][1]]):  # type: ignore[index]
+                        pairs = [(types[k], *cells[k]) for k in range(w)]
+                        pairs.append((types[w], cells[w][0], cells[w + extra][1]))
+                        pairs += [(types[k], *cells[k + extra]) for k in range(w + 1, n)]
+                        break
+            base = offs[j]
+            for t, a, b in pairs:
+                val = row[a:b]
+                if t is None or b - a < 2 or b - a > 80 or not any(c.isalnum() for c in val):
+                    continue
+                if t in _NUMBERISH and not any(c.isdigit() for c in val):
+                    continue
+                if t == "PERSON" and not any(c.isalpha() for c in val):
+                    continue
+                out.append(Span(t, base + a, base + b, 0.7, recognizer="table_column"))
+            j += 1
+        i = j
+    return out
+
+
+# ---------------------------------------------------------------- locality after a street line
+_PC = r"(?:\d{4,6}(?:-\d{3,4})?|\d{4}[ \t]?[A-Z]{2}|[AC-FHKNPRTV-Y]\d[\dW][ \t]?[A-Z\d]{4}|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{2}-\d{3}|\d{3}[ \t]\d{2})"
+_TOWN = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*(?:[ \t]+(?:[A-ZÀ-ÖØ-Þ][\w'’.-]*|de|del|di|da|do|la|le|les|am|an|im|upon|on|sur|en|y|van|aan|den|der|bei|ob|nad|pod|of))*?"
+# one locality line: "Springfield, IL 62704" / "75008 Paris" / "Leeds" / "LS1 4DY" / "Oslo 0150"
+_LOCALITY = re.compile(
+    r"[ \t]*(?:(?P<pc1>" + _PC + r")[ \t]+)?(?:(?P<town>" + _TOWN + r")(?![\w'’-]))?(?:[ \t]*,?[ \t]*(?P<region>[A-Z]{2,3})(?!\w))??"
+    r"(?:[ \t]*,?[ \t]*(?P<pc2>" + _PC + r")(?!\w))?[ \t]*,?[ \t]*$")
+
+
+_INLINE_LOCALITY = re.compile(r"[ \t]+(?P<town>[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}?)[ \t]*,?[ \t]+"
+                              r"(?P<pc>" + _PC + r")(?=[ \t]*(?:$|\n|[.,;!?)]))")
+
+
+def locality_spans(text: str, spans: list[Span]) -> list[Span]:
+    """Town and postcode on the lines (or comma-separated parts) right after a street line.
+
+    Letters, forms and records write an address as street, then "[postcode] town [region]
+    [postcode]"; a town name found nowhere else ("Thompsonchester", "Kalyan-Dombivli") is a place
+    because of where it sits. At most two following lines, each short and label-free.
+    """
+    out: list[Span] = []
+    for s in spans:
+        if s.entity_type != "STREET_ADDRESS":
+            continue
+        pos = s.end
+        if 0 < pos < len(text) and text[pos - 1].isalnum() and text[pos].isalnum():
+            # the street span stopped inside a token ("9861" of "9861GL Heeze"): re-read its last line
+            cut = max(text.rfind("\n", s.start, pos), text.rfind(",", s.start, pos))
+            if cut <= s.start:
+                continue
+            pos = cut
+        m = _INLINE_LOCALITY.match(text, pos)
+        if m:  # "new address is meesdreef 5 amsterdam-duivendrecht 8727 NH": town then postcode, same line
+            out.append(Span("LOCATION", m.start("town"), m.end("town"), 0.6, recognizer="locality"))
+            out.append(Span("ZIP_CODE", m.start("pc"), m.end("pc"), 0.7, recognizer="locality"))
+            continue
+        for _ in range(3):
+            m = re.match(r"[ \t]*(?:,|\n)[ \t]*", text[pos:pos + 8])
+            if not m:
+                break
+            seg_start = pos + m.end()
+            nl = text.find("\n", seg_start)
+            line_end = len(text) if nl < 0 else nl
+            comma = text.find(",", seg_start, line_end)
+            seg_end = line_end
+            # "North Keithland, BC R7G8H6" is one locality; "Johnville, S4 1HF" too; "City, Country" parts stop at a comma
+            seg = text[seg_start:seg_end]
+            if not seg.strip() or len(seg) > 60 or ":" in seg or "@" in seg or len(seg.split()) > 7:
+                if comma < 0:
+                    break
+                seg_end = comma
+                seg = text[seg_start:seg_end]
+                if not seg.strip() or len(seg) > 40 or ":" in seg:
+                    break
+            lm = _LOCALITY.fullmatch(seg)
+            if not lm or not (lm.group("town") or lm.group("pc1") or lm.group("pc2")):
+                if comma < 0:
+                    break
+                lm = _LOCALITY.fullmatch(text[seg_start:comma])
+                if not lm or not (lm.group("town") or lm.group("pc1") or lm.group("pc2")):
+                    break
+                seg_end = comma
+            found = False
+            for g, etype, score in (("pc1", "ZIP_CODE", 0.7), ("town", "LOCATION", 0.6), ("pc2", "ZIP_CODE", 0.7)):
+                if lm.group(g):
+                    a, b = seg_start + lm.start(g), seg_start + lm.end(g)
+                    word = text[a:b]
+                    if etype == "LOCATION" and (word.upper() == word and len(word) <= 3 or word.lower() in _NOT_TOWN):
+                        continue
+                    out.append(Span(etype, a, b, score, recognizer="locality"))
+                    found = True
+            if not found:
+                break
+            pos = seg_end
+    return out
+
+
+_NOT_TOWN = frozenset({"dear", "re", "subject", "account", "phone", "telephone", "email", "tel", "fax", "mobile", "date",
+                       "yours", "sincerely", "regards", "thank", "thanks", "hello", "hi", "attn", "policy", "claim",
+                       "patient", "member", "description", "signature", "payment"})
+
+
+# ---------------------------------------------------------------- cues that work in lower-case chat
+_LOWER_NAME_CUE = re.compile(
+    r"(?i:\b(?:i'm|i’m|im|i[ \t]+am|this[ \t]+is|it's|it’s|its|my[ \t]+name[ \t]+is|name's|names|call[ \t]+me|"
+    r"for[ \t]+my[ \t]+(?:mom|mum|mother|dad|father|husband|wife|son|daughter|brother|sister|grandma|grandmother|"
+    r"grandpa|grandfather|partner|kid|child|aunt|uncle|nephew|niece|fianc[ée]e?|boyfriend|girlfriend)))[ \t,]+"
+    r"(?P<n>[a-zà-ÿ][a-zà-ÿ'’-]{1,20}(?:[ \t]+[a-zà-ÿ][a-zà-ÿ'’-]{1,20}){0,2})")
+_AFTER_NAME_STOP = frozenset("""calling here again from speaking with about and or but because regarding re
+for to on at in my your the a an is was will can need needs want wants having have has just also so if i
+""".split())
+
+
+@lru_cache(maxsize=1)
+def _given_lower() -> frozenset[str]:
+    return frozenset(n.casefold() for n in given_names() if n.casefold() not in _COMMON_WORDS)
+
+
+def lower_name_spans(text: str) -> list[Span]:
+    """A lower-case given name after a self-introduction or a family word ("hey it's yashasvi
+    sangha", "for my dad dale roberts"): chat drops capitals, so the name lists vouch instead."""
+    if not any(c.islower() for c in text):
+        return []
+    names = _given_lower()
+    out = []
+    for m in _LOWER_NAME_CUE.finditer(text):
+        words = list(re.finditer(r"[^\s,]+", m.group("n")))
+        if not words or words[0].group().casefold() not in names:
+            continue
+        end = m.start("n") + words[0].end()
+        for w in words[1:]:
+            if w.group().casefold() in _AFTER_NAME_STOP:
+                break
+            end = m.start("n") + w.end()
+        out.append(Span("PERSON", m.start("n"), end, 0.6, recognizer="lower_name_cue"))
+    return out
+
+
+_ADDRESS_CUE = re.compile(
+    r"(?i:\b(?:(?:new|home|mailing|postal|billing|shipping|delivery|correspondence|street)[ \t]+)?address[ \t]*(?:is|:|=|-)?|"
+    r"\blive[ \t]+at|\bliving[ \t]+at|\bmoved[ \t]+to|\b(?:ship|send|mail|deliver)[ \t]+(?:it[ \t]+|them[ \t]+)?to)[ \t]+"
+    r"(?P<a>[^\s,;:!?][^\n;:!?]{4,80}?)[ \t]*,?[ \t]+(?P<pc>" + _PC + r")(?=[ \t]*(?:$|\n|[.,;!?)]))")
+
+
+def address_cue_spans(text: str) -> list[Span]:
+    """Everything between an address cue and the postcode that closes it ("new address is 48 davies
+    plain petersmouth G07 5GP"): a postcode at the end of an announced address bounds it, whatever
+    the case or order of street, number and town."""
+    out = []
+    for m in _ADDRESS_CUE.finditer(text):
+        if not any(c.isdigit() for c in m.group("a")):
+            continue  # a street line carries a house number; "see below 12345" is not an address
+        out.append(Span("STREET_ADDRESS", m.start("a"), m.end("a"), 0.7, recognizer="address_cue"))
+        out.append(Span("ZIP_CODE", m.start("pc"), m.end("pc"), 0.7, recognizer="address_cue"))
+    return out

@@ -166,8 +166,10 @@ _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
     r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
-_LABEL_END = r"\s*(?:no\.?|num(?:ber)?\.?|#|id)?\s*(?:is|was|:|#|=|-)?\s*"
-_CODE = r"((?=[A-Za-z0-9/.-]*\d)[A-Z0-9](?:[A-Z0-9]|[-/.](?=[A-Z0-9])){3,24})"  # an identifier token after a label
+# label tail: "no.", "number", "#"; a form's dot leader ("Policy number........ X"); "(ending 1234)"
+_LABEL_END = (r"\s*(?:no\.?|num(?:ber)?\.?|#|id)?\s*(?:[.…_]{2,}[ \t]*)?(?:is|was|:|#|=|-)?\s*\(?\s*"
+              r"(?:(?:number\s+)?ending(?:\s+(?:in|with))?:?\s*)?")
+_CODE = r"((?=[A-Za-z0-9/.-]*\d|[A-Za-z0-9/.-]+ \d)[A-Z0-9](?:[A-Z0-9]|[-/.](?=[A-Z0-9])|[ ](?=\d{3,}(?![\w/.-]*[^\W\d_]))){3,24})"  # an identifier token after a label
 
 
 def _has_digit(v: str) -> bool | None:
@@ -244,16 +246,27 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         R("ipv6", "IP_ADDRESS", [P(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])", 0.3)], V.ip_address, valid_score=0.95),
         R("mac", "DEVICE_ID", [P(r"\b(?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}\b", 0.9)]),
         R("phone", "PHONE_NUMBER", [
-            P(r"(?<![\w+/.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{1,5}(?:[\s.-]{1,2}\(?\d{1,5}\)?){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/]|[.-]\d)", 0.4),
+            P(r"(?<![\w+/.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,5}\)[\s.-]?)?\d{1,5}(?:[\s.-]{1,2}\(?\d{1,9}\)?){1,5}(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?(?![\w/]|[.-]\d)", 0.4),
             P(r"(?<![\w+/.-])\+?\(?\d{3}\)?\d{7,9}(?!\w)", 0.4),
+            P(r"(?<![\w+/.-])\+\d{1,3}[ \t.-]?\d{6,12}(?![\w/]|[.-]\d)", 0.45),
+            P(r"(?<![\w+/.-])\(\d{2,5}\)[ \t.-]?\d{3,9}(?:[ \t.-]\d{2,9})?(?![\w/]|[.-]\d)", 0.4),
+            P(r"(?<![\w+/.-])\+\d{1,3}[ \t]?\(0\)[ \t]?\d{2,5}(?:[ \t.-]?\d{2,8}){1,3}(?![\w/]|[.-]\d)", 0.5),
         ], _phone_ok, valid_score=0.75,
           context=["phone", "tel", "telephone", "fax", "mobile", "cell", "call", "desk", "office", "contact",
                    "reach", "ph", "mob", "landline", "pager", "whatsapp", "sms", "text me", "dial", "answering"]),
+        R("extension", "PHONE_NUMBER", [
+            P(r"(?i)\b(?:pager|beeper|bleep|ext(?:ension)?\.?|x-?ray\s+desk|direct\s+dial)\s*(?:no\.?|number|#)?\s*(?:is|:|#|-)?\s*(\d{3,6})\b(?![.,]\d)", 0.75, group=1),
+        ]),
         # ---- government / health ids ----
         R("us_ssn", "US_SSN", [P(r"(?<![\d-])\d{3}([- .])\d{2}\1\d{4}(?![\d-])", 0.5),
                                P(r"(?<![\d-])\d{9}(?![\d-])", 0.05)],
           V.us_ssn, valid_score=0.6, context=["ssn", "social security", "social sec", "ss#", "ss #", "ssa", "taxpayer", "tin"],
           context_boost=0.4, invalid_score=0.6),
+        # "SSN last four 1234", "last 4 of my social: 1234": a partial SSN still narrows who it is
+        R("ssn_last4", "US_SSN", [
+            P(r"(?i)\b(?:ssn|social\s+security(?:\s+(?:number|no\.?|#))?|social|ss#|tin)\s*(?:last\s*(?:four|4|digits)|ending(?:\s+in)?|ends\s+(?:in|with))\s*(?:is|are|:|=|-)?\s*(\d{4})\b", 0.85, group=1),
+            P(r"(?i)\blast\s*(?:four|4)(?:\s+digits)?\s+of\s+(?:my|the|his|her|their)?\s*(?:ssn|social(?:\s+security)?(?:\s+number)?)\s*(?:is|are|:|=|-)?\s*(\d{4})\b", 0.85, group=1),
+        ]),
         R("npi", "NPI", [P(r"(?<!\d)\d{10}(?!\d)", 0.1)], V.npi, valid_score=0.3, context=["npi", "provider", "prescriber", "national provider"], context_boost=0.6,
           invalid_score=0.5),
         R("dea", "DEA_NUMBER", [P(r"\b[A-Z][A-Z9]\d{7}\b", 0.3)], V.dea, valid_score=0.75, context=["dea"], context_boost=0.25, invalid_score=0.5),
@@ -274,11 +287,15 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         ], _has_digit),
         R("vin", "VIN", [P(r"\b[A-HJ-NPR-Z0-9]{17}\b", 0.3)], V.vin, valid_score=0.95, context=["vin", "vehicle", "chassis"], invalid_score=0.5),
         R("plate", "LICENSE_PLATE", [
-            P(r"(?i)\b(?:licen[cs]e\s*plate|number\s*plate|plate|tag|registration\s*plate)" + _LABEL_END + r"([A-Z0-9]{1,4}[- ]?[A-Z0-9]{1,5})\b", 0.85, group=1),
+            P(r"(?i)\b(?:licen[cs]e\s*plate|number\s*plate|plate|tag|registration\s*plate)" + _LABEL_END + r"([A-Z0-9]{1,4}(?:[- ]?[A-Z0-9]{1,5}){1,2})\b", 0.85, group=1),
         ], _has_digit),
         R("device", "DEVICE_ID", [
             P(r"(?i)\b(?:serial|s/n|sn|device|imei|udid|meid|lot|model|implant|pacemaker|pump)" + _LABEL_END + _CODE, 0.85, group=1),
         ], _has_digit),
+        R("username", "ID_NUMBER", [
+            P(r"(?i)\b(?:user(?:[ _-]?(?:name|id))?|login|uid|account[ _-]?name|screen[ _-]?name)=[\"']?([A-Za-z0-9][\w.@+-]{1,63})", 0.8, group=1),
+            P(r"(?i)\b(?:user[ _-]?name|user[ _-]?id|login(?:[ _-]?(?:name|id))?|screen[ _-]?name|handle)\s*(?::|\bis\b)\s*@?([A-Za-z0-9][\w.+-]{2,63})", 0.7, group=1),
+        ]),
         # ---- payments ----
         R("credit_card", "CREDIT_CARD", [P(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])", 0.3)], V.credit_card, valid_score=1.0,
           context=["card", "visa", "mastercard", "amex", "credit", "debit", "cc", "pan"], invalid_score=0.5),
@@ -325,6 +342,8 @@ def builtin_recognizers() -> list[PatternRecognizer]:
             P(r"(?i)\b(\d{1,3})\s*(?:-\s*|\s)?(?:years?|yrs?|y/?o|y\.o\.|yo)\b(?:[\s-]*old)?", 0.8, group=1),
             P(r"(?i)\b(?:aged?|turned|turns|turn|turning|age\s*of)\s*(?:is|was|:|=)?\s*(\d{1,3})\b(?!\s*(?:%|percent|mg|kg|days?|weeks?|months?))", 0.75, group=1),
             P(r"(?i)\b(\d{1,3})\s*(?:-|\s)?(?:M|F|yo[mf])\b(?=[\s,.;])", 0.3, group=1),
+            P(r"(?i)\b(?:s?he|shes|hes|she's|he's|she’s|he’s|patient|pt|mom|mum|dad|grandma|grandpa)(?:\s+(?:is|was|will\s+be|turned|just\s+turned))?\s+(\d{2,3})\b"
+              r"(?=\s*(?:now|today|this|next|last|in|and|but|so|yesterday|,|\.|!|\?|$))(?!\s*(?:%|percent|mg|kg|lbs?|pounds|days?|weeks?|months?|minutes?|hours?|times?|cm|mm|[.,]\d))", 0.6, group=1),
         ], _age_ok),
         R("zip", "ZIP_CODE", [
             P(r"\b(?:A[LKZR]|C[AOT]|D[EC]|FL|GA|HI|I[DLNA]|K[SY]|LA|M[EDAINSOT]|N[EVHJMYCD]|O[HKR]|PA|RI|S[CD]|T[NX]|UT|V[TA]|W[AVIY]|PR|GU|VI)[ ,]{1,2}(\d{5}(?:-\d{4})?)\b", 0.9, group=1),
@@ -356,6 +375,9 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         "cvv": ("cvv", "cvc", "cvn", "cid", "csc", "security", "verification"),
         "expiry": ("exp", "valid", "good"),
         "pin": ("pin", "passcode"),
+        "extension": ("pager", "beeper", "bleep", "ext", "desk", "dial"),
+        "ssn_last4": ("ssn", "social", "ss#", "tin"),
+        "username": ("user", "login", "uid", "name", "handle"),
     }
     for r in recs:
         r.keywords = kw.get(r.name, ())
