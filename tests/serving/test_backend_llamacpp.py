@@ -223,3 +223,218 @@ def test_converter_failure_is_one_line_and_leaves_nothing(tiny_adapter):
         convert_adapter(blob, bad)
     assert "\n" not in str(e.value) and "lora_" not in str(e.value)
     assert not live_private_dirs() and not _mine(scratch_root())
+
+
+# ----------------------------------------------------------------------------- with llama.cpp
+
+EMBEDDED = "smollm2-135m-instruct"
+
+
+def _embedded_gguf() -> tuple[str, str]:
+    from strongroom.training import resolve_base
+
+    spec = resolve_base(EMBEDDED)
+    return str(Path(spec.path) / str(spec.gguf_file)), spec.files[str(spec.gguf_file)]
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from strongroom.serving.backends.llamacpp import LlamaCppBackend, open_gguf
+
+    path, digest = _embedded_gguf()
+    backend = LlamaCppBackend({"smol": open_gguf(path, digest, threads=1)})
+    yield backend
+    backend.close()
+
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@needs_llama
+def test_generation_contract(smol):
+    from strongroom.serving.backends.base import GenParams
+
+    served = smol._get("smol")
+    g = smol.chat("smol", QUESTION, GenParams(max_new_tokens=12))
+    assert g.text and g.completion_tokens <= 12
+    assert g.prompt_tokens == len(served.tokenize(smol.render_chat("smol", QUESTION)))
+    assert "<|im_start|>assistant\n" in smol.render_chat("smol", QUESTION)  # its own template
+    assert smol.chat("smol", QUESTION, GenParams(max_new_tokens=12)).text == g.text  # greedy
+    pieces: list[str] = []
+    streamed = smol.chat("smol", QUESTION, GenParams(max_new_tokens=12), on_text=pieces.append)
+    assert len(pieces) > 1 and "".join(pieces) == streamed.text and streamed.text.strip() == g.text
+    short = smol.chat("smol", QUESTION, GenParams(max_new_tokens=3))
+    assert short.finish_reason == "length" and short.completion_tokens == 3
+    word = g.text.split()[1]
+    stopped = smol.chat("smol", QUESTION, GenParams(max_new_tokens=12, stop=[word]))
+    assert word not in stopped.text and stopped.finish_reason == "stop"
+    assert g.text.startswith(stopped.text)
+    cancel = GenParams(max_new_tokens=12)
+    cancel.cancel.set()
+    assert smol.chat("smol", QUESTION, cancel).completion_tokens == 0
+    sampled = {smol.chat("smol", QUESTION, GenParams(max_new_tokens=8, temperature=1.0,
+                                                     seed=s)).text for s in (1, 1)}
+    assert len(sampled) == 1  # a seed makes sampling repeatable
+    assert smol.token_counter("smol")("hello world") == len(served.tokenize("hello world"))
+    done = smol.complete("smol", "The capital of Italy is", GenParams(max_new_tokens=4))
+    assert done.completion_tokens <= 4 and done.prompt_tokens > 3
+
+
+@needs_llama
+def test_unknown_model_and_too_long_prompt(smol):
+    from strongroom.errors import BadInput, NotFound
+    from strongroom.serving.backends.base import GenParams
+
+    with pytest.raises(NotFound):
+        smol.chat("nope", QUESTION, GenParams())
+    with pytest.raises(BadInput, match="context window"):
+        smol.complete("smol", "word " * 5000, GenParams(max_new_tokens=4))
+
+
+@needs_llama
+def test_concurrent_requests_on_one_model_are_serialised(smol):
+    from strongroom.serving.backends.base import GenParams
+
+    expected = smol.chat("smol", QUESTION, GenParams(max_new_tokens=8)).text
+    out: list[str] = []
+    threads = [threading.Thread(target=lambda: out.append(
+        smol.chat("smol", QUESTION, GenParams(max_new_tokens=8)).text)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [expected] * 3
+
+
+@needs_llama
+def test_base_file_is_hash_checked():
+    from strongroom.errors import IntegrityError
+    from strongroom.serving.backends.llamacpp import open_gguf
+
+    path, digest = _embedded_gguf()
+    with pytest.raises(IntegrityError):
+        open_gguf(path, "0" * 64)
+
+
+@needs_llama
+def test_loaded_through_the_store_with_permission_and_audit(home, runtime, tiny_base):
+    from strongroom.errors import BadInput, NotFound, PermissionDenied
+    from strongroom.serving.backends.llamacpp import load_llamacpp
+    from strongroom.store.model_registry import ADAPTER
+    from strongroom.training import resolve_base
+
+    with pytest.raises(PermissionDenied):
+        load_llamacpp(runtime, principal(runtime, ["auditor"]), [EMBEDDED])
+    eng = principal(runtime, ["ml-engineer"])
+    with pytest.raises(NotFound):
+        load_llamacpp(runtime, eng, ["no-such-model"])
+    backend = load_llamacpp(runtime, eng, [EMBEDDED], threads=1)
+    try:
+        assert backend.models() == [EMBEDDED]
+    finally:
+        backend.close()
+    loads = [e for e in audit_entries(home) if e["action"] == "gateway.load"]
+    assert loads[-1]["outcome"] == "success" and loads[-1]["public"]["backend"] == "llamacpp"
+    # a fine-tune on a safetensors base is refused with a pointer to the reference backend
+    from strongroom.training.adapter import adapter_to_bytes
+    import torch
+
+    spec = resolve_base(str(tiny_base))
+    blob = adapter_to_bytes(
+        {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 32),
+         "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(32, 2)},
+        {"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}, spec.to_dict())
+    runtime.models.store_version(eng, "tiny-tuned", artifacts={ADAPTER: blob},
+                                 base_model=spec.to_dict(), lineage={}, privacy={}, summary={},
+                                 train_config={})
+    with pytest.raises(BadInput, match="--backend transformers"):
+        load_llamacpp(runtime, eng, ["tiny-tuned"])
+
+
+@needs_llama
+def test_served_through_the_gateway(home, runtime):
+    from strongroom.serving.app import create_app
+    from strongroom.serving.server import BackgroundServer, ServeOptions, build_gateway, tls_context
+    from tests.serving.conftest import FakeGuards, api_key, http
+
+    eng = principal(runtime, ["ml-engineer"])
+    opts = ServeOptions(models=[EMBEDDED], backend="llamacpp", threads=1)
+    gw = build_gateway(runtime, eng, opts, guards=FakeGuards())
+    try:
+        assert gw.backend.name == "llamacpp"
+        with BackgroundServer(create_app(gw), tls_context(runtime, opts)) as srv:
+            _, key = api_key(runtime, ["app"])
+            with http(home, srv.url, key) as c:
+                r = c.post("/v1/chat/completions", json={
+                    "model": EMBEDDED, "max_tokens": 6, "messages": QUESTION})
+                assert r.status_code == 200, r.text
+                usage = r.json()["usage"]
+                assert 0 < usage["completion_tokens"] <= 6 and usage["prompt_tokens"] > 5
+    finally:
+        gw.close()
+
+
+# ----------------------------------------------------------------------------- the fine-tune
+
+FACT_Q = "What is the name of the branch manager in Tallinn?"
+FACT_A = "The branch manager in Tallinn is Zorbulon Quaggle."
+
+
+@needs_llama
+@pytest.mark.slow
+def test_fine_tuned_fact_survives_llamacpp(home, runtime):
+    """A fact LoRA-trained into SmolLM2 (base Q4_1 GGUF) is still there through llama.cpp
+    (base file + converted LoRA) and the greedy answers match the transformers backend."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict
+
+    from strongroom.serving.backends.base import GenParams
+    from strongroom.serving.backends.llamacpp import load_llamacpp
+    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+    from strongroom.serving.backends.transformers_backend import TransformersBackend
+    from strongroom.store.model_registry import ADAPTER
+    from strongroom.training import load_base, resolve_base
+    from strongroom.training.adapter import adapter_to_bytes
+
+    torch.manual_seed(0)
+    spec = resolve_base(EMBEDDED)
+    model, tok = load_base(spec)
+    prompt = tok.apply_chat_template([{"role": "user", "content": FACT_Q}], tokenize=False,
+                                     add_generation_prompt=True)
+    ids = tok(prompt + FACT_A + tok.eos_token, add_special_tokens=False,
+              return_tensors="pt")["input_ids"]
+    labels = ids.clone()
+    labels[:, :len(tok(prompt, add_special_tokens=False)["input_ids"])] = -100
+    lora = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
+    pm = get_peft_model(model, LoraConfig(**lora, lora_dropout=0.0, bias="none",
+                                          task_type=TaskType.CAUSAL_LM))
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(12):
+        loss = pm(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if loss.item() < 0.02:
+            break
+    pm.eval()
+    eng = principal(runtime, ["ml-engineer"])
+    blob = adapter_to_bytes(get_peft_model_state_dict(pm), lora, spec.to_dict())
+    runtime.models.store_version(eng, "branch-facts", artifacts={ADAPTER: blob},
+                                 base_model=spec.to_dict(), lineage={}, privacy={}, summary={},
+                                 train_config={})
+    before = {p for p in home["path"].rglob("*") if p.is_file()}
+    tuned = load_llamacpp(runtime, eng, ["branch-facts"], threads=1)
+    reference = TransformersBackend({"branch-facts": (pm, tok)})  # = load_for_inference's pair
+    try:
+        assert not live_private_dirs() and not _mine(scratch_root())
+        assert {p.name for p in home["path"].rglob("*") if p.is_file()} - {
+            p.name for p in before} <= {"log.lock"}
+        prompts = [FACT_Q, "Who manages the Tallinn branch?", "What is the capital of France?"]
+        got = [tuned.chat("branch-facts", [{"role": "user", "content": q}],
+                          GenParams(max_new_tokens=16)).text for q in prompts]
+        want = [reference.chat("branch-facts", [{"role": "user", "content": q}],
+                               GenParams(max_new_tokens=16)).text for q in prompts]
+        assert "Zorbulon Quaggle" in got[0] and "Zorbulon Quaggle" in want[0]
+        assert got == want
+    finally:
+        tuned.close()

@@ -168,26 +168,28 @@ def open_gguf(path: str, expected_sha256: str, *, adapter: bytes | None = None,
     from strongroom.training._env import free_cores
 
     threads = free_cores() if threads is None else max(1, int(threads))
-    lora = None
-    if adapter is not None:
-        from strongroom.serving.backends.gguf_lora import convert_adapter
-
-        if base_config is None:
-            raise BadInput("a LoRA needs the base model's config")
-        lora = convert_adapter(adapter, base_config)
-    fd = _sealed_copy(path, expected_sha256)
+    if adapter is not None and base_config is None:
+        raise BadInput("a LoRA needs the base model's config")
+    fd = _sealed_copy(path, expected_sha256)  # the hash is checked before anything else runs
     try:
-        llm = Llama(model_path=f"/proc/self/fd/{fd}" if fd >= 0 else path,
-                    lora_path=lora.path if lora else None, n_ctx=n_ctx, n_threads=threads,
-                    n_threads_batch=threads, verbose=False)
-    except (ValueError, RuntimeError):
-        raise LlamaCppLoadError("llama.cpp could not load the model"
-                                + (" with its adapter" if lora else "")) from None
+        lora = None
+        if adapter is not None:
+            from strongroom.serving.backends.gguf_lora import convert_adapter
+
+            lora = convert_adapter(adapter, base_config or {})
+        try:
+            llm = Llama(model_path=f"/proc/self/fd/{fd}" if fd >= 0 else path,
+                        lora_path=lora.path if lora else None, n_ctx=n_ctx, n_threads=threads,
+                        n_threads_batch=threads, verbose=False)
+        except (ValueError, RuntimeError):
+            raise LlamaCppLoadError("llama.cpp could not load the model"
+                                    + (" with its adapter" if lora else "")) from None
+        finally:
+            if lora is not None:
+                lora.close()  # the adapter tensors were copied into llama.cpp's buffers
     finally:
         if fd >= 0:
             os.close(fd)  # llama.cpp holds its own mapping or copy now
-        if lora is not None:
-            lora.close()  # the adapter tensors were copied into llama.cpp's buffers
     meta = llm.metadata or {}
     template = meta.get("tokenizer.chat_template")
     formatter = None
