@@ -496,7 +496,8 @@ def widen_corners(text: str, spans: list[Span]) -> list[Span]:
 
 
 _JUNCTION = re.compile(r"(?i:\b(?:junction|corner|intersection|crossroads?|cross[ \t]+streets?)[ \t]+of)[ \t]+")
-_NAMED_STREET = re.compile(r"(?:" + _W + r"[ \t]+){0,3}?(?i:" + STREET_SUFFIX + r")\b\.?|[^\W\d_][\w'’.-]*(?i:" + GLUED_SUFFIX + r")")
+# the lookahead stops "Mill" (a suffix word itself) from ending the name of "Mill Lane"
+_NAMED_STREET = re.compile(r"(?:" + _W + r"[ \t]+){0,3}?(?i:" + STREET_SUFFIX + r")\b\.?(?![ \t]+(?i:" + STREET_SUFFIX + r")\b)|[^\W\d_][\w'’.-]*(?i:" + GLUED_SUFFIX + r")")
 _STREET_JOIN = re.compile(r"[ \t]+(?:and|&|/|with|at)[ \t]+")
 
 

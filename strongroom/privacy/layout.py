@@ -158,18 +158,25 @@ _NUMBERISH = frozenset({"US_SSN", "MEDICAL_RECORD_NUMBER", "HEALTH_PLAN_ID", "AC
 
 
 def _split_row(line: str, sep: str) -> list[tuple[int, int]]:
-    """Cell (start, end) offsets within the line, blanks trimmed; outer pipes dropped."""
+    """Cell (start, end) offsets within the line, blanks and CSV quotes trimmed, a separator
+    inside double quotes kept in its cell ("Roe, Jane"); outer pipes dropped."""
+    bounds = []
+    start = 0
+    quoted = False
+    for k, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            bounds.append((start, k))
+            start = k + 1
+    bounds.append((start, len(line)))
     cells = []
-    pos = 0
-    parts = line.split(sep)
-    for k, part in enumerate(parts):
-        a, b = pos, pos + len(part)
-        pos = b + 1
-        if sep == "|" and (k == 0 or k == len(parts) - 1) and not part.strip():
+    for k, (a, b) in enumerate(bounds):
+        if sep == "|" and (k == 0 or k == len(bounds) - 1) and not line[a:b].strip():
             continue
-        while a < b and line[a] in " \t":
+        while a < b and line[a] in " \t\"":
             a += 1
-        while b > a and line[b - 1] in " \t":
+        while b > a and line[b - 1] in " \t\"":
             b -= 1
         cells.append((a, b))
     return cells
@@ -252,7 +259,7 @@ def table_cell_spans(text: str) -> list[Span]:
 
 
 # ---------------------------------------------------------------- locality after a street line
-_PC = r"(?:\d{4,6}(?:-\d{3,4})?|\d{4}[ \t]?[A-Z]{2}|[AC-FHKNPRTV-Y]\d[\dW][ \t]?[A-Z\d]{4}|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{2}-\d{3}|\d{3}[ \t]\d{2})"
+_PC = r"(?:\d{4}[ \t]?[A-Z]{2}(?![\w'’-])|\d{4,6}(?:-\d{3,4})?|[AC-FHKNPRTV-Y]\d[\dW][ \t]?[A-Z\d]{4}|[A-Z]{1,2}\d[A-Z\d]?[ \t]?\d[A-Z]{2}|[A-Z]\d[A-Z][ \t]?\d[A-Z]\d|\d{2}-\d{3}|\d{3}[ \t]\d{2})"
 _TOWN = r"[A-ZÀ-ÖØ-Þ][\w'’.-]*(?:[ \t]+(?:[A-ZÀ-ÖØ-Þ][\w'’.-]*|de|del|di|da|do|la|le|les|am|an|im|upon|on|sur|en|y|van|aan|den|der|bei|ob|nad|pod|of))*?"
 # one locality line: "Springfield, IL 62704" / "75008 Paris" / "Leeds" / "LS1 4DY" / "Oslo 0150"
 _LOCALITY = re.compile(
