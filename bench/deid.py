@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/deid.py                      # both data files, detection quality + docs/s
     .venv/bin/python bench/deid.py --big-mb 50          # also throughput on a generated JSONL, 1 vs 2 workers
+    .venv/bin/python bench/deid.py --data --big-mb 1024 --workers 2 --tmp /var/tmp/deid
+                                                        # the 1 GB constant-memory run: RSS of parent and
+                                                        # workers over time, MB/s, records/s, CPU s per worker
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
@@ -147,42 +150,166 @@ def quality(args: argparse.Namespace) -> dict:
     return results
 
 
+_CHAT_Q = [
+    "Hi, I'm {name}. {ask}", "Hello, this is {name} calling about my account ending {acct4}. {ask}",
+    "{ask}", "{ask} My number is {phone} if you need to call back.", "Can you update my address to {addr}?",
+    "My email changed to {email}, please use that from now on.", "{ask} I was born on {dob}.",
+    "I think someone used my card {card} at a store in {city} yesterday.", "Thanks, that helps a lot.",
+    "Is the branch on {street} open on Saturday?", "My SSN is {ssn}, do you need anything else?",
+]
+_ASKS = [
+    "Why was I charged an overdraft fee last week?", "How long does a wire transfer to another bank take?",
+    "I need to dispute a transaction I don't recognise.", "Could you explain the interest rate on my savings account?",
+    "My debit card was declined at the pharmacy this morning.", "I want to set up automatic payments for my mortgage.",
+    "The mobile app keeps logging me out after the last update.", "Can I increase the daily limit on my card?",
+]
+_ANSWERS = [
+    "I'm sorry to hear that, and I can help you look into it.", "Transfers usually arrive within one to two business days.",
+    "Overdraft fees apply when a payment exceeds the available balance at the end of the day.",
+    "For your security, please do not share your full card number or PIN in this chat.",
+    "I have opened a dispute case; you will get a provisional credit within ten business days.",
+    "You can change the limit in the app under Cards, then Settings.", "Is there anything else I can help you with today?",
+    "Thanks, {first}. I've noted the change on your profile.", "The savings rate is variable and currently reviewed monthly.",
+    "Our branches are open from nine to five on weekdays and nine to one on Saturdays.",
+]
+_CLIN = [
+    "Patient {name} (MRN {mrn}) was seen on {date} by Dr. {doc}.", "{age}-year-old presenting with {complaint}.",
+    "History of hypertension, well controlled on lisinopril 10 mg daily.", "No known drug allergies.",
+    "Lives at {addr} with spouse; independent in daily activities.", "Contact: {phone}.",
+    "Vitals stable, afebrile, BP 128/82, HR 76.", "Exam notable for mild tenderness in the right lower quadrant.",
+    "Plan: CBC, metabolic panel and follow-up in two weeks.", "Discussed results with the patient's daughter, {first2} {last}.",
+    "Referred to Dr. {doc2} at {hospital} for further evaluation.", "Insurance member ID {member} verified at check-in.",
+    "Patient reports improved sleep and appetite since the last visit.", "Denies chest pain, shortness of breath or palpitations.",
+]
+_COMPLAINTS = ["intermittent headaches for two weeks", "a persistent dry cough", "lower back pain after a fall",
+               "fatigue and dizziness", "abdominal pain since yesterday", "a rash on both forearms"]
+
+
+def _values(fk) -> dict:
+    name = fk.name()
+    return {"name": name, "first": name.split()[0], "first2": fk.first_name(), "last": fk.last_name(),
+            "phone": fk.phone_number(), "email": fk.email(), "addr": f"{fk.street_address()}, {fk.city()}, {fk.state_abbr()} {fk.zipcode()}",
+            "street": fk.street_name(), "city": fk.city(), "dob": fk.date_of_birth().strftime("%B %d, %Y"),
+            "card": fk.credit_card_number(), "ssn": fk.ssn(), "acct4": fk.random_number(digits=4, fix_len=True),
+            "mrn": fk.random_number(digits=7, fix_len=True), "date": fk.date(), "doc": fk.last_name(), "doc2": fk.name(),
+            "age": fk.random_int(18, 95), "complaint": fk.random_element(_COMPLAINTS),
+            "hospital": f"{fk.city()} General Hospital", "member": fk.bothify("???#########").upper(),
+            "ask": fk.random_element(_ASKS)}
+
+
 def make_big(path: Path, mb: int) -> int:
-    """Synthetic chat/clinical/bank records (Faker), written once; returns the record count."""
+    """Synthetic JSONL shaped like what banks and hospitals de-identify, written once; returns the
+    record count. A mix (fixed seed) of chat transcripts (1-4 turn pairs), clinical notes (3-12
+    sentences), bank tickets with short typed columns plus free text, and one-line records; field
+    lengths vary from a few characters to a few thousand, and many sentences carry no identifier,
+    so the work per byte resembles real data rather than a dense or trivially empty template."""
+    import random
+
     from faker import Faker
 
     fk = Faker("en_US")
     Faker.seed(7)
+    rnd = random.Random(7)
     n = 0
     target = mb * 1024 * 1024
     with open(path, "w", encoding="utf-8") as f:
         while f.tell() < target:
-            name = fk.name()
-            note = (f"Patient {name} (MRN {fk.random_number(digits=7, fix_len=True)}) was seen on {fk.date()} by Dr. "
-                    f"{fk.last_name()}. Lives at {fk.street_address()}, {fk.city()}, {fk.state_abbr()} {fk.zipcode()}. "
-                    f"Phone {fk.phone_number()}, email {fk.email()}. Card {fk.credit_card_number()} on file. "
-                    f"Complains of intermittent headaches for two weeks; no fever, appetite normal.")
-            rec = {"id": n, "messages": [{"role": "user", "content": f"Hi, I'm {name}. {fk.sentence(nb_words=12)}"},
-                                         {"role": "assistant", "content": fk.paragraph(nb_sentences=3)}],
-                   "note": note}
+            v = _values(fk)
+            kind = rnd.random()
+            if kind < 0.4:
+                msgs = [{"role": "system", "content": "You are a helpful assistant for Harbor Federal Bank customers."}]
+                for _ in range(rnd.randint(1, 4)):
+                    msgs.append({"role": "user", "content": rnd.choice(_CHAT_Q).format(**v)})
+                    msgs.append({"role": "assistant", "content": " ".join(rnd.choice(_ANSWERS) for _ in range(rnd.randint(1, 4))).format(**v)})
+                rec = {"id": f"conv-{n:08d}", "messages": msgs}
+            elif kind < 0.7:
+                sents = [_CLIN[0]] + rnd.sample(_CLIN[1:], rnd.randint(2, 11))
+                rec = {"id": f"note-{n:08d}", "department": rnd.choice(["cardiology", "ER", "pediatrics", "oncology"]),
+                       "note": " ".join(sents).format(**v)}
+            elif kind < 0.9:
+                rec = {"id": f"tkt-{n:08d}", "customer": v["name"], "iban": fk.iban(), "amount": round(rnd.uniform(1, 5000), 2),
+                       "channel": rnd.choice(["phone", "branch", "web"]),
+                       "text": " ".join([rnd.choice(_CHAT_Q).format(**v)] + [rnd.choice(_ANSWERS).format(**v) for _ in range(rnd.randint(0, 3))])}
+            else:
+                rec = {"id": f"misc-{n:08d}", "text": rnd.choice([rnd.choice(_ASKS), rnd.choice(_ANSWERS).format(**v), rnd.choice(_CHAT_Q).format(**v)])}
             f.write(json.dumps(rec) + "\n")
             n += 1
     return n
 
 
-def _child_run(inp: str, out: str, workers: int, policy: str) -> dict:
-    code = ("import json,resource,time,sys;sys.path.insert(0,%r);"
-            "from strongroom.privacy import DeidEngine,load_policy;"
-            "e=DeidEngine(load_policy(%r),secret=b'b'*32);t=time.perf_counter();"
-            "r=e.deidentify_file(%r,%r,workers=%d);dt=time.perf_counter()-t;"
-            "S=resource.getrusage(resource.RUSAGE_SELF);C=resource.getrusage(resource.RUSAGE_CHILDREN);"
-            "s=S.ru_maxrss;c=C.ru_maxrss;cp=S.ru_utime+S.ru_stime;cw=C.ru_utime+C.ru_stime;"
-            "print(json.dumps({'seconds':dt,'records':r.records_processed,'peak_rss_mb_parent':s/1024,"
-            "'peak_rss_mb_worker':c/1024,'cpu_s_parent':round(cp,1),'cpu_s_workers':round(cw,1),"
-            "'cpu_per_wall':round((cp+cw)/dt,2),'safe_for_training':r.safe_for_training,"
-            "'residual':dict(r.residual_counts),'second_pass':dict(r.second_pass)}))"
-            ) % (str(ROOT), policy, inp, out, workers)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def _child(spec: dict) -> dict:
+    """Runs in a fresh process: one de-identification of the big file, sampled every few seconds
+    for the resident memory of the parent and of each worker (constant memory shows as a flat
+    line) and per-worker CPU seconds (a shared machine shows as cpu_per_wall below 2)."""
+    import threading
+
+    import psutil
+
+    from strongroom.privacy import DeidEngine, load_policy
+
+    me = psutil.Process()
+    samples: list[list[float]] = []
+    cpu: dict[int, float] = {}
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        try:
+            kids = me.children(recursive=True)
+            rss_w = []
+            for k in kids:
+                try:
+                    rss_w.append(k.memory_info().rss / 2**20)
+                    ct = k.cpu_times()
+                    cpu[k.pid] = ct.user + ct.system
+                except psutil.Error:
+                    pass
+            samples.append([round(time.perf_counter() - t0, 1), round(me.memory_info().rss / 2**20, 1),
+                            round(max(rss_w), 1) if rss_w else 0.0, len(rss_w)])
+            if len(samples) > 240:  # keep the timeline short for any run length
+                del samples[1::2]
+        except psutil.Error:
+            pass
+
+    def loop() -> None:
+        while not stop.wait(spec["sample_s"]):
+            sample()
+
+    eng = DeidEngine(load_policy(spec["policy"]), secret=b"b" * 32)
+    th = threading.Thread(target=loop, daemon=True)
+    t0 = time.perf_counter()
+    c0 = me.cpu_times()
+    th.start()
+    rep = eng.deidentify_file(spec["inp"], spec["out"], workers=spec["workers"])
+    dt = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    sample()
+    c1 = me.cpu_times()
+    S = resource.getrusage(resource.RUSAGE_SELF)
+    C = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cp = (c1.user + c1.system) - (c0.user + c0.system)
+    cw = C.ru_utime + C.ru_stime
+    rss_parent = [x[1] for x in samples] or [0.0]
+    half = len(samples) // 2
+    return {"seconds": round(dt, 1), "records": rep.records_processed,
+            "peak_rss_mb_parent": round(S.ru_maxrss / 1024, 1), "peak_rss_mb_worker": round(C.ru_maxrss / 1024, 1),
+            "rss_mb_parent_first_half_max": max(rss_parent[:half] or rss_parent), "rss_mb_parent_second_half_max": max(rss_parent[half:]),
+            "rss_mb_worker_first_half_max": max([x[2] for x in samples[:half] if x[3]] or [0.0]),
+            "rss_mb_worker_second_half_max": max([x[2] for x in samples[half:] if x[3]] or [0.0]),
+            "cpu_s_parent": round(cp, 1), "cpu_s_workers": round(cw, 1),
+            "cpu_s_per_worker": sorted(round(v, 1) for v in cpu.values()),
+            "cpu_per_wall": round((cp + cw) / dt, 2), "safe_for_training": rep.safe_for_training,
+            "residual": dict(rep.residual_counts), "second_pass": dict(rep.second_pass),
+            "tags_spilled_to_disk": getattr(eng.transformer.tags, "spilled", 0),
+            "rss_timeline [s, parent MB, max worker MB, workers]": samples}
+
+
+def _child_run(inp: str, out: str, workers: int, policy: str, sample_s: float = 2.0) -> dict:
+    spec = {"inp": inp, "out": out, "workers": workers, "policy": policy, "sample_s": sample_s}
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"benchmark child failed: {p.stderr.strip().splitlines()[-1:] }")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -193,18 +320,23 @@ def big(args: argparse.Namespace) -> dict:
     if not inp.exists():
         make_big(inp, args.big_mb)
     size = inp.stat().st_size / 1024 / 1024
-    out = {"file_mb": round(size, 1)}
+    out = {"file_mb": round(size, 1), "policy": args.big_policy, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     for w in args.workers:
-        r = _child_run(str(inp), str(tmpdir / f"out_w{w}.jsonl"), w, args.big_policy)
+        outp = tmpdir / f"out_w{w}.jsonl"
+        r = _child_run(str(inp), str(outp), w, args.big_policy, args.sample_s)
         r["mb_per_s"] = round(size / r["seconds"], 3)
         r["records_per_s"] = round(r["records"] / r["seconds"], 1)
+        r["records_per_cpu_s"] = round(r["records"] / max(1e-9, r["cpu_s_parent"] + r["cpu_s_workers"]), 1)
+        r["projected_minutes_per_gb"] = round(1024 / r["mb_per_s"] / 60, 1)
+        r["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         out[f"workers_{w}"] = r
+        if not args.keep_output:
+            outp.unlink(missing_ok=True)
     if "workers_1" in out and "workers_2" in out:
         out["speedup_2_vs_1"] = round(out["workers_1"]["seconds"] / out["workers_2"]["seconds"], 2)
         # on a shared machine the wall-clock speed-up is capped by the CPU the run actually got:
         # cpu_per_wall near 2 means two busy cores; well under 2 means other load starved it
         out["cpu_per_wall_2_workers"] = out["workers_2"]["cpu_per_wall"]
-    out["load_average_1m"] = round(os.getloadavg()[0], 2)
     out["cpu_count"] = os.cpu_count()
     return out
 
@@ -217,9 +349,15 @@ def main() -> None:
     ap.add_argument("--big-mb", type=int, default=0)
     ap.add_argument("--big-policy", default="hipaa-safe-harbor")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
-    ap.add_argument("--tmp", default=None)
+    ap.add_argument("--tmp", default=None, help="where the generated input (reused) and outputs go")
+    ap.add_argument("--sample-s", type=float, default=2.0, help="RSS/CPU sampling interval of the big run")
+    ap.add_argument("--keep-output", action="store_true")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "deid.json"))
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return
     res: dict = {}
     if args.data:
         res["quality"] = quality(args)

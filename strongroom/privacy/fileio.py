@@ -8,9 +8,11 @@ Workers: for JSONL the parent only reads binary blocks of whole lines (BLOCK_BYT
 the bytes that come back; workers parse, de-identify and serialise, so nothing per record is
 pickled and the serial part is a read, one regex pass and a write. Other formats send chunks
 of parsed records. At most 2 x workers tasks are in flight, so memory stays constant for any
-input size. Each worker builds its own engine from the policy and secret and emits tag
-placeholders <TYPE_#hmac>; the parent renumbers them to <TYPE_n> in output order, so tags stay
-consistent across the dataset (record numbers in the report count records, blank lines aside).
+input size. Column decisions are made once in the parent and shipped to the workers. Each
+worker numbers tags per task from a random 12-digit base (<TYPE_base+k>) and returns the
+(type, HMAC) table; the parent renumbers them to dataset-wide <TYPE_n> in output order, so tags
+stay consistent across the dataset (record numbers in the report count records, blank lines
+aside). The dataset-wide numbers spill to a private temp SQLite file past MAX_TAGS_IN_MEMORY.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import itertools
 import multiprocessing as mp
 import os
 import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +39,7 @@ from strongroom.store.formats import MAX_LINE_BYTES, iter_csv, iter_jsonl, iter_
 
 FORMATS = ("jsonl", "csv", "parquet", "txt")
 CHUNK_RECORDS = 256
-BLOCK_BYTES = 256 * 1024  # JSONL parallel path: ~200 chat records per task
+BLOCK_BYTES = 128 * 1024  # JSONL parallel path: ~250 records, a few CPU-seconds per task (even load at the tail)
 
 
 def detect_format(path: str, fmt: str | None) -> str:
@@ -231,35 +234,66 @@ _W: dict[str, Any] = {}
 
 
 def _worker_init(policy_ref: Any, secret: bytes, fields: list[str] | None, subject_field: str | None,
-                 columns: dict[str, str | None] | None = None) -> None:
+                 columns: dict[str, str | None] | None, tag_base: int) -> None:
     import os as _os
 
     _os.environ.setdefault("OMP_NUM_THREADS", "1")
     from strongroom.privacy.engine import DeidEngine
 
-    _W["engine"] = DeidEngine(policy_ref, secret, None, tag_placeholders=True)
+    _W["engine"] = DeidEngine(policy_ref, secret, None)
+    _W["base"] = tag_base
     _W["fields"] = fields
     _W["subject_field"] = subject_field
     _W["columns"] = columns
 
 
-def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict]:
-    start, chunk = args
+class _BlockTags(TagRegistry):
+    """Worker-side tag numbers for one task: <TYPE_n> with n = base + k, k counting the task's
+    distinct values; `table[k - 1]` is (type, HMAC key) for the parent to renumber dataset-wide.
+
+    Why not a placeholder like <TYPE_#hmac>: the detection re-scan runs on the output, and a tag
+    shaped like the final <TYPE_12> gives the model the same context a single pass gives it (a
+    16-hex token does not, and costs a new vocabulary entry each). `base` is a random 12-digit
+    number per run, so input text that merely looks like a tag is never mistaken for one.
+    """
+
+    def __init__(self, base: int) -> None:
+        super().__init__()
+        self.base = base
+        self.table: list[tuple[str, str]] = []
+        self.index: dict[tuple[str, str], int] = {}
+
+    def number(self, etype: str, key_hex: str) -> int:
+        k = self.index.get((etype, key_hex))
+        if k is None:
+            self.table.append((etype, key_hex))
+            k = self.index[(etype, key_hex)] = len(self.table)
+        return self.base + k
+
+
+def _task_engine() -> Any:
     eng = _W["engine"]
+    eng.transformer.tags = _BlockTags(_W["base"])
+    return eng
+
+
+def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict, list[tuple[str, str]]]:
+    start, chunk = args
+    eng = _task_engine()
     rep = DeidReport(policy=eng.policy.name)
     rep.detector_versions = {"_": 1}
     it, rep = eng.deidentify_records(chunk, _W["fields"], _W["subject_field"], start_index=start,
                                      report=rep, batch_size=64, columns=_W["columns"])
     out = list(it)
     rep.detector_versions = {}
-    return out, _report_state(rep)
+    return out, _report_state(rep), eng.transformer.tags.table
 
 
-def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict]:
+def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict, list[tuple[str, str]]]:
     """Parse, de-identify and serialise one block of JSONL lines inside the worker, so the parent
     only moves bytes (no per-record pickling, no JSON work on the serial path)."""
     first_line, first_rec, block, name = args
-    eng = _W["engine"]
+    eng = _task_engine()
     rep = DeidReport(policy=eng.policy.name)
     rep.detector_versions = {"_": 1}
     records = []
@@ -274,7 +308,7 @@ def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict]:
                                      report=rep, batch_size=256, columns=_W["columns"])
     out = b"".join(orjson.dumps(r) + b"\n" for r in it)
     rep.detector_versions = {}
-    return out, _report_state(rep)
+    return out, _report_state(rep), eng.transformer.tags.table
 
 
 def _read_blocks(path: str, rep: DeidReport, block_bytes: int) -> Iterator[tuple[int, int, bytes, str]]:
@@ -321,13 +355,13 @@ def _report_state(rep: DeidReport) -> dict:
                                          "residual_scanned", "second_pass", "column_types", "notes")}
 
 
-def _rewrite(obj: Any, reg: Any) -> Any:
+def _rewrite(obj: Any, sub: Any) -> Any:
     if isinstance(obj, str):
-        return reg.rewrite(obj) if "_#" in obj else obj
+        return _TASK_TAG.sub(sub, obj) if "_" in obj else obj
     if isinstance(obj, dict):
-        return {k: _rewrite(v, reg) for k, v in obj.items()}
+        return {k: _rewrite(v, sub) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_rewrite(v, reg) for v in obj]
+        return [_rewrite(v, sub) for v in obj]
     return obj
 
 
@@ -426,19 +460,22 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
             yield start, ch
             start += len(ch)
 
+    base = 10**11 + secrets.randbelow(8 * 10**11)  # 12 digits for any task's base + k
     with ctx.Pool(workers, initializer=_worker_init,
-                  initargs=(policy_ref, engine._secret, fields, subject_field, columns)) as pool:
+                  initargs=(policy_ref, engine._secret, fields, subject_field, columns, base)) as pool:
         if raw_path is not None:
             # JSONL fast path: the parent reads binary blocks and writes bytes; workers do the rest
-            sub = _tag_rewriter(reg)
-            for out, state in _bounded(pool, _worker_run_block, _read_blocks(raw_path, rep, BLOCK_BYTES), 2 * workers):
+            for out, state, table in _bounded(pool, _worker_run_block, _read_blocks(raw_path, rep, BLOCK_BYTES),
+                                              2 * workers):
                 _merge_state(rep, state)
-                w.f.write(_PLACEHOLDER_B.sub(sub, out) if b"_#" in out else out)
+                w.f.write(_TASK_TAG_B.sub(_tag_rewriter(reg, base, table, True), out) if table else out)
             return
-        for out, state in _bounded(pool, _worker_run, numbered(), 2 * workers):
+        for out, state, table in _bounded(pool, _worker_run, numbered(), 2 * workers):
             _merge_state(rep, state)
+            sub = _tag_rewriter(reg, base, table, False)
             for rec in out:
-                rec = _rewrite(rec, reg)
+                if table:
+                    rec = _rewrite(rec, sub)
                 if qi_columns:
                     qi_rows.append({c.split(":")[-1]: rec.get(c.split(":")[-1]) for c in qi_columns})
                 w.write(rec)
@@ -446,12 +483,18 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
         rep.k_anonymity = k_anonymity(qi_rows, qi_columns, k)
 
 
-_PLACEHOLDER_B = re.compile(rb"<([A-Z][A-Z0-9_]*?)_#([0-9a-f]{16})>")
+_TASK_TAG_B = re.compile(rb"<([A-Z][A-Z0-9_]*?)_(\d{12})>")
+_TASK_TAG = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d{12})>")
 
 
-def _tag_rewriter(reg: Any) -> Any:
-    def sub(m: re.Match) -> bytes:
-        etype = m.group(1).decode()
-        return f"<{etype}_{reg.number(etype, m.group(2).decode())}>".encode()
+def _tag_rewriter(reg: Any, base: int, table: list[tuple[str, str]], as_bytes: bool) -> Any:
+    """re.sub callback: a task's <TYPE_base+k> -> the dataset-wide <TYPE_n> of the same value."""
+    def sub(m: re.Match) -> Any:
+        k = int(m.group(2)) - base
+        etype = m.group(1).decode() if as_bytes else m.group(1)
+        if 0 < k <= len(table) and table[k - 1][0] == etype:
+            out = f"<{etype}_{reg.number(etype, table[k - 1][1])}>"
+            return out.encode() if as_bytes else out
+        return m.group(0)
 
     return sub
