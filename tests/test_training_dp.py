@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -56,12 +57,12 @@ def manual_unit_grads(pm, units):
     return out
 
 
-def dp_step(units, noise_multiplier, seed=0):
+def dp_step(units, noise_multiplier, seed=0, unit="record"):
     pm, _ = lora_model()
     opt = torch.optim.SGD([p for _, p in trainable_named_parameters(pm)], lr=LR)
     eng = DPEngine(pm, opt, len(units), DPConfig(
         noise_multiplier=noise_multiplier, max_grad_norm=C, expected_batch_size=len(units),
-        noise_seed=seed), total_steps=1)
+        noise_seed=seed), total_steps=1, unit=unit)
     before = flat_params(pm)
     eng.step(units, physical_units=2, loss_fn=loss_fn)  # 2 per chunk: exercises accumulation
     applied = flat_grads(pm).clone()
@@ -225,3 +226,244 @@ def test_dp_defaults_use_large_poisson_batches_and_a_higher_learning_rate():
     assert explicit.dp.expected_batch_size == 96 and explicit.learning_rate == 5e-4
     with pytest.raises(BadInput, match="need --dp-epsilon"):
         TrainRequest(dataset="d", out="m", dp_batch_size=96).train_config()
+
+
+# ------------------------------------------------------------------ subject-level DP
+
+def clip(g):
+    return g * min(1.0, C / (float(g.norm()) + 1e-6))
+
+
+def test_subject_level_clips_the_sum_of_a_subjects_gradients(rows):
+    """Two subjects, A with 3 records and B with 1: the step is (clip(gA1+gA2+gA3) + clip(gB))/2.
+
+    Physical batch 2, so A's three records span two forwards: the per-unit sum must be
+    accumulated across forwards before the clip.
+    """
+    pm, _ = lora_model()
+    g = manual_unit_grads(pm, [[r] for r in rows[:4]])
+    g_a, g_b = g[0] + g[1] + g[2], g[3]
+    assert float(g_a.norm()) > C and float(g_b.norm()) > C  # the clip must bite
+    hand = (clip(g_a) + clip(g_b)) / 2
+    per_record = (clip(g[0]) + clip(g[1]) + clip(g[2]) + clip(g[3])) / 2
+
+    units = [[rows[0], rows[1], rows[2]], [rows[3]]]
+    _, eng, before, applied, after = dp_step(units, noise_multiplier=0.0, unit="subject")
+    assert torch.allclose(applied, hand, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(after - before, -LR * hand, rtol=1e-4, atol=1e-7)
+    # Subject A's whole influence is C, not 3 C: it is the sum that was clipped ...
+    assert float((2 * applied - clip(g_b)).norm()) == pytest.approx(C, rel=1e-4)
+    # ... which differs from clipping each of A's records on its own (record-level).
+    assert not torch.allclose(applied, per_record, rtol=1e-2)
+    assert eng.describe()["unit"] == "subject" and eng.describe()["level"] == "subject-level"
+
+
+def _spy_steps(eng, units, n_steps, physical=2):
+    """Run ``n_steps`` DP steps; per step the record indices the forwards saw, per forward."""
+    steps = []
+    for _ in range(n_steps):
+        forwards = []
+
+        def spy(module, rs, forwards=forwards):
+            forwards.append([r.record_index for r in rs])
+            return loss_fn(module, rs)
+
+        info = eng.step(units, physical, spy)
+        steps.append((forwards, info))
+    return steps
+
+
+def test_poisson_sampling_takes_a_subjects_records_together(rows):
+    units = [[rows[0], rows[1]], [rows[2]], [rows[3], rows[4]]]
+    members = [frozenset(r.record_index for r in u) for u in units]
+    pm, _ = lora_model()
+    opt = torch.optim.SGD([p for _, p in trainable_named_parameters(pm)], lr=0.0)
+    eng = DPEngine(pm, opt, len(units), DPConfig(noise_multiplier=1.0, sample_rate=0.5,
+                                                 noise_seed=5), total_steps=40, unit="subject")
+    assert eng.sample_rate == 0.5
+    seen = []
+    for forwards, info in _spy_steps(eng, units, 14):
+        got = [i for f in forwards for i in f]
+        assert len(got) == len(set(got)) == info["rows"]
+        picked = [m for m in members if m & set(got)]
+        assert all(m <= set(got) for m in picked), (got, picked)  # all of a subject, or none
+        assert set(got) == set().union(*picked) and len(picked) == info["units"]
+        assert all(len(f) <= 2 for f in forwards)  # physical batch bounds each forward
+        seen.append(frozenset(got))
+    assert len(set(seen)) >= 3  # the draw really varies (including partial batches)
+
+
+def test_records_per_subject_are_capped_per_step_by_a_fresh_random_subset():
+    _, tok = tiny_llama()
+    exs, _ = encode_records(tok, toy_records(7, seed=4), 64)
+    units = [exs[:6], exs[6:]]  # subject A has 6 records, B has 1
+    pm, _ = lora_model()
+    opt = torch.optim.SGD([p for _, p in trainable_named_parameters(pm)], lr=0.0)
+    eng = DPEngine(pm, opt, 2, DPConfig(noise_multiplier=1.0, expected_batch_size=2,
+                                        max_records_per_subject=2, noise_seed=1),
+                   total_steps=10, unit="subject")
+    subsets = set()
+    a_rows = {e.record_index for e in units[0]}
+    for forwards, info in _spy_steps(eng, units, 8, physical=8):
+        got = [i for f in forwards for i in f]
+        a = [i for i in got if i in a_rows]
+        assert len(a) == 2 and info["rows"] == 3 and units[1][0].record_index in got
+        subsets.add(frozenset(a))
+    assert len(subsets) >= 3  # a fresh subset each step, so every record gets used
+    assert eng.describe()["capped_subject_draws"] == 8
+    assert eng.describe()["max_records_per_subject_per_step"] == 2
+
+
+def test_subject_level_run_accounts_with_the_subject_sampling_rate():
+    from opacus.accountants import RDPAccountant
+
+    from strongroom.training import build_model_card
+
+    train_r, eval_r = split_records(toy_records(90, subjects=24), 0.15)
+    n_sub = len({r["subject_id"] for r in train_r})
+    assert n_sub < len(train_r)
+    model, tok = tiny_llama()
+    r = train(model, tok, train_r, eval_r, TrainConfig(
+        max_steps=3, batch_size=8, lora_r=4, num_threads=1, eval_at_start=False,
+        dp=DPConfig(target_epsilon=4.0, expected_batch_size=6, noise_seed=0)), progress=False)
+    assert r.dp["unit"] == "subject" and r.dp["units"] == r.dp["subjects"] == n_sub
+    q_subject = 1 / math.ceil(n_sub / 6)  # Opacus: q = 1 / number of batches of units
+    q_record = 1 / math.ceil(len(train_r) / 6)
+    assert q_subject != q_record
+    assert r.dp["sample_rate"] == pytest.approx(q_subject)
+    sigma = r.dp["noise_multiplier"]
+    acc = RDPAccountant()
+    acc.history = [(sigma, q_subject, 3)]
+    assert r.epsilon_spent == pytest.approx(acc.get_epsilon(r.dp["delta"]), rel=1e-9)
+    assert r.epsilon_spent <= 4.0 + 1e-6
+    acc.history = [(sigma, q_record, 3)]  # the record-level rate would spend another epsilon
+    assert acc.get_epsilon(r.dp["delta"]) != pytest.approx(r.epsilon_spent, rel=1e-3)
+
+    card = build_model_card(r, model_name="m", base_model={"name": "tiny"}, deid_report={})
+    assert "subject-level" in card.markdown and f"{n_sub} subjects" in card.markdown
+    priv = card.data["privacy"]
+    assert priv["unit"] == "subject" and priv["level"] == "subject-level"
+    assert priv["subjects"] == n_sub and priv["records_without_subject"] == 0
+
+
+def test_dp_unit_choice_and_fail_closed():
+    from strongroom.training import plant_canaries
+    from strongroom.training.dp import resolve_unit
+
+    assert resolve_unit("auto", [True, True]) == "subject"
+    assert resolve_unit("auto", [False, False]) == "record"
+    assert resolve_unit("record", [True, True]) == "record"
+    assert resolve_unit("subject", [True, True]) == "subject"
+    with pytest.raises(BadInput, match="1 of 2 training records name no subject"):
+        resolve_unit("subject", [True, False])
+    with pytest.raises(BadInput, match="dp.unit"):
+        DPConfig(unit="person").validate()
+
+    conf = dict(max_steps=1, batch_size=8, lora_r=4, num_threads=1, eval_at_start=False)
+    plain = toy_records(40, seed=3)  # no subject ids
+    model, tok = tiny_llama()
+    with pytest.raises(BadInput, match="name no subject"):
+        train(model, tok, plain, [], TrainConfig(**conf, dp=DPConfig(
+            noise_multiplier=1.0, expected_batch_size=8, unit="subject")), progress=False)
+    # Planted canaries carry a subject, but must not make record-level data "subject-level".
+    with_canaries, _ = plant_canaries(plain, 2, 3, __import__("random").Random(0))
+    model, tok = tiny_llama()
+    r = train(model, tok, with_canaries, [], TrainConfig(**conf, dp=DPConfig(
+        noise_multiplier=1.0, expected_batch_size=8)), progress=False)
+    assert r.dp["unit"] == "record" and r.dp["units"] == len(with_canaries)
+    assert r.dp["subjects"] is None
+    # Records that name subjects, trained record-level on request: one unit per record.
+    subj = toy_records(40, seed=3, subjects=10)
+    model, tok = tiny_llama()
+    r = train(model, tok, subj, [], TrainConfig(**conf, dp=DPConfig(
+        noise_multiplier=1.0, expected_batch_size=8, unit="record")), progress=False)
+    assert r.dp["unit"] == "record" and r.dp["units"] == 40
+
+
+def test_pipeline_uses_the_datasets_subject_field_as_hmac_refs(runtime, home, tiny_base):
+    from strongroom.training.pipeline import TrainRequest
+    from tests.conftest import audit_entries, principal
+
+    recs = [dict(r, customer=f"cust-{i % 12:03d}") for i, r in enumerate(toy_records(72))]
+    steward = principal(runtime, ["data-steward"])
+    runtime.datasets.write_records(steward, "bank", recs, source_format="jsonl",
+                                   action="dataset.import", deidentified=True,
+                                   safe_for_training=True, subject_field="customer")
+    runtime.datasets.write_records(steward, "flat", toy_records(40), source_format="jsonl",
+                                   action="dataset.import", deidentified=True,
+                                   safe_for_training=True)
+    eng = principal(runtime, ["ml-engineer"])
+    req = dict(base=str(tiny_base), max_steps=2, batch_size=8, lora_r=4, max_seq_len=64,
+               eval_fraction=0.2, progress=False, dp_epsilon=8.0, dp_batch_size=4)
+    info = runtime.training.train(eng, TrainRequest(dataset="bank", out="m", **req))
+    priv = info.privacy
+    assert priv["unit"] == "subject" and priv["level"] == "subject-level"
+    assert 1 <= priv["subjects"] == priv["units"] < 12  # 12 customers, some held out
+    with pytest.raises(BadInput, match="name no subject"):
+        runtime.training.train(eng, TrainRequest(dataset="flat", out="m2", dp_unit="subject",
+                                                 **req))
+    with pytest.raises(BadInput, match="need --dp-epsilon"):
+        TrainRequest(dataset="flat", out="m2", dp_unit="record").train_config()
+    entries = audit_entries(home)
+    fin = [e for e in entries if e["action"] == "model.train.finish"]
+    assert len(fin) == 1 and "cust-" not in json.dumps(entries)
+    pub = json.dumps(fin[0])
+    assert '"dp_unit": "subject"' in pub and f'"dp_subjects": {priv["subjects"]}' in pub
+
+
+# ------------------------------------------------------------------ opacus#820, for real
+
+def test_apply_lora_moves_the_model_before_injecting_peft(monkeypatch):
+    """Fails if apply_lora ever injects PEFT before moving the model (the #820 order)."""
+    import peft
+
+    events = []
+    model, _ = tiny_llama()
+    real_to, real_peft = model.to, peft.get_peft_model
+    monkeypatch.setattr(model, "to", lambda *a, **k: (events.append("to"), real_to(*a, **k))[1])
+    monkeypatch.setattr(peft, "get_peft_model",
+                        lambda *a, **k: (events.append("peft"), real_peft(*a, **k))[1])
+    apply_lora(model, TrainConfig(lora_r=4), "cpu")
+    assert events[:2] == ["to", "peft"], events
+
+
+def _peft_then_late_move(model, config, device=None):
+    """The #820 order: PEFT first, the "device move" only at the first forward, after the
+    optimizer and Opacus were set up. On CPU the move is simulated by PyTorch's
+    overwrite-on-conversion mode, which (like a lazy/meta materialisation) gives every
+    parameter a new object: the optimizer then holds stale LoRA parameters."""
+    from peft import get_peft_model
+
+    from strongroom.training.lora import lora_config
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    pm = get_peft_model(model, lora_config(config))
+    moved = []
+
+    def move_late(module, args, kwargs):
+        if not moved:
+            moved.append(True)
+            prev = torch.__future__.get_overwrite_module_params_on_conversion()
+            torch.__future__.set_overwrite_module_params_on_conversion(True)
+            try:
+                module._apply(lambda t: t.clone())
+            finally:
+                torch.__future__.set_overwrite_module_params_on_conversion(prev)
+
+    pm.register_forward_pre_hook(move_late, with_kwargs=True)
+    return pm
+
+
+@pytest.mark.parametrize("dp", [True, False])
+def test_training_refuses_a_model_moved_after_peft(monkeypatch, dp):
+    import strongroom.training.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "apply_lora", _peft_then_late_move)
+    train_r = toy_records(40, seed=1)
+    model, tok = tiny_llama()
+    conf = TrainConfig(max_steps=2, batch_size=8, lora_r=4, num_threads=1, eval_at_start=False,
+                       dp=DPConfig(noise_multiplier=1.0, expected_batch_size=8, noise_seed=0)
+                       if dp else None)
+    with pytest.raises(TrainingGuardError):
+        train(model, tok, train_r, [], conf, progress=False)

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 from strongroom.errors import BadInput
 from strongroom.training import _env  # noqa: F401
 from strongroom.training.config import DPConfig, TrainConfig, auto_dp_batch
+from strongroom.training.lora import TrainingGuardError
 
 
 def group_units(unit_keys: Sequence[str], subject_level: bool) -> list[list[int]]:
@@ -191,6 +192,9 @@ class DPEngine:
         """
         opt = self.optimizer
         physical = max(1, int(physical_units))
+        # Nothing of an earlier step (per-sample gradients, summed clipped gradients) may leak
+        # into this one, whatever the caller did after it.
+        opt.zero_grad(set_to_none=True)
         chosen = self.sample_units()
         chunks = [chosen[i:i + physical] for i in range(0, len(chosen), physical)] or [[]]
         tok_loss, n_tok, n_rows = 0.0, 0, 0
@@ -241,11 +245,14 @@ class DPEngine:
         for p, a in zip(self.optimizer.params, acc):
             gs = p.grad_sample
             if gs is None:
-                raise BadInput("a LoRA parameter received no per-sample gradient")
+                # The optimizer's parameter is not the one the forward used (opacus#820).
+                raise TrainingGuardError("a LoRA parameter the optimizer holds received no "
+                                         "per-sample gradient (stale parameter: opacus#820)")
             if isinstance(gs, list):
                 gs = torch.cat(gs, dim=0)
             if gs.shape[0] != len(group):
-                raise BadInput("per-sample gradients do not match the rows of the forward")
+                raise TrainingGuardError("per-sample gradients do not match the rows of the "
+                                         "forward")
             if idx is None or idx.device != gs.device:
                 idx = torch.tensor(list(group), dtype=torch.long, device=gs.device)
             a.index_add_(0, idx, gs.to(a.dtype))

@@ -354,7 +354,13 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
                 loss_fn.tokens += ntok
                 return per_ex.mean(), float(summed.detach().sum()), int(count.sum())
             loss_fn.tokens = 0
-            info = dp_engine.step(unit_rows, config.batch_size, loss_fn)
+            try:
+                info = dp_engine.step(unit_rows, config.batch_size, loss_fn)
+            except Exception as exc:
+                # Parameters replaced under Opacus' hooks (opacus#820) surface as an obscure
+                # error inside the hooks: name the real cause when that is what happened.
+                check_optimizer_params(peft_model, optimizer.original_optimizer)
+                raise exc
             step_tokens = loss_fn.tokens
             step_loss = info["token_loss_sum"] / max(1, info["tokens"])
         else:
@@ -379,6 +385,12 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
+        # The optimizer must still hold the very parameters the forward used: a model moved
+        # or re-materialised after the optimizer was built trains nothing (opacus#820).
+        # (Single process only: FSDP swaps sharded and unsharded parameters by design.)
+        if not dist.enabled:
+            check_optimizer_params(peft_model, optimizer.original_optimizer if dp_engine
+                                   else optimizer)
         if check_first:
             grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
                      for n, p in trainable_named_parameters(peft_model)}
