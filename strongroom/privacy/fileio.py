@@ -39,6 +39,7 @@ from strongroom.store.formats import MAX_LINE_BYTES, iter_csv, iter_jsonl, iter_
 
 FORMATS = ("jsonl", "csv", "parquet", "txt")
 CHUNK_RECORDS = 256
+BATCH_RECORDS = 256  # records per detection batch (one NER pass), serial and in workers alike
 BLOCK_BYTES = 128 * 1024  # JSONL parallel path: ~250 records, a few CPU-seconds per task (even load at the tail)
 
 
@@ -283,7 +284,7 @@ def _worker_run(args: tuple[int, list[Any]]) -> tuple[list[dict], dict, list[tup
     rep = DeidReport(policy=eng.policy.name)
     rep.detector_versions = {"_": 1}
     it, rep = eng.deidentify_records(chunk, _W["fields"], _W["subject_field"], start_index=start,
-                                     report=rep, batch_size=64, columns=_W["columns"])
+                                     report=rep, batch_size=BATCH_RECORDS, columns=_W["columns"])
     out = list(it)
     rep.detector_versions = {}
     return out, _report_state(rep), eng.transformer.tags.table
@@ -305,7 +306,7 @@ def _worker_run_block(args: tuple[int, int, bytes, str]) -> tuple[bytes, dict, l
             raise BadInput(f"{name}: line {n}: binary data (NUL byte)")
         records.append(parse_json_line(raw, name, n))
     it, rep = eng.deidentify_records(records, _W["fields"], _W["subject_field"], start_index=first_rec,
-                                     report=rep, batch_size=256, columns=_W["columns"])
+                                     report=rep, batch_size=BATCH_RECORDS, columns=_W["columns"])
     out = b"".join(orjson.dumps(r) + b"\n" for r in it)
     rep.detector_versions = {}
     return out, _report_state(rep), eng.transformer.tags.table
@@ -387,7 +388,8 @@ def deidentify_file(engine: Any, in_path: str, out_path: str, fmt: str | None = 
             w = _Writer(fmt, f, out_path)
             records = read_records(in_path, fmt, rep)
             if workers <= 1:
-                it, _ = engine.deidentify_records(records, fields, subject_field, report=rep, qi_columns=qi_columns, k=k)
+                it, _ = engine.deidentify_records(records, fields, subject_field, report=rep, qi_columns=qi_columns, k=k,
+                                                  batch_size=BATCH_RECORDS)
                 for rec in it:
                     w.write(rec)
             else:

@@ -165,3 +165,18 @@ def test_one_line_reader_bounds_line_length_and_names_the_line(tmp_path, monkeyp
         list(formats.iter_lines(raw, "f", max_line=20))
     with pytest.raises(BadInput, match="line 2: binary data"):
         list(formats.iter_jsonl(io.BytesIO(b'{"a": 1}\n{"a": "\x00"}\n'), "f"))
+
+
+def test_parallel_reader_refuses_an_overlong_line_without_output(hipaa, tmp_path, monkeypatch):
+    """A single huge line (the issue's 100 MB case, scaled down) is an error naming the line in
+    the parallel block reader too; no output file, no temp file."""
+    from strongroom.privacy import fileio
+
+    monkeypatch.setattr(fileio, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(fileio, "BLOCK_BYTES", 256)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"t": "ok"}) + "\n" + json.dumps({"t": "x" * 5000}) + "\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(BadInput, match="line 2 is longer than"):
+        hipaa.deidentify_file(str(src), str(out), workers=2)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
