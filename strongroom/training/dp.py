@@ -206,7 +206,10 @@ class DPEngine:
                     picked = self.unit_step_rows(unit_rows[u])
                     rows += picked
                     group += [g] * len(picked)
-                acc = self._new_accumulators(len(chunk))
+                # One row per unit, one forward: the per-sample gradients already are the
+                # per-unit ones (the record-level case), no accumulator needed.
+                direct = len(rows) == len(chunk) and len(rows) <= physical
+                acc = None if direct else self._new_accumulators(len(chunk))
                 for i in range(0, len(rows), physical):
                     loss, s, n = loss_fn(self.module, rows[i:i + physical])
                     with warnings.catch_warnings():
@@ -217,8 +220,9 @@ class DPEngine:
                     tok_loss += s
                     n_tok += n
                 n_rows += len(rows)
-                for p, a in zip(opt.params, acc):
-                    p.grad_sample = a
+                if acc is not None:
+                    for p, a in zip(opt.params, acc):
+                        p.grad_sample = a
             else:
                 for p in opt.params:
                     p.grad_sample = self._torch.zeros((0, *p.shape), dtype=p.dtype,
@@ -234,15 +238,16 @@ class DPEngine:
         return [self._torch.zeros((n_units, *p.shape), dtype=p.dtype, device=p.device)
                 for p in self.optimizer.params]
 
-    def _accumulate(self, acc: list[Any], group: Sequence[int]) -> None:
-        """Add this forward's per-sequence gradients into their units' sums, then drop them.
+    def _accumulate(self, acc: list[Any] | None, group: Sequence[int]) -> None:
+        """Add this forward's per-sequence gradients into their units' sums, then drop them
+        (``acc`` None: check them and leave them in place, one row per unit).
 
         WHY before clipping: the clip must bound a whole unit (a subject's records together);
         summing after per-sequence clipping would bound each record instead.
         """
         torch = self._torch
         idx = None
-        for p, a in zip(self.optimizer.params, acc):
+        for j, p in enumerate(self.optimizer.params):
             gs = p.grad_sample
             if gs is None:
                 # The optimizer's parameter is not the one the forward used (opacus#820).
@@ -253,6 +258,10 @@ class DPEngine:
             if gs.shape[0] != len(group):
                 raise TrainingGuardError("per-sample gradients do not match the rows of the "
                                          "forward")
+            if acc is None:
+                p.grad_sample = gs
+                continue
+            a = acc[j]
             if idx is None or idx.device != gs.device:
                 idx = torch.tensor(list(group), dtype=torch.long, device=gs.device)
             a.index_add_(0, idx, gs.to(a.dtype))
