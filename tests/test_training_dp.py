@@ -335,7 +335,7 @@ def test_subject_level_run_accounts_with_the_subject_sampling_rate():
     acc = RDPAccountant()
     acc.history = [(sigma, q_subject, 3)]
     assert r.epsilon_spent == pytest.approx(acc.get_epsilon(r.dp["delta"]), rel=1e-9)
-    assert r.epsilon_spent <= 4.0 + 1e-6
+    assert r.epsilon_spent <= 4.0 + 1e-6 and r.dp["epsilon_spent"] == r.epsilon_spent
     acc.history = [(sigma, q_record, 3)]  # the record-level rate would spend another epsilon
     assert acc.get_epsilon(r.dp["delta"]) != pytest.approx(r.epsilon_spent, rel=1e-3)
 

@@ -442,6 +442,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         if eval_loss is not None:
             metrics.append({"step": st.step, "eval_loss": eval_loss, "final": True})
     adapter = adapter_now()
+    epsilon_spent = dp_engine.epsilon() if dp_engine else None
     final_eval = eval_loss
     best_step = st.best_step
     if (config.early_stopping_patience is not None and best_adapter is not None
@@ -453,10 +454,10 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
     tm = lcfg.target_modules
     return TrainResult(
         adapter_state=adapter, metrics=metrics, final_eval_loss=final_eval,
-        epsilon_spent=dp_engine.epsilon() if dp_engine else None, steps=st.step,
+        epsilon_spent=epsilon_spent, steps=st.step,
         tokens_per_s=st.tokens / st.elapsed if st.elapsed > 0 else 0.0,
         best_step=best_step, stopped_early=st.stopped_early, resumed_from=resumed_from,
-        dp=dp_engine.describe() if dp_engine else None,
+        dp=dict(dp_engine.describe(), epsilon_spent=epsilon_spent) if dp_engine else None,
         data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
               "packed": config.packing, "world_size": world,
               "parallel": "fsdp" if use_fsdp else ("ddp" if dist.enabled else "none")},
