@@ -196,3 +196,50 @@ def test_names_are_diverse_and_ages_over_89_present() -> None:
     assert sum(not n.isascii() for n in names) > 25  # non-English locales carry diacritics
     notes = (DATA / "patient_notes.jsonl").read_text(encoding="utf-8")
     assert re.search(r"\b(?:9\d|10\d)-year-old\b", notes)
+
+
+# ------------------------------------------------------------------ the demo's fine-tune (#4)
+
+@pytest.fixture(scope="module")
+def demo_train() -> ModuleType:
+    """examples/demo_train.py, imported the way examples/demo.py imports it."""
+    examples = str(ROOT / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import demo_train as module  # noqa: PLC0415 - examples/ is not a package
+
+    return module
+
+
+def test_demo_slice_teaches_every_bank_fact_often(demo_train: ModuleType, support: list[dict]) -> None:
+    """The bank's slice the demo trains on states each of its policies many times, so a short
+    run can learn them; a dataset change that thins it out should fail here, not in the demo."""
+    bank = [r for r in support if r["domain"] == demo_train.DOMAIN][:demo_train.RECORDS]
+    assert len(bank) == demo_train.RECORDS
+    facts = [f for f in json.loads((DATA / "facts.json").read_text(encoding="utf-8"))
+             if f["domain"] == demo_train.DOMAIN]
+    text = ["\n".join(m["content"] for m in r["messages"] if m["role"] == "assistant") for r in bank]
+    for f in facts:
+        assert sum(f["statement"] in t for t in text) >= 8, f["fact_id"]
+
+
+def test_demo_questions_are_scorable_and_held_out(demo_train: ModuleType, support: list[dict]) -> None:
+    qa = [json.loads(line) for line in (DATA / "policy_qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    inst = demo_train.institution_of(demo_train.DOMAIN)
+    picked = demo_train.pick_questions(qa, inst)
+    assert len(picked) == demo_train.QUESTIONS
+    assert len({q["fact_id"] for q in picked}) == demo_train.QUESTIONS
+    corpus = "\n".join(m["content"] for r in support for m in r["messages"])
+    for q in picked:
+        assert q["institution"] == inst and q["question"] not in corpus
+        assert demo_train.figures(q["answer"])
+        assert demo_train.states_the_fact(q["answer"], q["answer"])
+
+
+def test_demo_score_needs_every_figure(demo_train: ModuleType) -> None:
+    ref = "Harbor Federal's overdraft fee is $27, and it is waived within 24 hours."
+    assert demo_train.states_the_fact("The fee is $27; restore the balance within 24 hours.", ref)
+    assert not demo_train.states_the_fact("The fee is $27; restore it within 48 hours.", ref)
+    assert not demo_train.states_the_fact("The fee is $27.", ref)
+    # de-identification placeholders carry numbers that are not figures
+    assert not demo_train.states_the_fact("Hello <PERSON_27>, <DATE_24> is fine.", ref)
