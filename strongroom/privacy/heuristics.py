@@ -85,7 +85,7 @@ _MONTH_WORDS = {"january", "february", "march", "april", "may", "june", "july", 
 
 # suffixes that are not English word endings: a lower-cased "hersnapvej 18" is still a street
 _FOREIGN_GLUED = re.compile(r"(?i)(?:straße|strasse|gasse|vej|gade|vägen|gatan|gata|veien|vegen|straat|utca|út|útja|"
-                            r"dreef|singel|laan|gracht|dijk|steeg|weg|platz|allee|"
+                            r"dreef|singel|laan|gracht|dijk|steeg|weg|platz|allee|(?<![\w])u\.|(?<![\w])ul\.|str\.|"
                             r"katu|ulica|ulice|tie|vei)\s+\d")
 
 
@@ -114,7 +114,9 @@ def address_recognizers() -> list[PatternRecognizer]:
            "located in", "mailing", "billing", "residence"]
     return [
         R("street_us", "STREET_ADDRESS", [
-            P(r"(?i)\b\d{1,6}[A-Za-z]?(?:[-/]\d{1,4})?,?\s+(?:(?:[NSEW]|North|South|East|West|N\.?[EW]|S\.?[EW])\.?\s+)?(?:" + _W + r"\s+){0,4}?(?:" + STREET_SUFFIX + r")\b\.?" + UNIT, 0.8),
+            P(r"(?i)\b\d{1,6}[A-Za-z]?(?:[-/]\d{1,4})?,?\s+(?:(?:[NSEW]|North|South|East|West|N\.?[EW]|S\.?[EW])\.?\s+)?(?:" + _W + r"\s+){0,4}?(?:" + STREET_SUFFIX + r")\b\.?"
+              # a suffix word inside the name ("12 Harbour View Road", "338 17 St Omers Road") does not end it
+              r"(?![ \t]+(?:[^\W\d_][\w'’]*[ \t]+)?(?:" + STREET_SUFFIX + r")\b)" + UNIT, 0.8),
         ], _caps_ok, context=ctx, context_boost=0.15, needs="digit"),
         R("street_glued", "STREET_ADDRESS", [
             P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:(?!" + _LEAD_NOT + r")" + _W + r"\s+){0,2}?(?:[^\W\d_]+-)*[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?\b" + UNIT, 0.7),
@@ -427,7 +429,9 @@ def structural_names(text: str, spans: list[Span]) -> list[Span]:
 
 # what an address block is made of once its street line is known
 _BLOCK_PARTS = frozenset({"STREET_ADDRESS", "LOCATION", "ZIP_CODE", "ID_NUMBER"})
-_BLOCK_GAP = re.compile(r"[ \t\n,()>|•·/-]*(?:\?{2,}[ \t\n]*)*(?:[^\W\d_]{1,3}[ \t\n,()]*)?(?:\?{2,}[ \t\n]*)*")
+# missing values that exports print inside an address block ("Lyss, nan 50662")
+_PLACEHOLDER = r"(?:nan|NaN|None|null|NULL|N/A|n/a)"
+_BLOCK_GAP = re.compile(r"\.?[ \t\n,()>|•·/-]*(?:\?{2,}[ \t\n]*)*(?:(?:[^\W\d_]{1,3}|" + _PLACEHOLDER + r")[ \t\n,()]*)?(?:\?{2,}[ \t\n]*)*")
 
 
 def bridge_address_blocks(text: str, spans: list[Span]) -> list[Span]:
@@ -438,7 +442,7 @@ def bridge_address_blocks(text: str, spans: list[Span]) -> list[Span]:
     Only pieces that touch the block across separators and at most one short token qualify; a
     blank line, a sentence end or a longer word ends the block.
     """
-    ordered = sorted((s for s in spans if s.entity_type in _BLOCK_PARTS or s.entity_type == "NRP"),
+    ordered = sorted((s for s in spans if s.entity_type in _BLOCK_PARTS or s.entity_type in ("NRP", "PERSON", "ORGANIZATION")),
                      key=lambda s: (s.start, -s.end))
     out: list[Span] = []
     for i, s in enumerate(ordered):
@@ -447,8 +451,12 @@ def bridge_address_blocks(text: str, spans: list[Span]) -> list[Span]:
         start, end = s.start, s.end
         for t in ordered[i + 1:]:
             if t.start < end:
-                end = max(end, t.end) if t.entity_type in _BLOCK_PARTS else end
+                # an overlapping piece is merged with the street anyway ("338 17 St Omers" + a model's
+                # "St Omers Road"): the block goes on from its end
+                end = max(end, t.end)
                 continue
+            if t.entity_type in ("PERSON", "ORGANIZATION"):
+                continue  # only bridged to when a block part shares its place (a town the model called a name)
             gap = text[end:t.start]
             m = _BLOCK_GAP.fullmatch(gap)
             if not m or len(gap) > 12 or re.search(r"\n[ \t]*\n", gap):
@@ -467,11 +475,15 @@ def bridge_address_blocks(text: str, spans: list[Span]) -> list[Span]:
         x = _REGION_TAIL.match(text, end)
         if x:
             end = x.end() - len(x.group(1))
+        x = _PLACEHOLDER_TAIL.match(text, end)
+        if x:
+            end = x.end()  # "... BODØ nan": the export's empty region field closes the block
         if (start, end) != (s.start, s.end):
             out.append(Span("STREET_ADDRESS", start, end, s.score, recognizer="address_block"))
     return out
 
 
+_PLACEHOLDER_TAIL = re.compile(r"[ \t]*,?[ \t]*" + _PLACEHOLDER + r"(?=[ \t]*(?:\n|$|[.,;]))")
 _AND_STREET = re.compile(r"[ \t]+and[ \t]+(?:\d{1,6}[ \t]+)?(?:" + _W + r"[ \t]+){0,3}?(?:(?i:" + STREET_SUFFIX + r")\b\.?|"
                          r"[^\W\d_]*(?i:" + GLUED_SUFFIX + r")(?:[ \t]+\d{1,5})?)")
 # a region code closing an address line ("Lyss, NI" / "Oslo NO"), then the end of the line or text

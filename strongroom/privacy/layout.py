@@ -271,6 +271,11 @@ _INLINE_LOCALITY = re.compile(r"[ \t]+(?P<town>[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\
                               r"(?P<pc>" + _PC + r")(?=[ \t]*(?:$|\n|[.,;!?)]))")
 
 
+# between address lines: commas and line breaks in any mix ("Porto Alegre\n, RS\n 95828"), and
+# the placeholders exports print for an empty field ("Lyss, nan 50662"), but never a blank line
+_LOCALITY_SEP = re.compile(r"\.?(?:[ \t]*(?:,|\n(?![ \t]*\n))[ \t]*(?:(?:nan|NaN|None|null|NULL|N/A|n/a)(?=[ \t,\n]|$))?)+[ \t]*")
+
+
 def locality_spans(text: str, spans: list[Span]) -> list[Span]:
     """Town and postcode on the lines (or comma-separated parts) right after a street line.
 
@@ -294,11 +299,11 @@ def locality_spans(text: str, spans: list[Span]) -> list[Span]:
             out.append(Span("LOCATION", m.start("town"), m.end("town"), 0.6, recognizer="locality"))
             out.append(Span("ZIP_CODE", m.start("pc"), m.end("pc"), 0.7, recognizer="locality"))
             continue
-        for _ in range(3):
-            m = re.match(r"[ \t]*(?:,|\n)[ \t]*", text[pos:pos + 8])
+        for _ in range(4):
+            m = _LOCALITY_SEP.match(text, pos)
             if not m:
                 break
-            seg_start = pos + m.end()
+            seg_start = m.end()
             nl = text.find("\n", seg_start)
             line_end = len(text) if nl < 0 else nl
             comma = text.find(",", seg_start, line_end)
@@ -320,12 +325,15 @@ def locality_spans(text: str, spans: list[Span]) -> list[Span]:
                 if not lm or not (lm.group("town") or lm.group("pc1") or lm.group("pc2")):
                     break
                 seg_end = comma
-            found = False
+            found = bool(lm.group("region")) and not (lm.group("town") or lm.group("pc1") or lm.group("pc2"))
             for g, etype, score in (("pc1", "ZIP_CODE", 0.7), ("town", "LOCATION", 0.6), ("pc2", "ZIP_CODE", 0.7)):
                 if lm.group(g):
                     a, b = seg_start + lm.start(g), seg_start + lm.end(g)
                     word = text[a:b]
-                    if etype == "LOCATION" and (word.upper() == word and len(word) <= 3 or word.lower() in _NOT_TOWN):
+                    if etype == "LOCATION" and word.upper() == word and len(word) <= 3:
+                        found = True  # a region code line ("RS", "NSW"): the block goes on
+                        continue
+                    if etype == "LOCATION" and word.lower() in _NOT_TOWN:
                         continue
                     out.append(Span(etype, a, b, score, recognizer="locality"))
                     found = True
