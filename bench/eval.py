@@ -67,11 +67,19 @@ def bench_models(a: argparse.Namespace) -> dict:
              "--lr", str(a.lr), "--lora-r", "16", "--eval-fraction", str(a.eval_fraction),
              "--canaries", str(a.canaries), "--canary-repeats", str(a.canary_repeats),
              "--threads", str(a.threads), "--quiet", "--json"]
-    models = (("raw", "support", []), ("deid", "support-deid", []),
-              ("dp", "support-deid", ["--dp-epsilon", str(a.dp_epsilon)]))
+    dp = ["--dp-epsilon", str(a.dp_epsilon)]
+    if a.dp_batch_size:
+        dp += ["--dp-batch-size", str(a.dp_batch_size)]
+    if a.dp_steps:  # DP takes fewer, larger (Poisson) steps: replaces --max-steps for that run
+        dp += ["--max-steps", str(a.dp_steps)]
+    models = (("raw", "support", []), ("deid", "support-deid", []), ("dp", "support-deid", dp))
     out: dict = {"config": vars(a), "models": {}, "timings": timings}
     for name, ds, extra in models:
-        args = ["train", "--dataset", ds, "--out", name, *train, *extra]
+        base = list(train)
+        if "--max-steps" in extra:
+            i = base.index("--max-steps")
+            del base[i:i + 2]
+        args = ["train", "--dataset", ds, "--out", name, *base, *extra]
         if ds == "support":
             args += ["--allow-identifiable", "--reason", "benchmark", "--otp", totp.now()]
         t0 = time.monotonic()
@@ -162,6 +170,10 @@ def main() -> None:
     ap.add_argument("--canaries", type=int, default=4)
     ap.add_argument("--canary-repeats", type=int, default=16)
     ap.add_argument("--dp-epsilon", type=float, default=8.0)
+    ap.add_argument("--dp-batch-size", type=int, default=None,
+                    help="DP logical batch (default: the trainer's, ~n/20 within 64..256)")
+    ap.add_argument("--dp-steps", type=int, default=None,
+                    help="DP optimizer steps (default: --steps)")
     ap.add_argument("--candidates", type=int, default=10_000)
     ap.add_argument("--members", type=int, default=64)
     ap.add_argument("--extraction-records", type=int, default=32)
