@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
 from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, country_spans, given_name_spans,
-                                       locality_spans, lower_name_spans, table_cell_spans)
+                                       locality_spans, lower_doc_name_spans, lower_name_spans, table_cell_spans)
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
@@ -160,6 +160,7 @@ class Analyzer:
         spans.extend(H.chat_speaker_spans(text))
         spans.extend(table_cell_spans(text))
         spans.extend(lower_name_spans(text))
+        spans.extend(lower_doc_name_spans(text))
         spans.extend(address_cue_spans(text))
         spans.extend(given_name_spans(text))
         spans.extend(country_spans(text))

@@ -401,3 +401,27 @@ def address_cue_spans(text: str) -> list[Span]:
         out.append(Span("STREET_ADDRESS", m.start("a"), m.end("a"), 0.7, recognizer="address_cue"))
         out.append(Span("ZIP_CODE", m.start("pc"), m.end("pc"), 0.7, recognizer="address_cue"))
     return out
+
+
+# the surname sits in a look-ahead so that every word is tried as a given name ("with patricia desrosiers")
+_LOWER_PAIR = re.compile(r"(?<![\w'’@./-])([a-zà-öø-ÿ]{3,20})(?=[ \t]+(?:([a-z])\.?[ \t]+)?([a-zà-öø-ÿ][a-zà-öø-ÿ'’-]{1,25})(?![\w'’@/-]))")
+_NOT_LOWER_GIVEN = frozenset("max ally don jack lance pat sonny buck chance gay kay bud page cash".split())
+
+
+def lower_doc_name_spans(text: str) -> list[Span]:
+    """"follow up with patricia desrosiers": in a document typed without capitals, a listed given
+    name then a surname-like word. Off whenever the text uses capitals (a few stray ones aside),
+    where capitalisation itself is the better evidence."""
+    letters = sum(c.isalpha() for c in text)
+    if letters < 8 or sum(c.isupper() for c in text) > 0.01 * letters:
+        return []
+    names = _given_lower()
+    out = []
+    for m in _LOWER_PAIR.finditer(text):
+        first, last = m.group(1), m.group(3)
+        if first not in names or first in _NOT_LOWER_GIVEN or first in _AFTER_NAME_STOP:
+            continue
+        if last in _AFTER_NAME_STOP or last in _NOT_SURNAME or last in _COMMON_WORDS or len(last) < 2:
+            continue
+        out.append(Span("PERSON", m.start(1), m.end(3), 0.5, recognizer="lower_doc_name"))
+    return out

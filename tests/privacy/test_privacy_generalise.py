@@ -176,3 +176,27 @@ def test_letter_address_block_removed_whole(training):
     for part in ("Odile Marchetti", "Via dei Tigli, 18", "40121", "Bologna"):
         assert _covered(text, spans, part), part
     assert not _covered(text, spans, "Your statement is enclosed")
+
+
+# ---------------------------------------------------------------- exported address blocks
+@pytest.mark.parametrize("text,parts", [
+    # a suffix word inside the street name, then comma-led region and postcode lines (text rendered from fields)
+    ("Ship to 40 Harbour View Road\nMillbrook\n, NSW\n 2040\n\nThanks", ["40 Harbour View Road", "Millbrook", "NSW", "2040"]),
+    # an abbreviated street type, and the placeholder an export prints for an empty field
+    ("Address:  9 Rákóczi u. 31.\nSzeged, nan 6720", ["9 Rákóczi u. 31", "Szeged", "6720"]),
+])
+def test_exported_address_blocks_removed_whole(training, text, parts):
+    spans = training.analyzer.analyze(text)
+    for p in parts:
+        assert _covered(text, spans, p), p
+    if "Thanks" in text:
+        assert not _covered(text, spans, "Thanks")
+
+
+def test_lower_case_document_names():
+    from strongroom.privacy.layout import lower_doc_name_spans
+
+    text = "ok so please follow up with patricia lindqvist about the refund"
+    assert [text[s.start:s.end] for s in lower_doc_name_spans(text)] == ["patricia lindqvist"]
+    assert lower_doc_name_spans("Please follow up with patricia lindqvist") == []  # capitals in use: off
+    assert lower_doc_name_spans("i want to set a max amount on my card") == []
