@@ -318,6 +318,7 @@ def test_subject_level_run_accounts_with_the_subject_sampling_rate():
     from opacus.accountants import RDPAccountant
 
     from strongroom.training import build_model_card
+    from strongroom.training.dp import RDP_ALPHAS
 
     train_r, eval_r = split_records(toy_records(90, subjects=24), 0.15)
     n_sub = len({r["subject_id"] for r in train_r})
@@ -334,10 +335,14 @@ def test_subject_level_run_accounts_with_the_subject_sampling_rate():
     sigma = r.dp["noise_multiplier"]
     acc = RDPAccountant()
     acc.history = [(sigma, q_subject, 3)]
-    assert r.epsilon_spent == pytest.approx(acc.get_epsilon(r.dp["delta"]), rel=1e-9)
-    assert r.epsilon_spent <= 4.0 + 1e-6 and r.dp["epsilon_spent"] == r.epsilon_spent
+    assert r.epsilon_spent == pytest.approx(
+        acc.get_epsilon(r.dp["delta"], alphas=RDP_ALPHAS), rel=1e-9)
+    assert 3.5 < r.epsilon_spent <= 4.0 + 1e-6 and r.dp["epsilon_spent"] == r.epsilon_spent
+    # Opacus' default orders give a valid but looser bound for the same sigma.
+    assert acc.get_epsilon(r.dp["delta"]) >= r.epsilon_spent - 1e-9
     acc.history = [(sigma, q_record, 3)]  # the record-level rate would spend another epsilon
-    assert acc.get_epsilon(r.dp["delta"]) != pytest.approx(r.epsilon_spent, rel=1e-3)
+    assert acc.get_epsilon(r.dp["delta"], alphas=RDP_ALPHAS) != pytest.approx(
+        r.epsilon_spent, rel=1e-3)
 
     card = build_model_card(r, model_name="m", base_model={"name": "tiny"}, deid_report={})
     assert "subject-level" in card.markdown and f"{n_sub} subjects" in card.markdown

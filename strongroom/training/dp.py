@@ -24,9 +24,10 @@ What we do, precisely (this text is quoted by the model card):
   Memory is bounded by the physical batch: at most ``batch_size`` sequences per forward and
   ``batch_size`` units per accumulator; larger logical batches are split with Opacus'
   skip-step mechanism (the one ``BatchMemoryManager`` uses).
-* sigma is calibrated with ``PrivacyEngine.make_private_with_epsilon`` when the run is a whole
-  number of Opacus epochs, else with ``get_noise_multiplier(steps=...)`` + ``make_private``
-  (identical calibration, counted in steps). epsilon spent is read from the accountant.
+* sigma is calibrated with Opacus' ``get_noise_multiplier`` for (epsilon, delta, q, steps) —
+  what ``make_private_with_epsilon`` does, counted in steps — then ``make_private``; RDP uses
+  Opacus' orders plus larger ones (up to 1024), which short runs need for a tight bound.
+  epsilon spent is read back from the accountant with the same orders.
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ def default_delta(n_units: int) -> float:
     return min(1e-5, 1.0 / (10.0 * max(1, n_units)))
 
 
+#: RDP orders: Opacus' defaults (up to 63) plus larger ones. Short runs with small sampling
+#: rates are tightest at orders above 63; without these the bound (hence sigma) is looser than
+#: necessary. Every order gives a valid bound, so more orders can only tighten epsilon.
+RDP_ALPHAS: list[float] = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [
+    72, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512, 768, 1024]
+
+
+def accountant_kwargs(accountant: str) -> dict[str, Any]:
+    """Extra arguments for ``get_epsilon`` of this accountant (the RDP orders for RDP)."""
+    return {"alphas": RDP_ALPHAS} if accountant == "rdp" else {}
+
+
 def _seeded_generator(seed: int | None):
     import torch
 
@@ -146,17 +159,17 @@ class DPEngine:
                       max_grad_norm=dp.max_grad_norm, poisson_sampling=True,
                       noise_generator=None if dp.secure_mode else self.noise_gen,
                       grad_sample_mode=dp.grad_sample_mode, loss_reduction="mean")
+        self._eps_kwargs = accountant_kwargs(dp.accountant)
         if dp.noise_multiplier is not None:
-            out = self.engine.make_private(noise_multiplier=dp.noise_multiplier, **common)
-        elif total_steps % self.steps_per_epoch == 0:
-            out = self.engine.make_private_with_epsilon(
-                target_epsilon=dp.target_epsilon, target_delta=self.delta,
-                epochs=total_steps // self.steps_per_epoch, **common)
+            sigma = dp.noise_multiplier
         else:
+            # What make_private_with_epsilon does (it counts epochs / q steps), counted in
+            # steps so partial epochs work, and with the wider RDP orders used for reporting.
             sigma = get_noise_multiplier(
                 target_epsilon=dp.target_epsilon, target_delta=self.delta,
-                sample_rate=self.sample_rate, steps=total_steps, accountant=dp.accountant)
-            out = self.engine.make_private(noise_multiplier=sigma, **common)
+                sample_rate=self.sample_rate, steps=total_steps, accountant=dp.accountant,
+                **self._eps_kwargs)
+        out = self.engine.make_private(noise_multiplier=sigma, **common)
         self.module, self.optimizer, self.loader = out[0], out[1], out[-1]
         self.sampler = self.loader.batch_sampler
         self.sampler.generator = self.sampler_gen
@@ -273,7 +286,7 @@ class DPEngine:
             return 0.0
         if self.noise_multiplier == 0:
             return math.inf
-        return float(self.engine.get_epsilon(self.delta))
+        return float(self.engine.accountant.get_epsilon(delta=self.delta, **self._eps_kwargs))
 
     def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         tensors = {"rng.dp_noise": self.noise_gen.get_state(),
