@@ -15,7 +15,8 @@ from typing import Any, Iterable
 from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
 from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, country_spans, given_name_spans,
-                                       locality_spans, lower_doc_name_spans, lower_name_spans, table_cell_spans)
+                                       locality_spans, lower_doc_name_spans, lower_name_spans, table_cell_spans,
+                                       town_before_country_spans)
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
@@ -161,6 +162,9 @@ class Analyzer:
         spans.extend(table_cell_spans(text))
         spans.extend(lower_name_spans(text))
         spans.extend(lower_doc_name_spans(text))
+        spans.extend(H.place_label_spans(text))
+        spans.extend(H.inline_place_postcode_spans(text))
+        spans.extend(town_before_country_spans(text))
         spans.extend(address_cue_spans(text))
         spans.extend(given_name_spans(text))
         spans.extend(country_spans(text))
@@ -173,6 +177,8 @@ class Analyzer:
                 s = H.extend_person(text, s)
             elif s.entity_type == "STREET_ADDRESS":
                 s = H.extend_address(text, s)
+            elif s.entity_type == "LOCATION":
+                s = H.extend_location(text, s)
             out.append(s)
         return out
 

@@ -170,6 +170,9 @@ _CUE_STRONG = re.compile(
     r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|kid|child|baby|"
     r"boyfriend|girlfriend|roommate|flatmate|neighbou?r|colleague|co-?worker|boss|manager|landlord|tenant|"
     r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:|"
+    # document roles: "Dictated by:", "Reviewed by", "Directed By:    Ana Ruiz"
+    r"(?:dictated|transcribed|reviewed|approved|verified|prepared|authored|written|edited|directed|produced|"
+    r"submitted|requested|ordered|performed|entered|created|updated|witnessed|interpreted|countersigned)[ \t]+by[ \t]*:?|"
     # a form row: the role, then a dot leader, a column gap or a colon ("Policyholder ....... Ann Roe")
     r"(?:policy[ \t]*holder|account[ \t]*holder|card[ \t]*holder|insured|claimant|subscriber|beneficiary|guarantor|"
     r"signature|signed|patient|pt|attending|physician|surgeon|provider|rendering[ \t]+provider|referring[ \t]+provider|"
@@ -549,4 +552,56 @@ def chat_speaker_spans(text: str) -> list[Span]:
         if any(w in _ROLES or w in STOP for w in words):
             continue
         out.append(Span("PERSON", m.start(1), m.end(1), 0.6, recognizer="chat_speaker"))
+    return out
+
+
+# a place named by a form label ("Where: Novo mesto", "Place of birth: Leeds", "home city Ostend")
+_PLACE_LABEL = re.compile(r"(?i:\b(?:where|location|place(?:[ \t]+of[ \t]+(?:birth|residence|death))?|city|town|village|"
+                          r"hometown|home[ \t]+(?:city|town)|birthplace|venue|municipality|county|district|province)"
+                          r"[ \t]*(?::|-|=|[ \t]))[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
+
+
+def place_label_spans(text: str) -> list[Span]:
+    """The capitalised run after a place label; lower-case connectors inside it are kept
+    ("Villafranca del Cid", "Novo mesto" is cut at the lower-case word)."""
+    out = []
+    for m in _PLACE_LABEL.finditer(text):
+        r = _take_caps(text, m.start(1), m.group(1))
+        if r:
+            out.append(Span("LOCATION", r[0], r[1], 0.55, recognizer="place_label"))
+    return out
+
+
+def extend_location(text: str, span: Span) -> Span:
+    """Grow a place over lower-case connectors and the capitalised words after them
+    ("Villafranca" + " del Cid", "Frankfurt" + " am Main", "Chiclana" + " de la Frontera")."""
+    end = span.end
+    for _ in range(3):
+        c = _CONNECTED_WORD.match(text, end)
+        if not c:
+            break
+        end = c.end()
+    if end != span.end:
+        return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
+    return span
+
+
+_CONNECTED_WORD = re.compile(r"[ \t]+(?:(?:de|del|la|le|les|los|las|du|des|da|do|dos|das|di|am|an|im|der|den|sur|sous|en|"
+                             r"nad|pod|u|op|ter|van|von|y|e|upon|on)[ \t]+){1,3}[A-ZÀ-ÖØ-Þ][\w'’-]*")
+
+
+# "in Quinta de São Tiago 3610-114", "in København K 1421": a place then its postcode, inline
+_INLINE_PLACE_PC = re.compile(
+    r"\b(?:in|at|from|to|near)[ \t]+((?:[A-ZÀ-ÖØ-Þ][\w'’.-]*)(?:[ \t]+(?:[A-ZÀ-ÖØ-Þ][\w'’.-]*|de|del|da|do|di|la|le|am|an|sur|u|nad))*?)"
+    r"[ \t]*,?[ \t]+(\d{4}-\d{3}|\d{2}-\d{3}|\d{3}[ \t]\d{2}|\d{4,5})(?=[ \t]*(?:$|\n|[.,;!?)]|[ \t]+[a-z]))")
+
+
+def inline_place_postcode_spans(text: str) -> list[Span]:
+    out = []
+    for m in _INLINE_PLACE_PC.finditer(text):
+        town, pc = m.group(1), m.group(2)
+        if town.split()[0].lower() in _MONTH_WORDS or town.split()[0].lower() in STOP or re.fullmatch(r"(?:19|20)\d{2}", pc):
+            continue
+        out.append(Span("LOCATION", m.start(1), m.end(1), 0.55, recognizer="place_postcode"))
+        out.append(Span("ZIP_CODE", m.start(2), m.end(2), 0.6, recognizer="place_postcode"))
     return out

@@ -425,3 +425,26 @@ def lower_doc_name_spans(text: str) -> list[Span]:
             continue
         out.append(Span("PERSON", m.start(1), m.end(3), 0.5, recognizer="lower_doc_name"))
     return out
+
+
+
+def town_before_country_spans(text: str) -> list[Span]:
+    """The short line right above a country line closes an address block with the town
+    ("ALFRICK" / "United Kingdom", "Chiclana de la Frontera" / "Spain")."""
+    if "\n" not in text:
+        return []
+    out = []
+    rx = _country_re()
+    for m in re.finditer(r"(?m)^[ \t]*([^\n]{2,60}?)[ \t]*,?[ \t]*\n[ \t]*(?=\S)", text):
+        line_end = text.find("\n", m.end())
+        nxt = text[m.end(): len(text) if line_end < 0 else line_end].strip()
+        c = rx.match(nxt)
+        if not c or nxt[c.end():].strip(" \t,") and not re.fullmatch(r"[ \t,]*[A-Z0-9][A-Z0-9 -]{2,9}", nxt[c.end():]):
+            continue
+        town = m.group(1)
+        words = town.split()
+        if (not 1 <= len(words) <= 5 or any(ch.isdigit() for ch in town) or ":" in town or not town[0].isupper()
+                or words[0].rstrip(",").lower() in _NOT_TOWN or rx.fullmatch(town)):
+            continue
+        out.append(Span("LOCATION", m.start(1), m.end(1), 0.55, recognizer="town_before_country"))
+    return out

@@ -200,3 +200,33 @@ def test_lower_case_document_names():
     assert [text[s.start:s.end] for s in lower_doc_name_spans(text)] == ["patricia lindqvist"]
     assert lower_doc_name_spans("Please follow up with patricia lindqvist") == []  # capitals in use: off
     assert lower_doc_name_spans("i want to set a max amount on my card") == []
+
+
+# ---------------------------------------------------------------- places
+def test_place_after_a_form_label_and_connectors():
+    text = "Place of birth: Villeneuve sur Lot\nWhere: Kranj"
+    got = {text[s.start:s.end] for s in H.place_label_spans(text)}
+    assert "Kranj" in got and any(g.startswith("Villeneuve") for g in got)
+    s = H.extend_location("born in Puente de la Reina today", Span("LOCATION", 8, 14, 0.8))
+    assert "born in Puente de la Reina today"[s.start:s.end] == "Puente de la Reina"
+
+
+def test_place_then_postcode_inline():
+    text = "The firm opened an office in Vila Nova de Gaia 4400-123 last year."
+    got = _typed(text, H.inline_place_postcode_spans(text))
+    assert ("LOCATION", "Vila Nova de Gaia") in got and ("ZIP_CODE", "4400-123") in got
+    assert H.inline_place_postcode_spans("We met in March 2024 at the office") == []
+
+
+def test_town_line_above_a_country_line():
+    from strongroom.privacy.layout import town_before_country_spans
+
+    text = "Ms Hanne Lund\n\nSKAGEN\nDenmark"
+    assert [text[s.start:s.end] for s in town_before_country_spans(text)] == ["SKAGEN"]
+    assert town_before_country_spans("Dear Sir,\nDenmark") == []
+
+
+def test_document_role_names():
+    text = "Reviewed by:   Oksana Petrenko\nTranscribed by Li Na"
+    got = {text[s.start:s.end] for s in H.person_spans(text)}
+    assert "Oksana Petrenko" in got and "Li Na" in got
