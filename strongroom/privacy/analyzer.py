@@ -16,7 +16,7 @@ from strongroom.privacy import heuristics as H
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
 from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, country_spans, given_name_spans,
                                        locality_spans, lower_doc_name_spans, lower_name_spans, table_cell_spans,
-                                       town_before_country_spans)
+                                       lone_given_name_spans, town_before_country_spans)
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
 from strongroom.privacy.types import Span
@@ -165,6 +165,7 @@ class Analyzer:
         spans.extend(H.place_label_spans(text))
         spans.extend(H.inline_place_postcode_spans(text))
         spans.extend(town_before_country_spans(text))
+        spans.extend(lone_given_name_spans(text))
         spans.extend(address_cue_spans(text))
         spans.extend(given_name_spans(text))
         spans.extend(country_spans(text))

@@ -230,3 +230,11 @@ def test_document_role_names():
     text = "Reviewed by:   Oksana Petrenko\nTranscribed by Li Na"
     got = {text[s.start:s.end] for s in H.person_spans(text)}
     assert "Oksana Petrenko" in got and "Li Na" in got
+
+
+def test_lone_given_names_but_not_headings():
+    from strongroom.privacy.layout import lone_given_name_spans
+
+    text = "Why is Natasja late? Line items: none. The total is due."
+    assert [text[s.start:s.end] for s in lone_given_name_spans(text)] == ["Natasja"]
+    assert all(s.score < 0.5 for s in lone_given_name_spans(text))  # weak evidence: never flips the verdict
