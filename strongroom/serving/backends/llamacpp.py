@@ -23,8 +23,9 @@ import hashlib
 import os
 import secrets
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from strongroom.errors import BadInput, IntegrityError, NotFound, StrongroomError
 from strongroom.identity import Principal
@@ -155,11 +156,12 @@ class LlamaCppBackend:
 
 def open_gguf(path: str, expected_sha256: str, *, adapter: bytes | None = None,
               base_config: dict[str, Any] | None = None, threads: int | None = None,
-              n_ctx: int = DEFAULT_N_CTX) -> ServedModel:
+              n_ctx: int = DEFAULT_N_CTX, extra_buffers: bool | None = None) -> ServedModel:
     """Open a GGUF base file (hash-checked) with an optional adapter blob (converted to a LoRA).
 
     ``base_config`` (the transformers config of the base, as a dict) is needed with an
-    adapter: llama.cpp's converter maps tensor names by architecture.
+    adapter: llama.cpp's converter maps tensor names by architecture. ``extra_buffers``: see
+    ``extra_buffers_wanted``.
     """
     require_extra("llamacpp")
     from llama_cpp import Llama
@@ -178,9 +180,10 @@ def open_gguf(path: str, expected_sha256: str, *, adapter: bytes | None = None,
 
             lora = convert_adapter(adapter, base_config or {})
         try:
-            llm = Llama(model_path=f"/proc/self/fd/{fd}" if fd >= 0 else path,
-                        lora_path=lora.path if lora else None, n_ctx=n_ctx, n_threads=threads,
-                        n_threads_batch=threads, verbose=False)
+            with _buffer_types(extra_buffers):
+                llm = Llama(model_path=f"/proc/self/fd/{fd}" if fd >= 0 else path,
+                            lora_path=lora.path if lora else None, n_ctx=n_ctx,
+                            n_threads=threads, n_threads_batch=threads, verbose=False)
         except (ValueError, RuntimeError):
             raise LlamaCppLoadError("llama.cpp could not load the model"
                                     + (" with its adapter" if lora else "")) from None
@@ -202,6 +205,47 @@ def open_gguf(path: str, expected_sha256: str, *, adapter: bytes | None = None,
                                         add_generation_prompt=True)
     return ServedModel(llm=llm, template=formatter, base_sha256=expected_sha256,
                        adapter=adapter is not None)
+
+
+_params_lock = threading.Lock()
+
+
+def extra_buffers_wanted(flag: bool | None = None) -> bool:
+    """Whether llama.cpp may use its extra CPU buffer types (AMX kernels, weight repacking).
+
+    Off unless ``STRONGROOM_LLAMACPP_EXTRA_BUFFERS=1``: on CPUs that report AMX, llama.cpp
+    picks its AMX matmul, which was measured to crash with SIGSEGV (in
+    ``ggml_backend_amx_mul_mat``) inside this project's VMs although the kernel grants AMX;
+    a crash takes the whole gateway down, a slower matmul does not. Turn it on where AMX
+    works, or with a wheel built without AMX (``CMAKE_ARGS=-DGGML_NATIVE=OFF ...``).
+    """
+    if flag is not None:
+        return flag
+    return os.environ.get("STRONGROOM_LLAMACPP_EXTRA_BUFFERS", "") == "1"
+
+
+@contextmanager
+def _buffer_types(flag: bool | None) -> Iterator[None]:
+    """llama-cpp-python has no argument for ``use_extra_bufts``: it builds the model params
+    from ``llama_model_default_params()``, so that one call is wrapped while a model opens."""
+    if extra_buffers_wanted(flag):
+        yield
+        return
+    import llama_cpp.llama_cpp as api
+
+    with _params_lock:
+        original = api.llama_model_default_params
+
+        def defaults() -> Any:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        api.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            api.llama_model_default_params = original
 
 
 def _sealed_copy(path: str, expected_sha256: str) -> int:
