@@ -10,6 +10,10 @@ Features (each a block; the committed model says which it uses):
 - ``seg_max``: the element-wise maximum of the embeddings of the text's sentences (costs one
   embedding per sentence; available, not used by the committed model).
 
+Model: logistic regression over all blocks, optionally averaged (``mlp.lr_weight``) with a
+one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64), which
+separates harmful requests from safe look-alikes better than a linear boundary can.
+
 Training data: ``train.jsonl`` plus seeded synthetic bank, insurer and clinic prompts from
 ``bench/indomain_prompts.py`` (benign ones with names, cards, diagnoses and legitimate talk of
 scams, and injections wrapped in the same context), because a detector that has only seen
@@ -26,6 +30,7 @@ the scanner refuses to run against another one (fail closed).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -131,6 +136,50 @@ class CharTfidf:
         return idx, vals
 
 
+def _array(spec: dict[str, Any]) -> np.ndarray:
+    """A float32 array stored as base64 little-endian bytes (a JSON list of floats would be 4x larger)."""
+    if spec.get("dtype") != "float32":
+        raise IntegrityError("injection classifier: unknown array type")
+    try:
+        shape = tuple(int(d) for d in spec["shape"])
+        raw = base64.b64decode(spec["data"], validate=True)
+    except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+        raise IntegrityError("injection classifier: malformed array") from exc
+    if len(raw) != 4 * math.prod(shape):
+        raise IntegrityError("injection classifier: array size does not match its shape")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float64)
+
+
+class DenseMLP:
+    """sklearn ``MLPClassifier`` forward pass (ReLU hidden layers, logistic output) from JSON.
+
+    Why a second model: the linear model separates stock jailbreak phrasing well but not
+    harmful requests from look-alike safe ones ("how do I kill a process"), which is not a
+    linear question over the embedding; averaging both probabilities was chosen by
+    cross-validation in ``bench/train_injection.py``.
+    """
+
+    def __init__(self, spec: dict[str, Any], n_inputs: int) -> None:
+        self.layers = [(_array(w), _array(b)) for w, b in zip(spec["weights"], spec["biases"])]
+        if not self.layers or len(spec["weights"]) != len(spec["biases"]):
+            raise IntegrityError("injection classifier: malformed MLP")
+        width = n_inputs
+        for w, b in self.layers:
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise IntegrityError("injection classifier: MLP layer shapes do not chain")
+            width = w.shape[1]
+        if width != 1:
+            raise IntegrityError("injection classifier: MLP must end in one output")
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for w, b in self.layers[:-1]:
+            h = np.maximum(h @ w + b, 0.0)
+        w, b = self.layers[-1]
+        z = np.clip((h @ w + b)[:, 0], -700, 700)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
 class InjectionClassifier:
     """Loads the committed JSON model and scores texts; ``threshold`` came from cross-validation."""
 
@@ -157,6 +206,17 @@ class InjectionClassifier:
         if unknown:
             raise IntegrityError("injection classifier: unknown feature block")
         self.uses_embeddings = any(b in self.blocks for b in DENSE_BLOCKS)
+        mlp = model.get("mlp")
+        self.mlp: DenseMLP | None = None
+        self.lr_weight = 1.0
+        if mlp is not None:
+            if not self.uses_embeddings:
+                raise IntegrityError("injection classifier: an MLP needs embedding blocks")
+            n_dense = len(self.coef) - (self.tfidf.size if self.tfidf else 0)
+            self.mlp = DenseMLP(mlp, n_dense)
+            self.lr_weight = float(mlp["lr_weight"])
+            if not 0.0 <= self.lr_weight < 1.0:
+                raise IntegrityError("injection classifier: MLP mixing weight out of range")
         if check_embedder and self.uses_embeddings:
             from strongroom.serving.guards.embedder import model_sha256
 
@@ -203,6 +263,7 @@ class InjectionClassifier:
                 dense_todo = dense[todo]
             n_sparse = self.tfidf.size if self.tfidf else 0
             w_sparse, w_dense = self.coef[:n_sparse], self.coef[n_sparse:]
+            mlp = self.mlp.proba(dense_todo) if self.mlp is not None else None
             for row, i in enumerate(todo):
                 z = self.intercept
                 sp = sparse[i]
@@ -211,6 +272,8 @@ class InjectionClassifier:
                 if dense_todo.shape[1]:
                     z += float(dense_todo[row] @ w_dense)
                 out[i] = _sigmoid(z)
+                if mlp is not None:
+                    out[i] = self.lr_weight * out[i] + (1.0 - self.lr_weight) * float(mlp[row])
         return [float(x) for x in out]  # type: ignore[arg-type]
 
 
