@@ -285,6 +285,9 @@ def extend_person(text: str, span: Span) -> Span:
         w = m.group(1).rstrip(".")
         if not w or not w[0].isupper() or w.lower() in STOP:
             break
+        if len(w) > 1 and m.group(1).endswith("."):
+            end = m.end(1) - 1  # "Carl" + " Mertens" of "Carl Mertens. Jane": a full stop ends the name
+            break
         end = m.end(1)
     if end != span.end:
         return Span(span.entity_type, span.start, end, span.score, recognizer=span.recognizer)
