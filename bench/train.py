@@ -75,7 +75,7 @@ def dplearn(model, tok, a: argparse.Namespace) -> dict:
     tr, ev = split_records(recs, a.dp_eval_fraction)
     req = TrainRequest(dataset="bench", out="bench", dp_epsilon=a.dp_epsilon,
                        max_steps=a.dp_steps, max_seq_len=a.dp_seq, threads=a.threads,
-                       lora_r=a.dp_lora_r)
+                       lora_r=a.dp_lora_r, lr=a.dp_lr)
     cfg = req.train_config()
     cfg.checkpoint_every = 0
     cfg.eval_every = max(1, a.dp_steps // 2)
@@ -235,6 +235,8 @@ def main() -> None:
                     help="LoRA on q/v of the top N blocks only (0: all-linear, all blocks)")
     ap.add_argument("--dp-lora-r", type=int, default=8)
     ap.add_argument("--dp-eval-fraction", type=float, default=0.03)
+    ap.add_argument("--dp-lr", type=float, default=None,
+                    help="learning rate (default: the pipeline's DP default, 1e-3)")
     ap.add_argument("--dp-epsilon", type=float, default=8.0)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -248,6 +250,8 @@ def main() -> None:
                  "--dp-seq", str(a.dp_seq), "--dp-epsilon", str(a.dp_epsilon),
                  "--dp-top-layers", str(a.dp_top_layers), "--dp-lora-r", str(a.dp_lora_r),
                  "--dp-eval-fraction", str(a.dp_eval_fraction)]
+        if a.dp_lr is not None:
+            extra += ["--dp-lr", str(a.dp_lr)]
         p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps),
                             "--threads", str(a.threads), *extra], env=env,
                            stdout=subprocess.PIPE, stderr=None if mode == "dplearn"
