@@ -156,6 +156,9 @@ def org_recognizers() -> list[PatternRecognizer]:
         R("org_suffix", "ORGANIZATION", [
             P(r"\b(?:" + cap + r"[ ,]+){1,4}(?:Inc|LLC|L\.L\.C|Ltd|Limited|Corp|Corporation|Company|GmbH|AG|S\.?A|PLC|LLP|LP|N\.?V|B\.?V|AB|ASA|Oy|S\.?p\.?A|S\.?r\.?l|Group|Holdings|Partners|Associates|Incorporated|Bank|Hospital|Clinic|Medical\s+Center|Health(?:care)?|Insurance|Assurance|University|College|Foundation|Trust|Pharmacy|Laboratories|Labs|(?:and|&)\s+(?:Sons|Daughters|Co|Partners))\b\.?", 0.75),
             P(r"\b[A-Z][a-z]+(?:-[A-Z][a-z]+)?,\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?,?\s+(?:and|&)\s+[A-Z][a-z]+(?:-[A-Z][a-z]+)?\b", 0.7),
+            # a firm named after two partners ("Weeks-Rivas", "Hale-Okafor"); a double-barrelled
+            # surname is removed as well under every policy that removes organisations
+            P(r"(?<![\w'’-])[A-Z][a-z]{2,}-[A-Z][a-z]{2,}(?![\w'’-])", 0.45),
         ]),
     ]
 
@@ -185,7 +188,12 @@ _MIDDLE_INITIAL = re.compile(r"(?<![\w'’-])([A-ZÀ-ÖØ-Þ][^\W\d_A-Z]+(?:-[A-
                              r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:-[A-ZÀ-ÖØ-Þ][^\W\d_]+)?)(?![\w'’-])")
 # an employer after a work cue; a place after a travel or residence cue
 _ORG_CUE = re.compile(r"(?i:\b(?:work(?:s|ed|ing)?[ \t]+(?:for|at)|employed[ \t]+(?:by|at)|employer[ \t]*:?|"
-                      r"company[ \t]*:|joined|hired[ \t]+by|interned[ \t]+at|customer[ \t]+of|client[ \t]+of))[ \t]+"
+                      r"company[ \t]*:|joined|hired[ \t]+by|interned[ \t]+at|customer[ \t]+of|client[ \t]+of|"
+                      # business relations: who paid, backed, bought or speaks for whom
+                      r"according[ \t]+to(?:[ \t]+the)?|on[ \t]+behalf[ \t]+of|subsidiary[ \t]+of|acquired[ \t]+by|"
+                      r"partnered[ \t]+with|sponsored[ \t]+by|funded[ \t]+by|support|supporting|recorded[ \t]+for|"
+                      r"signed[ \t]+(?:to|with)|employees?[ \t]+of|offices?[ \t]+of|headquarters[ \t]+of|address[ \t]+of|"
+                      r"the[ \t]+team[ \t]+at|vendor|supplier|contractor[ \t]+for|spokesperson[ \t]+for|ceo[ \t]+of|founder[ \t]+of))[ \t]+"
                       r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
 _PLACE_CUE = re.compile(r"(?i:\b(?:moved(?:[ \t]+here)?[ \t]+(?:to|from)|flew[ \t]+(?:to|from|into)|arrived[ \t]+(?:at|in)|"
                         r"returned[ \t]+to|travell?ed[ \t]+to|trip[ \t]+to|born[ \t]+in|grew[ \t]+up[ \t]+in|"

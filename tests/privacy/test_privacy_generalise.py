@@ -238,3 +238,11 @@ def test_lone_given_names_but_not_headings():
     text = "Why is Natasja late? Line items: none. The total is due."
     assert [text[s.start:s.end] for s in lone_given_name_spans(text)] == ["Natasja"]
     assert all(s.score < 0.5 for s in lone_given_name_spans(text))  # weak evidence: never flips the verdict
+
+
+def test_organisation_relation_cues_and_partner_firm_names(recs):
+    text = "The fee was waived on behalf of Larkspur Analytics, according to the Hale-Okafor memo."
+    got = {text[s.start:s.end] for s in H.cue_spans(text) if s.entity_type == "ORGANIZATION"}
+    assert "Larkspur Analytics" in got
+    assert ("ORGANIZATION", "Hale-Okafor") in _typed(text, run_all(recs + H.org_recognizers(), text))
+    assert not [s for s in H.cue_spans("according to the plan we left") if s.entity_type == "ORGANIZATION"]
