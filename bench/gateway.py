@@ -3,7 +3,8 @@
 Run:
   .venv/bin/python bench/gateway.py overhead [--requests 200] [--concurrency 8] [--seconds 10]
                                              [--backend-ms 20] [--guards real|none]
-  .venv/bin/python bench/gateway.py tokens   [--max-tokens 64] [--runs 3]
+  .venv/bin/python bench/gateway.py tokens   [--max-tokens 64] [--runs 3] [--threads 1]
+                                             [--backends transformers,llamacpp,llamacpp-server]
   .venv/bin/python bench/gateway.py load     [--clients 32] [--seconds 120] [--backend-ms 20]
                                              [--rpm 0] [--queue-size 64]
   .venv/bin/python bench/gateway.py all      (short versions of the three)
@@ -13,8 +14,12 @@ overhead: the same chat requests straight to an OpenAI-compatible backend (a moc
   of it (HTTPS, API key, RBAC, limits, every guard, audit record) as the upstream backend.
   Reports added p50/p99 latency (sequential requests) and the throughput ratio (concurrent
   clients for --seconds). Aim: <= 5 ms p50, ratio >= 0.95.
-tokens: tokens/s of smollm2-135m-instruct through the gateway (transformers backend, streamed)
-  beside the same generation called directly in-process.
+tokens: tokens/s of smollm2-135m-instruct per backend (transformers; llamacpp, the same GGUF
+  file), each called directly in-process and through the gateway (streamed, greedy), beside
+  llama.cpp's own server (python -m llama_cpp.server --model <the GGUF>, plain HTTP on loopback,
+  its defaults otherwise: what an Ollama-style user runs) with the same prompts, max_tokens and
+  threads; runs interleaved, medians, load average and CPU seconds reported. The llamacpp
+  entries need the optional extra (pip install -e '.[llamacpp]' and '.[llamacpp-server]').
 load: --clients concurrent clients for --seconds; every answer must be 200, 429 or 503, and
   the audit log must hold exactly one record per request.
 
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.util
 import json
 import os
 import statistics
@@ -324,53 +331,192 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def run_tokens(args: argparse.Namespace) -> dict[str, Any]:
-    from strongroom.serving.backends.base import GenParams
-    from strongroom.serving.backends.transformers_backend import TransformersBackend
-    from strongroom.training import load_base, resolve_base
-    from strongroom.training._env import set_threads
+TOKEN_PROMPTS = [
+    PROMPT,
+    "Explain in two sentences what an overdraft fee is.",
+    "Write a short, polite reply to a customer who asks how to change their postal address.",
+]
+EMBEDDED = "smollm2-135m-instruct"
 
-    set_threads(args.threads)
-    pair = load_base(resolve_base("smollm2-135m-instruct"))
-    backend = TransformersBackend({"smollm2-135m-instruct": pair})
-    msgs = [{"role": "user", "content": PROMPT}]
-    direct = []
-    for _ in range(args.runs):
+
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + sys) of this process, or of ``pid`` from /proc."""
+    if pid is None:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stream_chat(c: httpx.Client, path: str, body: dict) -> tuple[int, float, float, str]:
+    """One streamed chat answer: (completion tokens, wall s, time to first text s, counted by).
+
+    Tokens come from the usage chunk when the server sends one, else one per content chunk."""
+    t0 = time.perf_counter()
+    first, usage, chunks = None, None, 0
+    with c.stream("POST", path, json=body) as r:
+        if r.status_code != 200:
+            raise SystemExit(f"benchmark request failed: HTTP {r.status_code}")
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            ev = json.loads(line[6:])
+            if "error" in ev:
+                raise SystemExit(f"stream failed: {ev['error'].get('code')}")
+            for ch in ev.get("choices") or []:
+                if (ch.get("delta") or {}).get("content"):
+                    chunks += 1
+                    first = first if first is not None else time.perf_counter() - t0
+            usage = ev.get("usage") or usage
+    wall = time.perf_counter() - t0
+    if usage:
+        return int(usage["completion_tokens"]), wall, first or wall, "usage"
+    return chunks, wall, first or wall, "chunks"
+
+
+SERVER_WRAPPER = """
+import os, runpy, sys
+if os.environ.get("STRONGROOM_LLAMACPP_EXTRA_BUFFERS", "") != "1":
+    import llama_cpp.llama_cpp as api
+    _defaults = api.llama_model_default_params
+    def _no_extra_buffers():
+        params = _defaults()
+        params.use_extra_bufts = False
+        return params
+    api.llama_model_default_params = _no_extra_buffers
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+@contextmanager
+def llama_cpp_server(gguf: str, threads: int) -> Iterator[tuple[str, int]]:
+    """llama.cpp's own OpenAI server (what an Ollama-style user runs), plain HTTP on loopback."""
+    import signal
+    import subprocess
+
+    port = _free_port()
+    args = ["--model", gguf, "--model_alias", EMBEDDED, "--host", "127.0.0.1", "--port",
+            str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+            "--n_ctx", "4096"]
+    # Stock `python -m llama_cpp.server` segfaults on its first request on this machine
+    # (llama.cpp's AMX matmul, see strongroom/serving/backends/llamacpp.py); it runs here with
+    # the same single change the llamacpp backend makes: no extra buffer types.
+    cmd = [sys.executable, "-c", SERVER_WRAPPER, *args]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001
+            proc.kill()
+
+
+def run_tokens(args: argparse.Namespace) -> dict[str, Any]:
+    """Tokens/s of the embedded model per backend: called in-process ("direct"), through the
+    gateway (HTTPS, key, guards, audit; streamed), and llama.cpp's own server on the same
+    machine with the same prompts, max_tokens and threads. Runs are interleaved so that all
+    endpoints see the same machine load; medians over prompts x runs."""
+    from strongroom.serving.backends.base import GenParams
+    from strongroom.training import resolve_base
+
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    have_llama = importlib.util.find_spec("llama_cpp") is not None
+    for b in wanted:
+        if b not in ("transformers", "llamacpp", "llamacpp-server"):
+            raise SystemExit(f"unknown backend {b!r}")
+        if b.startswith("llamacpp") and not have_llama:
+            raise SystemExit("llama-cpp-python is not installed: pip install -e '.[llamacpp]' "
+                             "(see docs/SERVING.md), or --backends transformers")
+    spec = resolve_base(EMBEDDED)
+    gguf = str(Path(spec.path) / str(spec.gguf_file))
+    backends: dict[str, Any] = {}
+    load_s: dict[str, float] = {}
+    if "transformers" in wanted:
+        from strongroom.serving.backends.transformers_backend import TransformersBackend
+        from strongroom.training import load_base
+        from strongroom.training._env import set_threads
+
+        set_threads(args.threads)
         t0 = time.perf_counter()
-        g = backend.chat("smollm2-135m-instruct", msgs, GenParams(max_new_tokens=args.max_tokens))
-        direct.append(g.completion_tokens / (time.perf_counter() - t0))
-    body = {"model": "smollm2-135m-instruct", "messages": msgs, "max_tokens": args.max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}}
-    through, ttft = [], []
-    with bench_home() as rt:
+        backends["transformers"] = TransformersBackend({EMBEDDED: load_base(spec)})
+        load_s["transformers"] = time.perf_counter() - t0
+    if "llamacpp" in wanted:
+        from strongroom.serving.backends.llamacpp import LlamaCppBackend, open_gguf
+
+        t0 = time.perf_counter()
+        backends["llamacpp"] = LlamaCppBackend(
+            {EMBEDDED: open_gguf(gguf, spec.files[str(spec.gguf_file)], threads=args.threads)})
+        load_s["llamacpp"] = time.perf_counter() - t0
+    samples: dict[str, dict[str, list[float]]] = {}
+
+    def add(key: str, **vals: float) -> None:
+        for k, v in vals.items():
+            samples.setdefault(key, {}).setdefault(k, []).append(v)
+
+    counted_by: dict[str, str] = {}
+    load_before = os.getloadavg()
+    with bench_home() as rt, contextlib.ExitStack() as stack:
         _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
-        with gateway(rt, backend, args.guards) as (url, _gw), client(rt, url, key) as c:
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                first, usage = None, None
-                with c.stream("POST", "/v1/chat/completions", json=body) as r:
-                    for line in r.iter_lines():
-                        if not line.startswith("data: {"):
-                            continue
-                        ev = json.loads(line[6:])
-                        if "error" in ev:
-                            raise SystemExit(f"stream failed: {ev['error']}")
-                        if first is None and ev.get("choices") and \
-                                ev["choices"][0]["delta"].get("content"):
-                            first = time.perf_counter() - t0
-                        usage = ev.get("usage") or usage
-                dt = time.perf_counter() - t0
-                through.append(usage["completion_tokens"] / dt)
-                ttft.append((first or dt) * 1000)
-    res = {"model": "smollm2-135m-instruct", "backend": "transformers", "threads": args.threads,
-           "max_tokens": args.max_tokens, "guards": args.guards,
-           "direct_tokens_per_s": statistics.median(direct),
-           "gateway_tokens_per_s": statistics.median(through),
-           "gateway_ttft_ms": statistics.median(ttft)}
-    print(f"tokens/s smollm2 (transformers, {args.threads} thread): direct "
-          f"{res['direct_tokens_per_s']:.1f}, through the gateway (streamed, guards="
-          f"{args.guards}) {res['gateway_tokens_per_s']:.1f}; time to first token "
-          f"{res['gateway_ttft_ms']:.0f} ms")
+        clients: dict[str, tuple[httpx.Client, str, int | None]] = {}
+        for name, backend in backends.items():
+            url, _gw = stack.enter_context(gateway(rt, backend, args.guards))
+            clients[f"{name} via gateway"] = (stack.enter_context(client(rt, url, key)),
+                                              "/v1/chat/completions", None)
+        if "llamacpp-server" in wanted:
+            url, pid = stack.enter_context(llama_cpp_server(gguf, args.threads))
+            clients["llama_cpp.server"] = (stack.enter_context(client(rt, url, None)),
+                                           "/v1/chat/completions", pid)
+        for c, path, _ in clients.values():  # warm-up: one short answer each
+            _stream_chat(c, path, {"model": EMBEDDED, "max_tokens": 4, "stream": True,
+                                   "messages": [{"role": "user", "content": "Hello"}]})
+        for run in range(args.runs):
+            for prompt in TOKEN_PROMPTS:
+                msgs = [{"role": "user", "content": prompt}]
+                for name, backend in backends.items():
+                    cpu0, t0 = _cpu_s(), time.perf_counter()
+                    g = backend.chat(EMBEDDED, msgs, GenParams(max_new_tokens=args.max_tokens))
+                    wall = time.perf_counter() - t0
+                    add(f"{name} direct", tokens_per_s=g.completion_tokens / wall,
+                        tokens=g.completion_tokens, wall_s=wall, cpu_s=_cpu_s() - cpu0)
+                body = {"model": EMBEDDED, "messages": msgs, "max_tokens": args.max_tokens,
+                        "temperature": 0, "stream": True,
+                        "stream_options": {"include_usage": True}}
+                for name, (c, path, pid) in clients.items():
+                    cpu0 = _cpu_s(pid) + (_cpu_s() if pid else 0.0)
+                    n, wall, first, how = _stream_chat(c, path, body)
+                    cpu = _cpu_s(pid) + (_cpu_s() if pid else 0.0) - cpu0
+                    counted_by[name] = how
+                    add(name, tokens_per_s=n / wall, tokens=n, wall_s=wall, ttft_ms=first * 1000,
+                        cpu_s=cpu)  # client + gateway + backend (+ the server process)
+    load_after = os.getloadavg()
+    for backend in backends.values():
+        backend.close()
+    med = {k: {m: statistics.median(v) for m, v in vals.items()} for k, vals in samples.items()}
+    res = {"model": EMBEDDED, "threads": args.threads, "max_tokens": args.max_tokens,
+           "guards": args.guards, "runs": args.runs, "prompts": len(TOKEN_PROMPTS),
+           "load_s": load_s, "loadavg_before": load_before, "loadavg_after": load_after,
+           "tokens_counted_by": counted_by, "median": med}
+    print(f"tokens/s {EMBEDDED}, {args.threads} thread(s), max_tokens {args.max_tokens}, "
+          f"guards={args.guards}, {args.runs} runs x {len(TOKEN_PROMPTS)} prompts (medians); "
+          f"load average {load_before[0]:.1f} -> {load_after[0]:.1f}")
+    for k, m in med.items():
+        extra = f", first text {m['ttft_ms']:.0f} ms" if "ttft_ms" in m else ""
+        cpu = f", CPU {m['cpu_s']:.2f} s"
+        print(f"  {k:28s} {m['tokens_per_s']:7.1f} tok/s ({m['tokens']:.0f} tokens in "
+              f"{m['wall_s']:.2f} s{cpu}{extra})")
+    if "llamacpp via gateway" in med and "transformers via gateway" in med:
+        print(f"  llamacpp / transformers through the gateway: "
+              f"{med['llamacpp via gateway']['tokens_per_s'] / med['transformers via gateway']['tokens_per_s']:.1f}x")
+    if "llamacpp via gateway" in med and "llama_cpp.server" in med:
+        print(f"  gateway (llamacpp) / llama_cpp.server: "
+              f"{med['llamacpp via gateway']['tokens_per_s'] / med['llama_cpp.server']['tokens_per_s']:.2f}")
     return res
 
 
@@ -427,6 +573,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backends", default="transformers,llamacpp,llamacpp-server",
+                    help="tokens mode: any of transformers, llamacpp, llamacpp-server")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rpm", type=int, default=0, help="per-key requests/minute in load mode")
     ap.add_argument("--queue-size", type=int, default=64)
