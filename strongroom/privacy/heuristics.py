@@ -524,6 +524,9 @@ def widen_corners(text: str, spans: list[Span]) -> list[Span]:
 _JUNCTION = re.compile(r"(?i:\b(?:junction|corner|intersection|crossroads?|cross[ \t]+streets?)[ \t]+of)[ \t]+")
 # the lookahead stops "Mill" (a suffix word itself) from ending the name of "Mill Lane"
 _NAMED_STREET = re.compile(r"(?:" + _W + r"[ \t]+){0,3}?(?i:" + STREET_SUFFIX + r")\b\.?(?![ \t]+(?i:" + STREET_SUFFIX + r")\b)|[^\W\d_][\w'’.-]*(?i:" + GLUED_SUFFIX + r")")
+_CROSSING_CLAUSE = re.compile(r"(?i:\b(?:the[ \t]+)?(?:corner|junction|intersection)[ \t]+of)[ \t]+"
+                              r"(?=[^\n.,;!?]{0,40}\d|[^\n.,;!?]*(?i:" + STREET_SUFFIX + r")\b)"
+                              r"[^\n.,;!?]{2,50}?[ \t]+(?:and|&)[ \t]+[^\n.,;!?]{2,40}?(?=[ \t]*(?:$|\n|[.,;!?]))")
 _STREET_JOIN = re.compile(r"[ \t]+(?:and|&|/|with|at)[ \t]+")
 
 
@@ -531,6 +534,10 @@ def junction_spans(text: str) -> list[Span]:
     """Streets named without a house number where a place is described by its crossing
     ("junction of Gray Shore and Conor Mission", "corner of Werner-Schenk-Platz and ...")."""
     out: list[Span] = []
+    for m in _CROSSING_CLAUSE.finditer(text):
+        # "the corner of heiligengeistbrücke 77 and minik courts": whatever the case or language, the
+        # two streets of a crossing run from "corner of" to the end of the clause
+        out.append(Span("STREET_ADDRESS", m.start(), m.end(), 0.6, recognizer="junction"))
     for m in _JUNCTION.finditer(text):
         pos = m.end()
         for _ in range(2):
