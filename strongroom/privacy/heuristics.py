@@ -141,7 +141,9 @@ def address_recognizers() -> list[PatternRecognizer]:
         ], needs="digit"),
         R("street_line", "STREET_ADDRESS", [
             # "<number> <Name> <number>" or "<Name> <number>" alone on a line, then a unit / locality line
-            P(r"(?m)^[ \t>*-]*((?:\d{1,6}\s+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\n[ \t>*-]*(?:Apt|Apartment|Suite|Ste|Unit|Flat|\d{4,6}\b|[A-Z][^\W\d_]+(?:[ \t]+[^\W\d_]+)*,?[ \t]+(?:[A-Z]{2}[ \t]+)?\d{3,6}\b))", 0.6, group=1),
+            P(r"(?m)^[ \t>*-]*((?:\d{1,6}\s+)?[^\W\d_][\w'’.-]*(?:[ \t]+[^\W\d_][\w'’.-]*){0,3}[ \t]+\d{1,5}[a-zA-Z]?)[ \t]*,?[ \t]*(?=\n[ \t>*-]*(?:Apt|Apartment|Suite|Ste|Unit|Flat|\d{4,6}\b|[A-Z][^\W\d_]+(?:[ \t]+[^\W\d_]+)*,?[ \t]+(?:[A-Z]{2}[ \t]+)?\d{3,6}\b|"
+              # a town line, then a region / postcode / country line ("Nijmegen" / ", GE" / " Netherlands 62971")
+              r"[A-ZÀ-ÖØ-Þ][^\W\d_'’-]*(?:[ \t-]+[^\W\d_]+){0,3}[ \t]*\n[ \t]*(?:,[ \t]*[A-Z]{2,3}\b|[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[ \t]+[^\W\d_]+){0,2}[ \t]+\d{3,6}\b)))", 0.6, group=1),
         ], _caps_ok, needs="digit"),
         R("street_context", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?\b[^\W\d_][\w'’-]{2,}(?:\s+[^\W\d_][\w'’-]+){0,2}\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.45),
@@ -159,6 +161,8 @@ def org_recognizers() -> list[PatternRecognizer]:
             # a firm named after two partners ("Weeks-Rivas", "Hale-Okafor"); a double-barrelled
             # surname is removed as well under every policy that removes organisations
             P(r"(?<![\w'’-])[A-Z][a-z]{2,}-[A-Z][a-z]{2,}(?![\w'’-])", 0.45),
+            # a CamelCase brand ("MysticWeb", "DataWeave"): companies write themselves this way, people do not
+            P(r"(?<![\w'’-])(?!Mc|Mac)[A-Z][a-z]{2,}(?:[A-Z][a-z]+)+(?![\w'’-])", 0.45),
         ]),
     ]
 

@@ -254,3 +254,17 @@ def test_crossing_clause_in_any_case():
     got = [text[s.start:s.end] for s in H.junction_spans(text)]
     assert "the corner of vestergade 12 and nørre allé tonight" in got or any("nørre allé" in g for g in got)
     assert H.junction_spans("at the corner of happiness and despair, she said") == []
+
+
+def test_street_line_then_town_then_region_lines(training):
+    text = "Return to:\nOrmsgade 41\nHolstebro\n, MJ\n Denmark 7500\n\nRegards"
+    spans = training.analyzer.analyze(text)
+    for part in ("Ormsgade 41", "Holstebro", "7500"):
+        assert _covered(text, spans, part), part
+    assert not _covered(text, spans, "Regards")
+
+
+def test_camel_case_brands_are_organisations():
+    text = "We moved our payroll to BrightLedger last spring; Mr McArthur approved it."
+    got = _typed(text, run_all(H.org_recognizers(), text))
+    assert ("ORGANIZATION", "BrightLedger") in got and not any(v == "McArthur" for _t, v in got)
