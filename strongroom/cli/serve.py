@@ -31,7 +31,9 @@ def serve(
     queue_size: Optional[int] = typer.Option(None, "--queue-size",
                                              help="Waiting requests before 503."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Default max new tokens per request."),
-    threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="CPU threads of the backend (torch or llama.cpp); "
+                                               "default: the free cores, all but one."),
 ) -> None:
     """Serve models over an OpenAI-compatible HTTPS API with keys, RBAC, guards and audit."""
     from strongroom.serving.server import ServeOptions, check_options, serve_forever

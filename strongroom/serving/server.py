@@ -49,7 +49,7 @@ class ServeOptions:
     workers: int | None = None
     queue_size: int | None = None
     max_tokens: int = 256
-    threads: int = 1
+    threads: int | None = None  # CPU threads of the backend; None: free cores (all but one)
 
 
 def check_options(opts: ServeOptions) -> None:

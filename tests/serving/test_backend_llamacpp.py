@@ -213,15 +213,23 @@ def test_adapter_converts_to_a_gguf_lora_without_touching_a_disk(tiny_adapter, m
     assert not live_private_dirs() and not _mine(scratch_root())
 
 
-def test_converter_failure_is_one_line_and_leaves_nothing(tiny_adapter):
-    from strongroom.serving.backends.gguf_lora import ConversionError, convert_adapter
+def test_converter_failure_is_one_line_and_leaves_nothing(tiny_adapter, tmp_path, monkeypatch):
+    from strongroom.errors import BadInput
+    from strongroom.serving.backends import gguf_lora
     from strongroom.serving.backends.optional import live_private_dirs, scratch_root
 
     blob, _, cfg = tiny_adapter
-    bad = dict(cfg, architectures=["NoSuchArchitectureForCausalLM"])
-    with pytest.raises(ConversionError) as e:
-        convert_adapter(blob, bad)
-    assert "\n" not in str(e.value) and "lora_" not in str(e.value)
+    with pytest.raises(BadInput, match="NoSuchArchitecture.*--backend transformers"):
+        gguf_lora.convert_adapter(blob, dict(cfg, architectures=["NoSuchArchitectureForCausalLM"]))
+    # a converter that dies: one line naming the exception type, nothing of what it printed
+    crash = tmp_path / "convert_lora_to_gguf.py"
+    crash.write_text("import sys\nprint('blk.0.attn_q.weight.lora_a SECRET-PATH', file=sys.stderr)"
+                     "\nraise ValueError('SECRET-PATH blk.0')\n")
+    monkeypatch.setattr(gguf_lora, "CONVERTER", crash)
+    with pytest.raises(gguf_lora.ConversionError) as e:
+        gguf_lora.convert_adapter(blob, cfg)
+    msg = str(e.value)
+    assert "ValueError" in msg and "\n" not in msg and "SECRET" not in msg and "lora_a" not in msg
     assert not live_private_dirs() and not _mine(scratch_root())
 
 

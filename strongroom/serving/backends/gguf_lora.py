@@ -89,6 +89,32 @@ def converter_config(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def supported_architectures() -> dict[str, str]:
+    """Architectures the vendored converter can map (HF name -> its ``conversion`` module).
+
+    Read from the vendored ``conversion/__init__.py`` without importing it (that would put
+    its own ``gguf`` first on this process's path); only modules that were vendored count.
+    """
+    import ast
+
+    tree = ast.parse((VENDOR / "conversion" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if getattr(target, "id", None) == "TEXT_MODEL_MAP" and node.value is not None:
+            table = ast.literal_eval(node.value)
+            return {arch: mod for arch, mod in table.items()
+                    if (VENDOR / "conversion" / f"{mod}.py").is_file()}
+    return {}
+
+
+def check_architecture(cfg: dict[str, Any]) -> None:
+    """BadInput before any child starts when the converter cannot map this architecture."""
+    arch = (cfg.get("architectures") or [None])[0]
+    if arch not in supported_architectures():
+        raise BadInput(f"the llamacpp backend cannot convert a LoRA for architecture {arch!r}; "
+                       "use --backend transformers")
+
+
 def adapter_shape(blob: bytes) -> dict[str, Any]:
     """The LoRA settings the converter needs (adapter_config.json), from our adapter blob."""
     from strongroom.training.adapter import adapter_from_bytes
@@ -118,6 +144,7 @@ def convert_adapter(blob: bytes, base_config: dict[str, Any], *,
         raise ConversionError("the vendored llama.cpp LoRA converter is missing from this install")
     lora_cfg = adapter_shape(blob)
     cfg = converter_config(base_config)
+    check_architecture(cfg)
     memfd = hasattr(os, "memfd_create") if use_memfd is None else use_memfd
     if memfd:
         return _convert_memfd(blob, cfg, lora_cfg, timeout)
