@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/guards.py [--n 300] [--repeat 3] \
         [--test ../shared/data/injection/test.jsonl] [--json bench/out/guards.json] [--plot bench/out/guards.png] \
-        [--model strongroom/serving/guards/data/injection_classifier.json] [--skip-latency]
+        [--model strongroom/serving/guards/data/injection_classifier.json] [--skip-latency] [--skip-detector]
 
 Latency: prompts are a fixed sample of test.jsonl texts plus bank-style prompts carrying PII,
 reported for the benign ones alone (what production traffic mostly is) and for the mix with
@@ -103,19 +103,24 @@ def latency(pipeline, prompts: list[str], repeat: int) -> dict:
             fn(t)
     out: dict = {}
     for name, fn in steps.items():
-        times = []
+        times, cpu = [], []
         for r in range(repeat):
             for i, t in enumerate(prompts):
                 # the NER layer caches raw detections per distinct text: every step and round
                 # gets its own variant, so no figure is a cache hit
                 text = f"{t} ({name} {r}.{i})"
+                c0 = time.thread_time()
                 t0 = time.perf_counter()
                 fn(text)
                 times.append((time.perf_counter() - t0) * 1000)
+                cpu.append((time.thread_time() - c0) * 1000)
+        # wall time is what a caller waits; on a shared machine it includes waiting for a core,
+        # so the CPU time of the (single-threaded) guard is reported beside it
         out[name] = {"p50_ms": round(pct(times, 0.5), 2), "p99_ms": round(pct(times, 0.99), 2),
-                     "mean_ms": round(statistics.fmean(times), 2), "n": len(times)}
-        print(f"  {name:16s} p50 {out[name]['p50_ms']:7.2f} ms   p99 {out[name]['p99_ms']:8.2f} ms",
-              file=sys.stderr)
+                     "mean_ms": round(statistics.fmean(times), 2), "n": len(times),
+                     "cpu_p50_ms": round(pct(cpu, 0.5), 2), "cpu_p99_ms": round(pct(cpu, 0.99), 2)}
+        print(f"  {name:16s} p50 {out[name]['p50_ms']:7.2f} ms   p99 {out[name]['p99_ms']:8.2f} ms   "
+              f"CPU p50 {out[name]['cpu_p50_ms']:7.2f} ms   p99 {out[name]['cpu_p99_ms']:8.2f} ms", file=sys.stderr)
     return out
 
 
@@ -225,6 +230,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "guards.json")
     ap.add_argument("--plot", type=Path, default=REPO / "bench" / "out" / "guards.png")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-detector", action="store_true", help="latency only (no test.jsonl or probe scoring)")
     ap.add_argument("--model", type=Path, default=None, help="classifier JSON (default: the committed one)")
     args = ap.parse_args()
     import torch
@@ -241,18 +247,20 @@ def main() -> None:
     print(f"pipeline built in {time.time() - t0:.1f}s", file=sys.stderr)
     rows = load_rows(args.test)
     clf = pipeline.injection.classifier
-    results: dict = {"detector": detector(clf, rows)}
-    probe = clf.detect(DOMAIN_PROBE)
-    results["domain_probe"] = {"prompts": len(DOMAIN_PROBE), "blocked": sum(s >= clf.threshold for s in probe),
-                               "scores": [round(s, 3) for s in probe]}
-    print(f"domain probe: {results['domain_probe']['blocked']} of {len(DOMAIN_PROBE)} benign in-domain prompts "
-          "blocked", file=sys.stderr)
-    results["indomain_probe"] = ip = indomain_probe(clf)
-    print(f"in-domain held-out probe: {ip['benign_blocked']} of {ip['benign']} benign blocked (FPR {ip['fpr']}), "
-          f"{ip['attacks_blocked']} of {ip['attacks']} attacks blocked (recall {ip['recall']})", file=sys.stderr)
-    d = results["detector"]
-    print(f"detector: P {d['precision']} R {d['recall']} F1 {d['f1']} FPR {d['fpr']} "
-          f"XSTest-safe FPR {d['xstest_safe_fpr']}", file=sys.stderr)
+    results: dict = {}
+    if not args.skip_detector:
+        results["detector"] = detector(clf, rows)
+        probe = clf.detect(DOMAIN_PROBE)
+        results["domain_probe"] = {"prompts": len(DOMAIN_PROBE), "blocked": sum(s >= clf.threshold for s in probe),
+                                   "scores": [round(s, 3) for s in probe]}
+        print(f"domain probe: {results['domain_probe']['blocked']} of {len(DOMAIN_PROBE)} benign in-domain prompts "
+              "blocked", file=sys.stderr)
+        results["indomain_probe"] = ip = indomain_probe(clf)
+        print(f"in-domain held-out probe: {ip['benign_blocked']} of {ip['benign']} benign blocked (FPR {ip['fpr']}), "
+              f"{ip['attacks_blocked']} of {ip['attacks']} attacks blocked (recall {ip['recall']})", file=sys.stderr)
+        d = results["detector"]
+        print(f"detector: P {d['precision']} R {d['recall']} F1 {d['f1']} FPR {d['fpr']} "
+              f"XSTest-safe FPR {d['xstest_safe_fpr']}", file=sys.stderr)
     if not args.skip_latency:
         rng = random.Random(0)
         sample = rng.sample(rows, min(args.n, len(rows)))
@@ -269,9 +277,14 @@ def main() -> None:
         results["load_average"] = os.getloadavg()
         answers = [p + " The answer is that the branch opens at nine." for p in BANK_PROMPTS] * 5
         results["streaming"] = streaming(pipeline, answers)
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    results["process"] = {"wall_s": round(time.time() - t0, 1), "cpu_user_s": round(ru.ru_utime, 1),
+                          "cpu_sys_s": round(ru.ru_stime, 1), "load_average_end": os.getloadavg()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if "latency" in results:
+    if "latency" in results and "detector" in results:
         plot(results, args.plot)
     print(json.dumps(results, indent=2))
 
