@@ -404,6 +404,19 @@ def address_cue_spans(text: str) -> list[Span]:
 
 
 # the surname sits in a look-ahead so that every word is tried as a given name ("with patricia desrosiers")
+_UPPER = re.compile(r"[A-ZÀ-ÖØ-Þ]")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _typed_without_capitals(text: str) -> bool:
+    """At most 1% capitals among at least 8 letters (counted by the regex engine, not a Python loop)."""
+    ups = len(_UPPER.findall(text))
+    if ups > 0.01 * len(text):
+        return False
+    letters = len(_LETTER.findall(text))
+    return letters >= 8 and ups <= 0.01 * letters
+
+
 _LOWER_PAIR = re.compile(r"(?<![\w'’@./-])([a-zà-öø-ÿ]{3,20})(?=[ \t]+(?:([a-z])\.?[ \t]+)?([a-zà-öø-ÿ][a-zà-öø-ÿ'’-]{1,25})(?![\w'’@/-]))")
 _NOT_LOWER_GIVEN = frozenset("max ally don jack lance pat sonny buck chance gay kay bud page cash".split())
 
@@ -412,8 +425,7 @@ def lower_doc_name_spans(text: str) -> list[Span]:
     """"follow up with patricia desrosiers": in a document typed without capitals, a listed given
     name then a surname-like word. Off whenever the text uses capitals (a few stray ones aside),
     where capitalisation itself is the better evidence."""
-    letters = sum(c.isalpha() for c in text)
-    if letters < 8 or sum(c.isupper() for c in text) > 0.01 * letters:
+    if not _typed_without_capitals(text):
         return []
     names = _given_lower()
     out = []
@@ -435,18 +447,27 @@ def town_before_country_spans(text: str) -> list[Span]:
         return []
     out = []
     rx = _country_re()
-    for m in re.finditer(r"(?m)^[ \t]*([^\n]{2,60}?)[ \t]*,?[ \t]*\n[ \t]*(?=\S)", text):
-        line_end = text.find("\n", m.end())
-        nxt = text[m.end(): len(text) if line_end < 0 else line_end].strip()
+    for c0 in rx.finditer(text):
+        # only a country that starts its line, right below a non-blank line
+        ls = text.rfind("\n", 0, c0.start())
+        if ls < 0 or text[ls + 1:c0.start()].strip():
+            continue
+        prev_start = text.rfind("\n", 0, ls) + 1
+        m = re.match(r"[ \t]*([^\n]{2,60}?)[ \t]*,?[ \t]*\n", text[prev_start:ls + 1])
+        if not m:
+            continue
+        line_end = text.find("\n", c0.start())
+        nxt = text[c0.start(): len(text) if line_end < 0 else line_end].strip()
         c = rx.match(nxt)
         if not c or nxt[c.end():].strip(" \t,") and not re.fullmatch(r"[ \t,]*[A-Z0-9][A-Z0-9 -]{2,9}", nxt[c.end():]):
             continue
         town = m.group(1)
+        tstart = prev_start + m.start(1)
         words = town.split()
         if (not 1 <= len(words) <= 5 or any(ch.isdigit() for ch in town) or ":" in town or not town[0].isupper()
                 or words[0].rstrip(",").lower() in _NOT_TOWN or rx.fullmatch(town)):
             continue
-        out.append(Span("LOCATION", m.start(1), m.end(1), 0.55, recognizer="town_before_country"))
+        out.append(Span("LOCATION", tstart, tstart + len(town), 0.55, recognizer="town_before_country"))
     return out
 
 
@@ -464,7 +485,7 @@ def lone_given_name_spans(text: str) -> list[Span]:
     """A single capitalised word that is a listed given name ("Why is Natasja ...", "Megan said"):
     weak evidence alone (score 0.45, removed but never enough for the residual verdict)."""
     names = given_names()
-    low_doc = sum(c.isupper() for c in text) <= 0.01 * max(1, sum(c.isalpha() for c in text))
+    low_doc = _typed_without_capitals(text)
     out = []
     for m in _LONE_CAP.finditer(text):
         w = m.group(1)
