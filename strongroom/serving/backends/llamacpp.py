@@ -121,7 +121,8 @@ class LlamaCppBackend:
         sample = bool(params.temperature)
         with served.lock:
             llm.set_seed(params.seed if params.seed is not None else secrets.randbits(31))
-            gen = llm.generate(prompt, temp=float(params.temperature) if sample else 0.0,
+            # a copy: generate() clears and refills the list it is given
+            gen = llm.generate(list(prompt), temp=float(params.temperature) if sample else 0.0,
                                top_k=0, top_p=float(params.top_p or 1.0) if sample else 1.0,
                                min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True)
             try:
