@@ -16,6 +16,13 @@ stays honest:
   measures canary exposure, membership inference, PII extraction (the raw identifiers come from
   the raw dataset, read by an admin through the store) and held-out perplexity against the
   base model. Nothing is tuned to make a row look good.
+* Measured (2026-11-29, shared 2 cores at load 2-9, 1 thread): raw / de-identified / DP
+  exposure 9.97 / 9.97 / 0.23 bits (of 9.97), membership AUC 0.52 / 0.65 / 0.52, extraction
+  40 % of 10 / not measured / not measured, held-out perplexity 1.49 / 1.32 / 13.69 (base
+  14.60 / 14.94). Training: raw 1,110 s (32 steps), DP 705 s (6 steps of ~32); eval 485 s
+  (privacy 146 / 85 / 103 s). The canaries are planted after de-identification, so the
+  de-identified model still memorises them (what de-identification removes is the real
+  identifiers: see extraction); DP bounds them.
 * To fit the whole demo in about 10 minutes on 2 CPU cores the samples are small: 1,000
   random candidates per canary instead of the 10,000 the release gate requires (so exposure
   tops out at log2(1001) ~ 9.97 bits, and the gate refuses every model here on that count as
@@ -123,9 +130,15 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
             name, label,
             f"{_f(e.get('mean_bits'))} (max {_f(e.get('max_sample_bits'))})",
             _f(m.get("max_auc")),
-            f"{_f(x.get('rate'), True)} of {x.get('records_attempted', 0)}",
+            (f"{_f(x.get('rate'), True)} of {x.get('records_attempted', 0)}"
+             if x.get("rate") is not None else str(x.get("status", "n/a"))),
             f"{_f(q.get('heldout_perplexity'))} ({_f(q.get('base_heldout_perplexity'))})")
     console.print(table)
+    for name, *_ in MODELS:  # say why a figure is missing rather than show a blank
+        for suite, fig in (("privacy", "extraction"), ("privacy", "membership")):
+            r = results[name].get(suite, {}).get(fig, {})
+            if isinstance(r, dict) and r.get("reason"):
+                console.print(f"  {name} {fig}: {r.get('status')}: {r['reason']}")
     console.print("Exposure: ~1 bit = the secret ranks like a random guess; the maximum is "
                   "where the model ranks it first among the 1,000 candidates (the release gate "
                   "asks for 10,000: bench/eval.py).")
