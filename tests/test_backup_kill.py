@@ -48,18 +48,25 @@ def _kill_when(args: list[str], env: dict[str, str], ready: Callable[[], bool]) 
 
 def _part_bigger_than(directory: Path, size: int) -> Callable[[], bool]:
     def check() -> bool:
-        return any(p.name.endswith(".part") and p.stat().st_size > size
-                   for p in list(directory.iterdir()) if p.exists())
+        try:  # a .part file can be renamed or removed between listing and stat
+            return any(p.name.endswith(".part") and p.stat().st_size > size for p in list(directory.iterdir()))
+        except FileNotFoundError:
+            return False
     return check
 
 
 def _staged_objects(parent: Path, at_least: int) -> Callable[[], bool]:
     def check() -> bool:
-        for d in list(parent.iterdir()):
-            if ".restore-" in d.name:
-                objs = d / "home" / "objects"
-                if objs.is_dir() and sum(1 for _ in objs.rglob("*.srg")) >= at_least:
-                    return True
+        # the staging directory can vanish between listing and walking it (the restore moved it
+        # into place or cleaned it up): that is "not ready", not a test error
+        try:
+            for d in list(parent.iterdir()):
+                if ".restore-" in d.name:
+                    objs = d / "home" / "objects"
+                    if objs.is_dir() and sum(1 for _ in objs.rglob("*.srg")) >= at_least:
+                        return True
+        except FileNotFoundError:
+            return False
         return False
     return check
 
