@@ -5,8 +5,8 @@ the same person gets the same tag / surrogate / token / hash across records, fil
 processes (for a given secret), and nothing is ever derived from an unkeyed hash.
 
 Markers (redaction, tags, tokens, hashes) have fixed, recognisable shapes (MARKER_RE) so the
-residual scan can skip them; realistic surrogates are remembered in `Transformer.emitted` for
-the same reason.
+residual scan can skip them; realistic surrogates are skipped by position (the engine keeps the
+regions it wrote in each record), so nothing here grows with the size of a file.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ class Transformer:
         self.tag_placeholders = tag_placeholders
         self.day_first = day_first
         self.max_shift_days = max_shift_days
-        self.emitted: set[str] = set()  # realistic surrogates we wrote (the residual scan skips them)
         self._faker = None
 
     # ---- dispatch ----
@@ -108,10 +107,7 @@ class Transformer:
             if etype != "DATE":
                 return self.tag(etype, canon)
             out = self.shift_date(value, subject)
-            if out is None:
-                return self.tag(etype, canon)
-            self.emitted.add(out)
-            return out
+            return out if out is not None else self.tag(etype, canon)
         if name == "surrogate":
             if etype == "DATE":
                 out = self.shift_date(value, subject)
@@ -119,10 +115,7 @@ class Transformer:
                 out = generalize(value, etype)
             else:
                 out = self.surrogate(etype, value, canon, canonical)
-            if out is None:
-                return self.tag(etype, canon)
-            self.emitted.add(out)
-            return out
+            return out if out is not None else self.tag(etype, canon)
         raise BadInput(f"unknown operator {name!r}")
 
     def tag(self, etype: str, canon: str) -> str:
