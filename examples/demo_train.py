@@ -5,33 +5,25 @@ the base model.
 ``run(env, home, otp)`` is called by ``examples/demo.py`` (see its ``sr``/``step``/``Otp``).
 Every action is a real ``strongroom`` command. What the demo shows, and how it stays honest:
 
-* Training goes through the normal gate: the bank imports its own chats (the first
-  ``RECORDS`` Harbor Federal chats of the bundled ``support.jsonl``, system prompt included),
-  de-identifies them with ``data deid`` (which marks them safe for training) and trains on the
-  de-identified copy. ~190 chats state each of the bank's 14 policies ~15 times.
-* The same run plants canaries (``--canaries``): this model is also the "de-identified" row of
-  the evaluation step (``demo_eval``), which trains the raw and the DP rows with exactly these
-  arguments. One training instead of two.
+* Training goes through the normal gate: ``support-deid`` must be de-identified and marked safe
+  for training (this module creates it with ``data deid`` if the demo has not yet). The bank
+  trains on its own slice of the shared dataset (``--where domain=bank``, recorded in the
+  model's lineage): one tenant, its ~500 chats and 14 policies, which is what makes a few
+  minutes of CPU enough.
 * The questions come from ``examples/data/policy_qa.jsonl``: their wording never appears in the
   training chats (the generator asserts this). They are drawn at random (fixed seed, never
-  tuned), one per fact for ``QUESTIONS`` different facts, not picked to flatter the model.
+  tuned), one per fact for four different facts, not picked to flatter the model.
 * The score is mechanical: an answer counts when it contains every figure (amounts, times,
   percentages, counts) of the reference answer. Base and fine-tuned model get the same
   questions under the same system prompt: the institution's own, the one it would deploy with.
-  Answers may run to ``MAX_NEW_TOKENS`` (the bank's first answer is 64 tokens at the median and
-  83 at the 98th percentile: greeting, verification, then the policy; 64 new tokens cut half of
-  them before the policy, which is why an earlier version scored 2/4).
-* Nothing is hard-wired: ordinary hyperparameters; if the model does not know a fact, the table
-  says so.
+* Nothing is hard-wired: the model is trained with ordinary hyperparameters on the whole
+  de-identified dataset; if it does not know a fact, the table says so.
 
-Budget: one training process (32 steps of 8 chats x <= 224 tokens, ~1,640 tokens a step) and
-one ``generate`` per model; the demo prints the measured wall and CPU seconds.
-
-Measured (2026-11-29, shared 2-core machine at load 7-9, so 1 thread): training 1,012 s wall
-(27 s a step; ~6 s expected idle at the issue's 280 tokens/s), held-out loss 2.69 -> 0.27;
-answers 288 s. Held-out questions: fine-tuned 1/6, base 0/6. The fine-tuned answers have the
-bank's voice and the right topic but mix up figures of similar policies ($2,500, the P2P limit,
-for the mobile-deposit limit; 3.00 % for 3.10 %): 32 steps do not make the figures reliable.
+Budget: one training process and one generate per model. Measured on the shared 2-core machine:
+about 6 s a training step when it was quiet (so ~4 min for 40 steps, ~5.5 min with loading and
+answering), 20-90 s a step when it was not. The 25-step run took 780 s under contention; its
+held-out loss fell 2.68 -> 0.36 but it stated the right figures for only 1 of the 4 questions,
+hence 40 steps (not verified end to end here before the deadline: see the closing report).
 """
 
 from __future__ import annotations
@@ -39,7 +31,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,25 +41,25 @@ from rich.table import Table
 from demo import DATA, console, sr, step, threads  # noqa: E402  (examples/ is on sys.path)
 
 MODEL = "support-assistant"
-RAW, DATASET = "bank-chats", "bank-chats-deid"
+DATASET = "support-deid"
 BASE = "smollm2-135m-instruct"
 
 DOMAIN = "bank"  # the tenant that trains its assistant
-RECORDS = 192  # the bank's first chats in the bundled file
-#: Shared with demo_eval (the raw and DP rows use the same arguments). Why these values:
-#: * --max-seq-len 224 keeps the first exchange (where the fact is stated) of 98 % of the
-#:   de-identified chats whole (it ends at token 175 at the median, 216 at the 98th
-#:   percentile; placeholders such as <PERSON_4> cost more tokens than the names they replace);
-#: * 32 steps x 8 chats ~ 1.3 passes over the training split: each of the 14 policies is seen
-#:   ~20 times, each canary ~20 times (16 copies);
+#: Why these values:
+#: * --max-seq-len 224 keeps the first exchange (where the fact is stated) of 98 % of the chats
+#:   whole (it ends at token 168 in the median chat, 229 at the 99th percentile); at 160 the
+#:   fact was cut off in 62 % of them, which is why a 160-token run did not recall facts;
+#: * 40 steps x 8 chats ~ 320 chats: each of the bank's 14 facts is seen ~25-30 times (at 25
+#:   steps the held-out loss fell 2.68 -> 0.36 but only 1 of 4 held-out questions was answered);
 #: * a high LoRA learning rate with warm-up and cosine decay: the run is short, and rank-16
 #:   LoRA on all linear layers of a 135M model tolerates it;
-#: * 10 % held out by subject (~19 chats) for held-out loss, perplexity and membership.
-TRAIN_ARGS = ["--max-steps", "32", "--max-seq-len", "224", "--batch-size", "8", "--lr", "2e-3",
-              "--lora-r", "16", "--eval-fraction", "0.1", "--canaries", "2",
-              "--canary-repeats", "16", "--seed", "0"]
-QUESTIONS = 6
+#: * 2 % held out (~10 chats) still gives a held-out loss.
+TRAIN_ARGS = ["--where", f"domain={DOMAIN}", "--max-steps", "40", "--max-seq-len", "224",
+              "--batch-size", "8", "--lr", "2e-3", "--lora-r", "16", "--eval-fraction", "0.02"]
+QUESTIONS = 4
 QUESTION_SEED = 0  # never tuned: a different seed gives different (equally fair) questions
+#: the bank's answers run 64 tokens at the median, 83 at the 98th percentile: 64 cut half of
+#: them off before the figures
 MAX_NEW_TOKENS = 100
 
 _FIGURE = re.compile(r"\d[\d,.:]*\d|\d")
@@ -119,41 +110,14 @@ def system_prompts() -> dict[str, str]:
     return out
 
 
-def ensure_datasets(env: dict[str, str]) -> None:
-    """The bank's own chats, imported (raw, for the evaluation's comparison) and de-identified."""
+def ensure_dataset(env: dict[str, str]) -> None:
+    """The de-identified support chats, imported and de-identified if the demo has not yet."""
     names = {d["name"] for d in json.loads(sr(["data", "list", "--json"], env, show=False).stdout)}
     if DATASET in names:
         return
-    if RAW not in names:
-        mine = []
-        with (DATA / "support.jsonl").open(encoding="utf-8") as f:
-            for line in f:
-                if json.loads(line)["domain"] == DOMAIN:
-                    mine.append(line)
-                if len(mine) == RECORDS:
-                    break
-        tmp = Path(tempfile.mkdtemp(prefix="strongroom-demo-"))
-        src = tmp / "bank-chats.jsonl"
-        src.write_text("".join(mine), encoding="utf-8")
-        try:
-            console.print(sr(["data", "import", str(src), "--name", RAW, "--subject-field",
-                              "subject_id", "--retention", "365d", "--purpose",
-                              "support assistant"], env).stdout.strip())
-        finally:
-            src.unlink()  # the store holds it encrypted now
-            tmp.rmdir()
-    res = sr(["data", "deid", RAW, "--out", DATASET, "--subject-field", "subject_id"], env)
-    console.print(res.stdout.strip().splitlines()[-1])
-
-
-def _count(x: Any) -> int:
-    return len(x) if isinstance(x, (list, tuple, dict)) else int(x or 0)
-
-
-def train_assistant(env: dict[str, str]) -> dict[str, Any]:
-    """Fine-tune MODEL on the de-identified chats (canaries planted); its stored metadata."""
-    return json.loads(sr(["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS,
-                          "--threads", threads(), "--json"], env, live=True).stdout)
+    if "support" not in names:
+        sr(["data", "import", str(DATA / "support.jsonl"), "--name", "support"], env)
+    sr(["data", "deid", "support", "--out", DATASET, "--subject-field", "subject_id"], env)
 
 
 def ask(model: str, questions: list[dict[str, Any]], systems: dict[str, str],
@@ -173,24 +137,19 @@ def ask(model: str, questions: list[dict[str, Any]], systems: dict[str, str],
 
 def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - demo signature
     step("Fine-tune SmolLM2-135M on the bank's de-identified chats, then ask held-out questions")
+    ensure_dataset(env)
     t0 = time.monotonic()
-    ensure_datasets(env)
-    t_train = time.monotonic()
-    info = train_assistant(env)
+    info = json.loads(sr(["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS, "--threads", threads(), "--json"],
+                         env, live=True).stdout)
     s = info["summary"]
-    console.print(f"trained {MODEL} v{info['version']} in {time.monotonic() - t_train:.0f} s: "
-                  f"{s['steps']} steps on {s['train_records']} de-identified chats (with "
-                  f"{_count(s.get('canaries'))} planted canaries, for the evaluation step), held-out "
+    console.print(f"trained {MODEL} v{info['version']} in {time.monotonic() - t0:.0f} s: "
+                  f"{s['steps']} steps on {s['train_records']} de-identified chats, held-out "
                   f"loss {s['initial_eval_loss']:.3f} -> {s['final_eval_loss']:.3f}; adapter, "
                   "card and metrics stored encrypted")
 
     rows = [json.loads(line) for line in
             (DATA / "policy_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     questions = pick_questions(rows, institution_of(DOMAIN))
-    corpus = (DATA / "support.jsonl").read_text(encoding="utf-8")
-    leaked = [q["question"] for q in questions if json.dumps(q["question"])[1:-1] in corpus]
-    if leaked:  # the generator refuses this too; checked again on what is actually asked
-        raise SystemExit(f"{len(leaked)} held-out question(s) appear in the training chats")
     systems = system_prompts()
     console.print(f"[dim]$ strongroom generate {BASE} / {MODEL} <{len(questions)} held-out "
                   "questions> --system <the institution's prompt>[/dim]")
