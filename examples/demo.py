@@ -6,10 +6,10 @@ from `strongroom init --json`, exactly as an operator would receive them.
 
 At the end it prints where the time went: wall and CPU seconds per step (CPU of the
 `strongroom` commands, RUSAGE_CHILDREN, plus the demo's own), the number of commands and of
-TOTP waits. Measured 2026-11-29 on the shared 2 cores (load 2-10 from other jobs, so every
-model command ran with 1 thread): 3,954 s wall, 1,792 CPU s (user 1,681 + system 112); the two
-training steps are 1,630 of the CPU seconds (#4 fine-tune 486, raw + DP fine-tunes and the
-eval 1,144), de-identification 63, everything else ~95; 48 commands, 0 TOTP waits.
+TOTP waits. Measured 2026-11-29 on a quiet 2-core machine (load 1.5-2, 2 torch threads):
+1,819 s wall, 2,910 CPU s; the #4 fine-tune + questions 386 s and the three #6 fine-tunes +
+evaluation 1,127 s (the DP run alone 559 s, the evaluation 417 s) are 83 % of it; 48
+commands, 0 TOTP waits. Issue #6 asks for about 10 minutes: not reached yet.
 """
 
 from __future__ import annotations
