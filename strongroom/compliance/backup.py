@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from strongroom.crypto import EncryptingWriter, KeyProvider
 from strongroom.errors import BadInput, IntegrityError, StrongroomError
+from strongroom.store.blobs import pid_alive
 from strongroom.store.formats import fsync_dir
 
 MAGIC = b"SRBACKUP"
@@ -272,23 +273,13 @@ class _HashingWriter:
 # --------------------------------------------------------------------------- atomic output
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_parts(out: Path) -> int:
     """Remove ``.NAME.PID.RAND.part`` files beside ``out`` left by killed backup processes."""
     removed = 0
     pattern = re.compile(re.escape(f".{out.name}.") + r"(\d+)\.[0-9a-f]+\.part")
     for child in out.parent.iterdir():
         m = pattern.fullmatch(child.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             child.unlink(missing_ok=True)
             removed += 1
     return removed

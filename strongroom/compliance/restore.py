@@ -39,7 +39,6 @@ from strongroom.compliance.backup import (
     Trailer,
     _FILE_FRAME,
     _MANIFEST_FRAME,
-    _pid_alive,
     audit_head_of,
     body_aad,
     check_signature,
@@ -47,7 +46,7 @@ from strongroom.compliance.backup import (
     read_header,
     read_trailer,
 )
-from strongroom.store.blobs import remove_if_abandoned
+from strongroom.store.blobs import pid_alive, remove_if_abandoned
 from strongroom.store.formats import fsync_dir
 
 _COPY = 1 << 20
@@ -329,7 +328,7 @@ def clean_stale_staging(target: Path) -> int:
         if not m or m.group("name") != target.name or not child.is_dir():
             continue
         pid = int(m.group("pid"))
-        removed += remove_if_abandoned(child, ".restore.lock", lambda: _pid_alive(pid))
+        removed += remove_if_abandoned(child, ".restore.lock", lambda: pid_alive(pid))
     return removed
 
 

@@ -141,6 +141,19 @@ class BlobStore:
             pass
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` still runs (one owned by another user counts as running)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_if_abandoned(path: Path, lock_name: str, owner_alive: Callable[[], bool] = lambda: False) -> bool:
     """Remove a scratch or staging directory whose owner died; True when it was removed.
 

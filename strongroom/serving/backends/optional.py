@@ -101,7 +101,7 @@ def remove_all_private_dirs() -> None:
 
 def sweep_abandoned(root: Path) -> int:
     """Remove private directories whose owner died without cleaning up; returns how many."""
-    from strongroom.store.blobs import remove_if_abandoned
+    from strongroom.store.blobs import pid_alive, remove_if_abandoned
 
     removed = 0
     try:
@@ -117,7 +117,7 @@ def sweep_abandoned(root: Path) -> int:
         except OSError:
             continue
         pid = _owner_pid(child.name)
-        removed += remove_if_abandoned(child, LOCK, lambda p=pid: _pid_alive(p))
+        removed += remove_if_abandoned(child, LOCK, lambda p=pid: pid_alive(p))
     return removed
 
 
@@ -126,18 +126,6 @@ def _owner_pid(name: str) -> int | None:
         return int(name[len(PREFIX):].split("-", 1)[0])
     except ValueError:
         return None
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _install_exit_hooks() -> None:
