@@ -181,17 +181,19 @@ class SpillTagRegistry(TagRegistry):
         self.spilled = 0
 
     def _open(self) -> Any:
-        import shutil
         import sqlite3
         import weakref
 
-        d = tempfile.mkdtemp(prefix="strongroom-tags-")
-        os.chmod(d, 0o700)
+        from strongroom.store.scratch import make_private_dir, remove_private_dir
+
+        # 0700 on disk (the point is to take memory off the process), removed on exit and
+        # signals, swept by the next run after a kill; it holds HMAC prefixes, never values
+        d = make_private_dir(on_disk=True)
         db = sqlite3.connect(os.path.join(d, "tags.db"), check_same_thread=False)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE t (etype TEXT, k INTEGER, n INTEGER, PRIMARY KEY (etype, k)) WITHOUT ROWID")
-        weakref.finalize(self, _drop_db, db, d, shutil.rmtree)
+        weakref.finalize(self, _drop_db, db, d, remove_private_dir)
         return db
 
     def number(self, etype: str, key_hex: str) -> int:
@@ -216,11 +218,11 @@ class SpillTagRegistry(TagRegistry):
         return n
 
 
-def _drop_db(db: Any, d: str, rmtree: Any) -> None:
+def _drop_db(db: Any, d: Any, remove: Any) -> None:
     try:
         db.close()
     finally:
-        rmtree(d, ignore_errors=True)
+        remove(d)
 
 
 def _bounded_tags(engine: Any) -> None:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _mine(root: Path | None) -> set[Path]:
-    from strongroom.serving.backends.optional import PREFIX
+    from strongroom.store.scratch import PREFIX
 
     base = root or Path(__import__("tempfile").gettempdir())
     return {p for p in base.glob(f"{PREFIX}{os.getpid()}-*")}
@@ -41,7 +41,7 @@ def _mine(root: Path | None) -> set[Path]:
 # ----------------------------------------------------------------------------- private dirs
 
 def test_private_dir_is_0700_and_gone_after_the_block_even_on_error():
-    from strongroom.serving.backends.optional import (
+    from strongroom.store.scratch import (
         live_private_dirs, private_tmpdir, scratch_root,
     )
 
@@ -59,7 +59,7 @@ def test_private_dir_is_0700_and_gone_after_the_block_even_on_error():
 
 _CHILD = textwrap.dedent("""
     import os, signal, sys, time
-    from strongroom.serving.backends.optional import make_private_dir
+    from strongroom.store.scratch import make_private_dir
     d = make_private_dir()
     (d / "secret.gguf").write_bytes(b"x" * 1000)
     print(d, flush=True)
@@ -89,7 +89,7 @@ def test_private_dir_is_removed_at_exit_and_on_signals(how):
 
 
 def test_dir_left_by_a_killed_process_is_swept_by_the_next_one():
-    from strongroom.serving.backends.optional import private_tmpdir
+    from strongroom.store.scratch import private_tmpdir
 
     d, rc = _child("SIGKILL")
     assert rc == -signal.SIGKILL and d.exists()  # SIGKILL cannot be handled
@@ -99,7 +99,7 @@ def test_dir_left_by_a_killed_process_is_swept_by_the_next_one():
 
 
 def test_sweep_leaves_a_live_owners_dir_alone():
-    from strongroom.serving.backends.optional import make_private_dir, remove_private_dir, sweep_abandoned
+    from strongroom.store.scratch import make_private_dir, remove_private_dir, sweep_abandoned
 
     d = make_private_dir()
     try:
@@ -177,7 +177,7 @@ def test_adapter_converts_to_a_gguf_lora_without_touching_a_disk(tiny_adapter, m
     from gguf import GGUFReader
 
     from strongroom.serving.backends.gguf_lora import convert_adapter
-    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+    from strongroom.store.scratch import live_private_dirs, scratch_root
 
     blob, state, cfg = tiny_adapter
     if memfd and not hasattr(os, "memfd_create"):
@@ -215,7 +215,7 @@ def test_adapter_converts_to_a_gguf_lora_without_touching_a_disk(tiny_adapter, m
 def test_converter_failure_is_one_line_and_leaves_nothing(tiny_adapter, tmp_path, monkeypatch):
     from strongroom.errors import BadInput
     from strongroom.serving.backends import gguf_lora
-    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+    from strongroom.store.scratch import live_private_dirs, scratch_root
 
     blob, _, cfg = tiny_adapter
     with pytest.raises(BadInput, match="NoSuchArchitecture.*--backend transformers"):
@@ -398,7 +398,7 @@ def test_fine_tuned_fact_survives_llamacpp(home, runtime, smol):
 
     from strongroom.serving.backends.base import GenParams
     from strongroom.serving.backends.llamacpp import load_llamacpp
-    from strongroom.serving.backends.optional import live_private_dirs, scratch_root
+    from strongroom.store.scratch import live_private_dirs, scratch_root
     from strongroom.serving.backends.transformers_backend import TransformersBackend
     from strongroom.store.model_registry import ADAPTER
     from strongroom.training import load_base, resolve_base

@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import BadInput, IntegrityError, StrongroomError
-from strongroom.serving.backends.optional import (
-    make_private_dir, private_tmpdir, remove_private_dir,
-)
+from strongroom.store.scratch import make_private_dir, private_tmpdir, remove_private_dir
 
 VENDOR = Path(__file__).resolve().parent / "_llamacpp_vendor"
 CONVERTER = VENDOR / "convert_lora_to_gguf.py"
