@@ -102,7 +102,7 @@ def make_backend(rt: Any, principal: Principal, opts: ServeOptions) -> Backend:
 
         return UpstreamBackend(opts.upstream_url or "", opts.models or None)
     if opts.backend == "vllm":
-        return optional.vllm_backend(opts.models)  # type: ignore[return-value]
+        return optional.vllm_backend(rt, principal, opts.models)  # type: ignore[no-any-return]
     if opts.backend == "llamacpp":
         from strongroom.serving.backends.llamacpp import load_llamacpp
 
@@ -157,10 +157,11 @@ def build_gateway(rt: Any, principal: Principal | None, opts: ServeOptions, *,
 
 def _workers(opts: ServeOptions, s: Any, backend: Backend) -> int:
     """Generation threads: the flag, else the setting; an upstream backend waits on the
-    network, not the CPU, so it gets at least 16."""
+    network, not the CPU, and vLLM batches concurrent requests on the GPU, so both get at
+    least 16."""
     if opts.workers:
         return opts.workers
-    return max(s.workers, 16) if backend.name == "upstream" else s.workers
+    return max(s.workers, 16) if backend.name in ("upstream", "vllm") else s.workers
 
 
 def _uvicorn_config(app: Any, ctx: ssl.SSLContext | None, *, log_level: str = "warning"
