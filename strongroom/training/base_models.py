@@ -14,10 +14,13 @@ import importlib.util
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from strongroom.errors import BadInput, IntegrityError, NotFound
 from strongroom.training import _env  # noqa: F401  (forces offline mode before transformers)
+
+if TYPE_CHECKING:
+    from strongroom.training.base_cache import BaseCache
 
 #: Suffixes of pickle-based checkpoints: never loaded, their presence refuses the directory.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -161,11 +164,16 @@ def _quiet_gguf_bar() -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True):
+def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True,
+              cache: "BaseCache | None" = None):
     """Load (model, tokenizer) for a spec, after re-checking the hashes.
 
     GGUF weights are dequantised to a plain float model; its quantizer bookkeeping is cleared so
-    the result behaves (and saves) like any float LlamaForCausalLM.
+    the result behaves (and saves) like any float LlamaForCausalLM. With ``cache`` (a Strongroom
+    home's verified conversion cache, ``TrainingService.base_cache``) that conversion is done
+    once per GGUF: later loads read the HMAC-verified float safetensors instead (same logits,
+    ~40 s less). The spec, and so every recorded identity, stays the GGUF's hashes. A local
+    safetensors directory needs no conversion and never touches the cache.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -174,16 +182,15 @@ def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True):
     if verify:
         verify_spec(spec)
     if spec.format == "gguf":
-        with _quiet_gguf_bar():
-            model = AutoModelForCausalLM.from_pretrained(
-                spec.path, gguf_file=spec.gguf_file, dtype=dtype, local_files_only=True
-            )
-        tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file,
-                                            local_files_only=True)
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.is_quantized = False
+        gguf = spec.gguf_file or ""
+        if cache is not None and spec.files.get(gguf):
+            # Converted at float32 (the cache's one form), then cast: what from_pretrained does
+            # with the dequantised float32 arrays for another dtype.
+            model, tok = cache.load_or_build(spec.files[gguf], lambda: _convert_gguf(spec, None))
+            if model.dtype != dtype:
+                model = model.to(dtype)
+        else:
+            model, tok = _convert_gguf(spec, dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(
             spec.path, dtype=dtype, use_safetensors=True, local_files_only=True
@@ -193,6 +200,25 @@ def load_base(spec: BaseModelSpec, dtype: Any = None, *, verify: bool = True):
         tok.pad_token = tok.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def _convert_gguf(spec: BaseModelSpec, dtype: Any = None):
+    """The slow path: transformers' GGUF reader and dequantiser (float32 unless ``dtype``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_gguf_bar():
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.path, gguf_file=spec.gguf_file,
+            dtype=torch.float32 if dtype is None else dtype, local_files_only=True
+        )
+    tok = AutoTokenizer.from_pretrained(spec.path, gguf_file=spec.gguf_file,
+                                        local_files_only=True)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
     return model, tok
 
 

@@ -163,6 +163,10 @@ def _quiet_hf() -> None:
     warnings.filterwarnings("ignore", message="Could not find a config file.*")
 
 
+#: Keyring purpose of the HMAC key that seals the base-model conversion cache.
+BASE_CACHE_PURPOSE = "base-model-cache"
+
+
 class TrainingService:
     """``strongroom train`` and ``strongroom generate``."""
 
@@ -176,6 +180,27 @@ class TrainingService:
         self._datasets = datasets
         self._models = models
         self._require_otp = require_otp
+        self._base_cache: Any = None
+
+    def base_cache(self) -> Any:
+        """This home's verified cache of converted GGUF base models (``cache/base-models``).
+
+        WHY in the home: its HMAC key is a named secret of the home's keyring, which an
+        attacker who can write the cache directory cannot read, so a forged or edited entry is
+        refused (``strongroom.training.base_cache``); and tests, each with their own home, stay
+        isolated. A process without a home loads without the cache, as before.
+        """
+        if self._base_cache is None:
+            from strongroom.training.base_cache import BaseCache
+
+            key = self._keyring.named_key(BASE_CACHE_PURPOSE)
+            home = self._blobs.objects_dir.parent
+            self._base_cache = BaseCache(home / "cache" / "base-models", key.key, key.key_id)
+        return self._base_cache
+
+    def cache_for(self, spec: Any) -> Any:
+        """The conversion cache when ``spec`` is a GGUF (nothing to convert otherwise)."""
+        return self.base_cache() if getattr(spec, "format", None) == "gguf" else None
 
     # ------------------------------------------------------------------ gates
 
@@ -307,6 +332,7 @@ class TrainingService:
         from strongroom.training import resolve_base
 
         spec = resolve_base(req.base)  # before the run exists: a bad --base leaves nothing
+        self.cache_for(spec)  # its key, if new, is created here: outside any write transaction
         run_id, resumed = self._open_run(principal, req, info)
         self._door.record(principal, "model.train.start", resource=f"run:{run_id}",
                           details={"name": req.out, "dataset": info.name},
@@ -371,7 +397,8 @@ class TrainingService:
             dist.send_job({"config": config.to_dict(), "base": spec.to_dict(),
                            "dtype": req.dtype, "train": train_r, "eval": eval_r,
                            "resume": req.resume})
-        model, tok = load_base(spec, load_dtype(req.dtype, dist.device()))
+        model, tok = load_base(spec, load_dtype(req.dtype, dist.device()),
+                               cache=self.cache_for(spec))
         result = train(model, tok, train_r, eval_r, config, checkpoint_store=store,
                        resume=req.resume, progress=req.progress, dist=dist)
         base = spec.to_dict()
@@ -524,7 +551,7 @@ class TrainingService:
                 spec = BaseModelSpec(name=stored["name"], path=stored["path"],
                                      format=stored["format"], files=dict(stored["files"]),
                                      gguf_file=stored.get("gguf_file"))
-            base, tok = load_base(spec)
+            base, tok = load_base(spec, cache=self.cache_for(spec))
             model = load_adapter(base, arts[ADAPTER], expected_base_sha256=spec.files)
         elif name in registered_names():
             if version is not None:
@@ -536,7 +563,7 @@ class TrainingService:
             self._door.record(principal, action, resource=f"base:{name}",
                               details={"name": name, **(details or {})},
                               public=dict(public, base=True))
-            model, tok = load_base(spec)
+            model, tok = load_base(spec, cache=self.cache_for(spec))
         else:
             self._door.check(principal, "inference", action=action,
                              scope_resource=f"model:{name}", details={"name": name})
