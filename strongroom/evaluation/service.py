@@ -248,7 +248,7 @@ class EvaluationService:
                                  gguf_file=stored.get("gguf_file"))
         key = json.dumps(spec.to_dict(), sort_keys=True)
         if key not in self._bases:
-            self._bases[key] = load_base(spec)
+            self._bases[key] = load_base(spec, cache=self._rt.training.cache_for(spec))
         base, tok = self._bases[key]
         return load_adapter(_copy.deepcopy(base), adapter, expected_base_sha256=spec.files), tok
 
