@@ -137,6 +137,7 @@ class FakeEngine:
                        request_id: str, *, lora_request: FakeLoRARequest | None = None) -> Any:
         import torch
 
+        assert prompt["type"] == "token"  # vLLM's TokenInputs: rendered, not a raw prompt
         self.requests.append((request_id, list(prompt["prompt_token_ids"]), sampling,
                               lora_request))
         model = self.model

@@ -248,8 +248,10 @@ class VllmBackend:
         Cancelling this task closes vLLM's generator, which aborts the request in the engine.
         """
         try:
-            async for item in self._engine.generate({"prompt_token_ids": prompt_ids}, sampling,
-                                                    request_id, lora_request=lora):
+            # vLLM's TokenInputs: tokenised here, so vLLM neither re-tokenises nor renders
+            prompt = {"type": "token", "prompt_token_ids": prompt_ids}
+            async for item in self._engine.generate(prompt, sampling, request_id,
+                                                    lora_request=lora):
                 out.put(item)
         except asyncio.CancelledError:
             raise
