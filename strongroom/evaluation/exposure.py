@@ -116,7 +116,11 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
 
 PRUNE_DEPTH = 4
 DISTRIBUTION_SAMPLE = 1_000
-TIE = 1e-4  # nats: batch shape changes float sums by far less; a real tie is this close
+TIE = 1e-4  # nats: batch shape changes float sums by about this much; a real tie is this close
+#: Pruning keeps any candidate whose bound is within this of the secret's score: a bound and a
+#: full score come from differently packed forward passes, so they may differ by float noise,
+#: and pruning must never drop a candidate that could still outrank the secret.
+PRUNE_MARGIN = 1e-3
 
 
 def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
@@ -127,35 +131,40 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
 
     The secret and a random ``distribution_sample`` of candidates are scored in full (for the
     plot and the extrapolation). Every other candidate first gets an upper bound: the
-    log-probability of its first ``PRUNE_DEPTH`` tokens, read from a token trie; a candidate
-    whose bound is already below the secret's score cannot outrank it and is not scored
-    further. For a memorised secret that skips almost every candidate; for an unmemorised one
-    about half must be scored in full. Returns (rank, secret score, sample scores, counts).
+    log-probability of its first ``PRUNE_DEPTH`` tokens (a shallow trie: ~1,111 nodes however
+    many candidates); a candidate whose bound is already below the secret's score cannot
+    outrank it and is not scored further. For a memorised secret that skips almost every
+    candidate; for an unmemorised one about half must be scored in full. All scoring is
+    shared-prefix tree attention (``trie_logprobs``); ``batch_size`` is the number of trie
+    nodes per packed forward pass. Returns (rank, secret score, sample scores, counts).
     """
-    from strongroom.evaluation.scoring import prefix_partial_logprobs, suffix_logprobs
+    from strongroom.evaluation.scoring import trie_logprobs
 
     n = len(candidates)
     k = min(distribution_sample, n)
-    first = suffix_logprobs(model, prefix, [secret, *candidates[:k]], batch_size=batch_size,
-                            progress=progress)
+    chunk = max(64, batch_size)
+    first = trie_logprobs(model, prefix, [secret, *candidates[:k]], chunk_tokens=chunk,
+                          progress=progress)
     secret_score, sample = float(first[0]), first[1:]
     greater = float(np.sum(sample > secret_score + TIE))
     ties = float(np.sum(np.abs(sample - secret_score) <= TIE))
     rest = candidates[k:]
     pruned = full = 0
     if rest:
-        bounds = prefix_partial_logprobs(model, prefix, rest, PRUNE_DEPTH, batch_size=batch_size)
+        bounds = trie_logprobs(model, prefix, [c[:PRUNE_DEPTH] for c in rest],
+                               chunk_tokens=chunk)
         exact = np.array([len(c) <= PRUNE_DEPTH for c in rest])
-        need = [i for i, b in enumerate(bounds) if not exact[i] and b >= secret_score - TIE]
-        done = np.array([b for i, b in enumerate(bounds) if exact[i]])
+        need = [i for i, b in enumerate(bounds)
+                if not exact[i] and b >= secret_score - PRUNE_MARGIN]
+        done = bounds[exact]
         greater += float(np.sum(done > secret_score + TIE))
         ties += float(np.sum(np.abs(done - secret_score) <= TIE))
         pruned = len(rest) - len(need) - int(exact.sum())
         if progress:
             progress(len(rest) - len(need))
         if need:
-            sc = suffix_logprobs(model, prefix, [rest[i] for i in need], batch_size=batch_size,
-                                 progress=progress)
+            sc = trie_logprobs(model, prefix, [rest[i] for i in need], chunk_tokens=chunk,
+                               progress=progress)
             greater += float(np.sum(sc > secret_score + TIE))
             ties += float(np.sum(np.abs(sc - secret_score) <= TIE))
             full = len(need)

@@ -3,7 +3,8 @@
 WHY one module: every privacy and quality number is a log-likelihood under the fine-tuned model
 (and, for calibration, under the base model with the adapter switched off). Doing that work in
 batches, with one forward pass for a context that many candidates share, is what makes the
-10,000-candidate exposure test affordable on a CPU.
+10,000-candidate exposure test affordable on a CPU. All scoring runs under
+``torch.inference_mode`` (no autograd bookkeeping).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(examples), batch_size):
             rows = examples[start:start + batch_size]
             batch = collate(rows, pad)
@@ -129,7 +130,7 @@ def suffix_logprobs(model: Any, prefix_ids: Sequence[int], suffixes: Sequence[Se
     out_scores = np.zeros(len(suffixes), dtype=np.float64)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         pre = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
         first = model(input_ids=pre, use_cache=True)
         cache = first.past_key_values
@@ -162,50 +163,110 @@ def suffix_logprobs(model: Any, prefix_ids: Sequence[int], suffixes: Sequence[Se
     return out_scores
 
 
-def prefix_partial_logprobs(model: Any, prefix_ids: Sequence[int],
-                            suffixes: Sequence[Sequence[int]], depth: int, *,
-                            batch_size: int = 256) -> np.ndarray:
-    """Sum of log-probabilities of the first ``depth`` tokens of each suffix, via a token trie.
+def _trie_chunks(suffixes: Sequence[Sequence[int]], chunk_tokens: int
+                 ) -> Iterator[tuple[list[int], dict[tuple[int, ...], int]]]:
+    """Suffixes in token order, cut into groups whose shared token tries hold <= chunk_tokens nodes.
 
-    Candidates share their first tokens (10,000 random 10-digit secrets have only 10, 100 and
-    1,000 distinct 1-, 2- and 3-digit beginnings), so each distinct beginning runs through the
-    model once and gives the next-token distribution for every candidate that starts with it.
-    The result bounds each full log-likelihood from above (the remaining terms are <= 0),
-    which is what lets ``exposure`` skip candidates that cannot outrank the secret.
+    A node is a distinct beginning ``s[:k]`` (1 <= k < len(s)) of a suffix in the group: the
+    position whose next-token distribution scores token k. Sorting puts suffixes that share
+    beginnings next to each other, so each beginning runs through the model about once.
+    """
+    order = sorted(range(len(suffixes)), key=lambda i: tuple(suffixes[i]))
+    group: list[int] = []
+    nodes: dict[tuple[int, ...], int] = {}
+    for i in order:
+        s = tuple(suffixes[i])
+        new = [s[:k] for k in range(1, len(s)) if s[:k] not in nodes]
+        if group and len(nodes) + len(new) > chunk_tokens:
+            yield group, nodes
+            group, nodes = [], {}
+            new = [s[:k] for k in range(1, len(s))]
+        for key in new:
+            nodes[key] = len(nodes)
+        group.append(i)
+    if group:
+        yield group, nodes
+
+
+def trie_logprobs(model: Any, prefix_ids: Sequence[int], suffixes: Sequence[Sequence[int]], *,
+                  chunk_tokens: int = 512, progress: ProgressFn | None = None) -> np.ndarray:
+    """Sum of log-probabilities of each suffix given one shared prefix, one forward per trie node.
+
+    WHY: random candidate secrets share their first tokens (10,000 ten-digit numbers have only
+    10, 100 and ~1,000 distinct 1-, 2- and 3-digit beginnings), and scoring a suffix is pure
+    model compute on a CPU. The prefix runs once and stays in the key/value cache; each chunk
+    of candidates is packed as its token trie into ONE sequence whose 4-D attention mask lets
+    a node see the prefix and its own ancestors only (tree attention), with positions set to
+    prefix length + depth. So each distinct beginning costs one token of compute, there is no
+    padding and no per-candidate copy of the prefix cache. Same numbers as ``suffix_logprobs``
+    and ``full_sequence_logprob`` up to float summation order (checked in tests). Suffixes of
+    identical tokens get identical scores; each must add at least one token.
     """
     torch = _torch()
-    device = next(model.parameters()).device
+    if not prefix_ids:
+        raise BadInput("shared-prefix scoring needs a non-empty prefix")
+    if any(len(s) == 0 for s in suffixes):
+        raise BadInput("every candidate must add at least one token to the prefix")
+    if chunk_tokens < 1:
+        raise BadInput("chunk_tokens must be at least 1")
     out = np.zeros(len(suffixes), dtype=np.float64)
+    if not suffixes:
+        return out
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        pre = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
-        first = model(input_ids=pre, use_cache=True)
-        cache, P = first.past_key_values, pre.shape[1]
-        first_lp = torch.log_softmax(first.logits[0, -1].float(), dim=-1).cpu().numpy()
-        for i, s in enumerate(suffixes):
-            out[i] = first_lp[s[0]]
-        for d in range(1, depth):
-            groups: dict[tuple[int, ...], list[int]] = {}
-            for i, s in enumerate(suffixes):
-                if len(s) > d:
-                    groups.setdefault(tuple(s[:d]), []).append(i)
-            keys = list(groups)
-            for start in range(0, len(keys), batch_size):
-                chunk = keys[start:start + batch_size]
-                ids = torch.tensor(chunk, dtype=torch.long, device=device)
-                past = copy.deepcopy(cache)
-                past.batch_repeat_interleave(len(chunk))
-                attn = torch.ones((len(chunk), P + d), dtype=torch.long, device=device)
-                logits = model(input_ids=ids, attention_mask=attn, past_key_values=past,
-                               use_cache=True).logits[:, -1]
-                lp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-                for row, key in enumerate(chunk):
-                    for i in groups[key]:
-                        out[i] += lp[row, suffixes[i][d]]
-    if was_training:
-        model.train()
+    try:
+        with torch.inference_mode():
+            pre = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
+            first = model(input_ids=pre, use_cache=True)
+            cache, P = first.past_key_values, pre.shape[1]
+            first_lp = torch.log_softmax(first.logits[0, -1].float(), dim=-1).double().cpu()
+            for group, nodes in _trie_chunks(suffixes, chunk_tokens):
+                out[group] = first_lp[[suffixes[i][0] for i in group]].numpy()
+                if nodes:
+                    _score_trie_chunk(model, cache, P, suffixes, group, nodes, out,
+                                      device=device, dtype=dtype)
+                if progress:
+                    progress(len(group))
+    finally:
+        if was_training:
+            model.train()
     return out
+
+
+def _score_trie_chunk(model: Any, cache: Any, P: int, suffixes: Sequence[Sequence[int]],
+                      group: list[int], nodes: dict[tuple[int, ...], int], out: np.ndarray,
+                      *, device: Any, dtype: Any) -> None:
+    """One packed forward over a chunk's trie nodes; adds each suffix's later-token terms."""
+    torch = _torch()
+    keys = list(nodes)  # insertion order: every node after its parent
+    M = len(keys)
+    tokens = torch.tensor([k[-1] for k in keys], dtype=torch.long)
+    positions = torch.tensor([P + len(k) - 1 for k in keys], dtype=torch.long)
+    sees = torch.zeros((M, M), dtype=torch.bool)  # node j sees itself and its ancestors
+    for j, k in enumerate(keys):
+        if len(k) > 1:
+            sees[j] = sees[nodes[k[:-1]]]
+        sees[j, j] = True
+    mask = torch.zeros((1, 1, M, P + M), dtype=dtype)
+    mask[0, 0, :, P:].masked_fill_(~sees, torch.finfo(dtype).min)
+    logits = model(input_ids=tokens[None].to(device), position_ids=positions[None].to(device),
+                   attention_mask=mask.to(device), past_key_values=cache,
+                   use_cache=True).logits[0]
+    cache.crop(-M)  # back to the prefix alone for the next chunk
+    rows, targets, owners = [], [], []
+    for i in group:
+        s = tuple(suffixes[i])
+        for k in range(1, len(s)):
+            rows.append(nodes[s[:k]])
+            targets.append(s[k])
+            owners.append(i)
+    r = torch.tensor(rows, dtype=torch.long, device=device)
+    t = torch.tensor(targets, dtype=torch.long, device=device)
+    lse = torch.logsumexp(logits.float(), dim=-1)
+    terms = (logits[r, t].float() - lse[r]).double().cpu().numpy()
+    np.add.at(out, np.asarray(owners), terms)
 
 
 def full_sequence_logprob(model: Any, prefix_ids: Sequence[int], suffix: Sequence[int]) -> float:
@@ -213,7 +274,7 @@ def full_sequence_logprob(model: Any, prefix_ids: Sequence[int], suffix: Sequenc
     torch = _torch()
     ids = torch.tensor([list(prefix_ids) + list(suffix)], dtype=torch.long,
                        device=next(model.parameters()).device)
-    with torch.no_grad():
+    with torch.inference_mode():
         lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
     P = len(prefix_ids)
     return float(sum(lp[P - 1 + j, t].item() for j, t in enumerate(suffix)))
@@ -240,7 +301,7 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start:start + batch_size]
                 enc = tokenizer(chunk, add_special_tokens=False, return_tensors="pt",
@@ -280,7 +341,7 @@ def next_token_logprobs(model: Any, tokenizer: Any, conversations: Sequence[list
     idx = torch.tensor(list(token_ids), dtype=torch.long)
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 enc = tokenizer(texts[start:start + batch_size], add_special_tokens=False,
                                 return_tensors="pt", padding=True)
