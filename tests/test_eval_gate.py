@@ -288,3 +288,30 @@ def test_pruned_ranking_equals_brute_force():
         assert len(sample) == 50 and counts["distribution_sample"] == 50
         if pick == len(pool) - 1:  # the likeliest secret: most candidates are never scored
             assert rank == 1.0 and counts["pruned"] > 300, counts
+
+
+def test_base_model_results_are_shared_between_models_of_one_base(world):
+    """Two models on one dataset: the second evaluation reuses the first's base-model losses
+    and answers, and gets exactly what a cold evaluation computes; phases are timed."""
+    from strongroom.evaluation.service import EvaluationService
+
+    rt, admin = world["rt"], world["admin"]
+    kw = dict(suites=("quality", "privacy"), candidates=50)
+    warm = EvaluationService(rt, guards_factory=lambda _rt, _c: FakeGuards())
+    warm.evaluate(admin, _req("m", **kw))
+    cached = dict(warm._base_loss_cache)
+    answers = dict(warm._base_answers)
+    assert cached and answers
+    shared = warm.evaluate(admin, _req("loose", **kw))
+    assert warm._base_loss_cache == cached and warm._base_answers == answers  # nothing new
+    cold = EvaluationService(rt, guards_factory=lambda _rt, _c: FakeGuards()).evaluate(
+        admin, _req("loose", **kw))
+    for block, key in (("quality", "base_heldout_perplexity"), ("quality", "base_rouge_l")):
+        assert shared[block].get(key) == pytest.approx(cold[block].get(key), abs=1e-6), key
+    for a, b in zip(shared["privacy"]["membership"]["attacks"],
+                    cold["privacy"]["membership"]["attacks"]):
+        assert a["attack"] == b["attack"] and a["auc"] == pytest.approx(b["auc"], abs=1e-9)
+    for phase in ("quality.losses", "quality.answers", "privacy.exposure",
+                  "privacy.membership", "privacy.extraction"):
+        assert shared["timings_s"][phase] >= 0 and shared["cpu_s"][phase] >= 0, phase
+    assert "_phases" not in shared["privacy"] and "_phases" not in shared["quality"]

@@ -83,6 +83,22 @@ class EvalRequest:
             raise BadInput("--fairness-scenarios is at most 3")
 
 
+PHASES = "_phases"  # a suite's per-phase timings, moved into results["timings_s"/"cpu_s"]
+
+
+class _PhaseClock:
+    """Wall and CPU seconds of consecutive phases (the CPU is shared: wall alone misleads)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, tuple[float, float]] = {}
+        self._t, self._c = time.monotonic(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        t, c = time.monotonic(), time.process_time()
+        self.laps[name] = (round(t - self._t, 2), round(c - self._c, 2))
+        self._t, self._c = t, c
+
+
 @dataclass
 class _Context:
     """What one evaluation has loaded: model, tokenizer, data splits, canaries."""
@@ -97,6 +113,7 @@ class _Context:
     dataset: Any = None
     losses: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     split_error: str | None = None
+    base_key: str = ""
 
 
 def _bar(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm bar
@@ -141,6 +158,8 @@ class EvaluationService:
         self._rt = runtime
         self._guards_factory = guards_factory
         self._bases: dict[str, tuple[Any, Any]] = {}  # base models loaded by this service
+        self._base_loss_cache: dict[str, float] = {}  # record digest -> base-model loss
+        self._base_answers: dict[str, str] = {}  # conversation digest -> base-model answer
         ensure_tables(runtime.engine)
 
     # ------------------------------------------------------------------ evaluate
@@ -156,7 +175,7 @@ class EvaluationService:
         from strongroom.training._env import set_threads
 
         set_threads(req.threads)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         ctx = self._load(principal, req)
         results: dict[str, Any] = {
             "format": RESULTS_FORMAT, "model": req.name, "version": ctx.info.version,
@@ -174,13 +193,14 @@ class EvaluationService:
                 "redteam_per_category", "redteam_templated", "redteam_benign",
                 "fairness_scenarios", "max_new_tokens", "seed")},
             "timings_s": {"load": round(time.monotonic() - started, 2)},
+            "cpu_s": {"load": round(time.process_time() - cpu_started, 2)},
         }
         runners = {"quality": self._quality, "privacy": self._privacy,
                    "security": self._security, "fairness": self._fairness}
         for suite in SUITES:
             if suite not in req.suites:
                 continue
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             try:
                 results[suite] = runners[suite](principal, req, ctx)
             except (PermissionDenied, IntegrityError):
@@ -188,8 +208,13 @@ class EvaluationService:
             except StrongroomError as exc:
                 results[suite] = {"status": "error", "reason": str(exc)}
             results["timings_s"][suite] = round(time.monotonic() - t0, 2)
+            results["cpu_s"][suite] = round(time.process_time() - c0, 2)
+            for phase, (wall, cpu) in results[suite].pop(PHASES, {}).items():
+                results["timings_s"][f"{suite}.{phase}"] = wall
+                results["cpu_s"][f"{suite}.{phase}"] = cpu
         results["gate"] = decide(results, policy)
         results["timings_s"]["total"] = round(time.monotonic() - started, 2)
+        results["cpu_s"]["total"] = round(time.process_time() - cpu_started, 2)
         return self._store(principal, ctx, results, policy)
 
     def _load(self, principal: Principal, req: EvalRequest) -> _Context:
@@ -201,10 +226,10 @@ class EvaluationService:
         info, blobs = rt.models.read_artifacts(principal, req.name, wanted, req.version,
                                                permission="model:eval", action="model.eval.read")
         canaries = json.loads(blobs[CANARIES]) if CANARIES in blobs else []
-        model, tok = self._load_model(info, blobs[ADAPTER])
+        model, tok, base_key = self._load_model(info, blobs[ADAPTER])
         max_seq_len = int(info.train_config.get("max_seq_len") or 512)
         ctx = _Context(model=model, tokenizer=tok, info=info, max_seq_len=max_seq_len,
-                       canaries=canaries)
+                       canaries=canaries, base_key=base_key)
         if {"quality", "privacy"} & set(req.suites):
             lin = info.lineage
             # The same read as training (consent filter included), so the split matches.
@@ -225,8 +250,9 @@ class EvaluationService:
                                    "(erasure or consent withdrawal?); retrain, then evaluate")
         return ctx
 
-    def _load_model(self, info: Any, adapter: bytes) -> tuple[Any, Any]:
-        """Base model (loaded once per service, hashes checked) plus this version's adapter.
+    def _load_model(self, info: Any, adapter: bytes) -> tuple[Any, Any, str]:
+        """Base model (loaded once per service, hashes checked) plus this version's adapter, and
+        the base's key (what base-model results cached in this service are filed under).
 
         Evaluating several models of one base in a process reuses the loaded weights: each
         evaluation attaches its adapter to a copy, so adapters never mix.
@@ -250,7 +276,8 @@ class EvaluationService:
         if key not in self._bases:
             self._bases[key] = load_base(spec, cache=self._rt.training.cache_for(spec))
         base, tok = self._bases[key]
-        return load_adapter(_copy.deepcopy(base), adapter, expected_base_sha256=spec.files), tok
+        return (load_adapter(_copy.deepcopy(base), adapter, expected_base_sha256=spec.files),
+                tok, key)
 
     def _sample(self, records: list[dict[str, Any]], n: int, salt: str, seed: int
                 ) -> list[dict[str, Any]]:
@@ -260,7 +287,7 @@ class EvaluationService:
     def _losses(self, req: EvalRequest, ctx: _Context, which: str
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fine-tuned losses, base losses, token counts) for the members or held-out sample."""
-        from strongroom.evaluation.scoring import adapter_off, record_losses
+        from strongroom.evaluation.scoring import record_losses
 
         if which not in ctx.losses:
             pool = ctx.members if which == "members" else ctx.heldout
@@ -269,13 +296,34 @@ class EvaluationService:
             ft, counts = record_losses(ctx.model, ctx.tokenizer, sample,
                                        max_seq_len=ctx.max_seq_len, batch_size=req.batch_size,
                                        progress=bar.update)
-            with adapter_off(ctx.model):
-                base, _ = record_losses(ctx.model, ctx.tokenizer, sample,
-                                        max_seq_len=ctx.max_seq_len,
-                                        batch_size=req.batch_size, progress=bar.update)
+            base = self._base_losses(req, ctx, sample, bar.update)
             bar.close()
             ctx.losses[which] = (ft, base, counts)
         return ctx.losses[which]
+
+    def _base_losses(self, req: EvalRequest, ctx: _Context, sample: list[dict[str, Any]],
+                     progress: Callable[[int], None]) -> np.ndarray:
+        """Base-model losses of ``sample``, each record computed once per service and base.
+
+        WHY: models fine-tuned from one base on one dataset (the de-identified model with and
+        without DP) share their reference losses; the adapter-off forward pass is half the
+        membership cost. Keys are digests of the record and the truncation length (the records
+        themselves are not kept); the values live only in this process's memory.
+        """
+        from strongroom.evaluation.scoring import adapter_off, record_losses
+
+        keys = [hashlib.sha256(json.dumps([ctx.base_key, ctx.max_seq_len, r], sort_keys=True,
+                                          default=str).encode()).hexdigest() for r in sample]
+        todo = [i for i, k in enumerate(keys) if k not in self._base_loss_cache]
+        if todo:
+            with adapter_off(ctx.model):
+                got, _ = record_losses(ctx.model, ctx.tokenizer, [sample[i] for i in todo],
+                                       max_seq_len=ctx.max_seq_len, batch_size=req.batch_size,
+                                       progress=progress)
+            for i, v in zip(todo, got):
+                self._base_loss_cache[keys[i]] = float(v)
+        progress(len(sample) - len(todo))
+        return np.array([self._base_loss_cache[k] for k in keys], dtype=np.float64)
 
     # ------------------------------------------------------------------ suites
 
@@ -286,8 +334,10 @@ class EvaluationService:
         if ctx.split_error or not ctx.heldout:
             return {"status": "error", "reason": ctx.split_error or "the model has no held-out "
                                                                     "split"}
+        clock = _PhaseClock()
         ft, base, counts = self._losses(req, ctx, "heldout")
         out: dict[str, Any] = {"status": "ok", **loss_block(ft, base, counts)}
+        clock.lap("losses")
         if req.qa_file is not None:
             pairs = _qa_file_pairs(req.qa_file)
             out["qa_source"] = "file"
@@ -302,19 +352,42 @@ class EvaluationService:
             preds = generate_batch(ctx.model, ctx.tokenizer, convs,
                                    max_new_tokens=req.max_new_tokens, batch_size=req.batch_size,
                                    progress=bar.update)
-            with adapter_off(ctx.model):
-                base_preds = generate_batch(ctx.model, ctx.tokenizer, convs,
-                                            max_new_tokens=req.max_new_tokens,
-                                            batch_size=req.batch_size, progress=bar.update)
+            base_preds = self._base_generations(req, ctx, convs, bar.update)
             bar.close()
             out.update(answer_block(preds, [a for _, a in pairs], base_preds))
+        clock.lap("answers")
+        out[PHASES] = clock.laps
         return out
+
+    def _base_generations(self, req: EvalRequest, ctx: _Context,
+                          convs: list[list[dict[str, str]]], progress: Callable[[int], None]
+                          ) -> list[str]:
+        """Base-model greedy answers, each prompt generated once per service and base.
+
+        Models of one base evaluated on the same held-out questions (the de-identified model
+        with and without DP) compare against the same base answers; kept in memory only.
+        """
+        from strongroom.evaluation.scoring import adapter_off, generate_batch
+
+        keys = [hashlib.sha256(json.dumps([ctx.base_key, req.max_new_tokens, c], sort_keys=True)
+                               .encode()).hexdigest() for c in convs]
+        todo = [i for i, k in enumerate(keys) if k not in self._base_answers]
+        if todo:
+            with adapter_off(ctx.model):
+                got = generate_batch(ctx.model, ctx.tokenizer, [convs[i] for i in todo],
+                                     max_new_tokens=req.max_new_tokens,
+                                     batch_size=req.batch_size, progress=progress)
+            for i, text in zip(todo, got):
+                self._base_answers[keys[i]] = text
+        progress(len(convs) - len(todo))
+        return [self._base_answers[k] for k in keys]
 
     def _privacy(self, principal: Principal, req: EvalRequest, ctx: _Context) -> dict[str, Any]:
         from strongroom.evaluation import exposure as ex
         from strongroom.evaluation.membership import membership_report
 
         out: dict[str, Any] = {"status": "ok"}
+        clock = _PhaseClock()
         per = []
         if ctx.canaries:
             bar = _bar(len(ctx.canaries) * (req.candidates + 1), "canary exposure", req.progress)
@@ -327,6 +400,7 @@ class EvaluationService:
         out["exposure"] = ex.summarise(per)
         if ctx.canaries:
             out["exposure"]["verbatim"] = self._canary_verbatim(req, ctx)
+        clock.lap("exposure")
         if ctx.members and ctx.heldout:
             fm, bm, _ = self._losses(req, ctx, "members")
             fn, bn, _ = self._losses(req, ctx, "heldout")
@@ -334,7 +408,10 @@ class EvaluationService:
         else:
             out["membership"] = {"status": "error",
                                  "reason": ctx.split_error or "no members or no held-out records"}
+        clock.lap("membership")
         out["extraction"] = self._extraction(principal, req, ctx)
+        clock.lap("extraction")
+        out[PHASES] = clock.laps
         return out
 
     def _canary_verbatim(self, req: EvalRequest, ctx: _Context) -> int:
