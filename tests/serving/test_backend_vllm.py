@@ -627,3 +627,54 @@ def test_fields_the_backend_passes_exist_in_the_fake():
     assert set(kw) <= {f.name for f in fields(FakeEngineArgs)}
     assert kw["max_lora_rank"] == 16 and kw["max_cpu_loras"] == 2
     assert "enable_lora" not in engine_args(spec, EngineSettings(), [])
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _trained_tokenizer(kind: str) -> Any:
+    """A small BPE tokenizer built in memory: byte-level (GPT-2/Llama-3 style, multi-byte
+    characters split across tokens) or Metaspace (SentencePiece style, '▁' for spaces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = ["Le café coûte 3 € à Zürich, naïve façade.", "日本の銀行口座 残高 照会",
+              "The overdraft fee is 25 dollars per month.", "Ελληνικά και русский текст."] * 5
+    tk = Tokenizer(models.BPE(unk_token="<unk>" if kind == "metaspace" else None,
+                              byte_fallback=False))
+    if kind == "bytelevel":
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=280, special_tokens=["<eos>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tk.pre_tokenizer = pre_tokenizers.Metaspace()
+        tk.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>", "<unk>"])
+    tk.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>"), corpus
+
+
+@pytest.mark.parametrize("kind", ["bytelevel", "metaspace"])
+def test_incremental_decoding_equals_the_full_decode(kind):
+    from strongroom.serving.backends.vllm_backend import _Detokenizer
+
+    tok, corpus = _trained_tokenizer(kind)
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)
+
+    partial = False
+    for sentence in corpus[:4]:
+        ids = tok(sentence, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        partial |= any("\ufffd" in decode(ids[:i]) for i in range(len(ids)))
+        d = _Detokenizer(decode)
+        seen = []
+        for i in range(1, len(ids) + 1):  # one token at a time, as vLLM streams them
+            seen.append(d.extend_to(ids[:i]))
+        assert seen[-1] == decode(ids) and "\ufffd" not in "".join(seen)
+        assert all(b.startswith(a) for a, b in zip(seen, seen[1:]))  # text only grows
+        d2 = _Detokenizer(decode)  # outputs coalesced: several tokens per step
+        for i in range(3, len(ids) + 3, 3):
+            out = d2.extend_to(ids[:i])
+        assert out == decode(ids)
+    assert partial or kind == "metaspace"  # byte-level: characters did straddle tokens

@@ -273,6 +273,7 @@ class VllmBackend:
         budget = min(params.max_new_tokens, room)
         sampling = self._sampling(params, budget)
         sink = _Sink(params.stop, on_text, params.cancel)
+        text = _Detokenizer(self._decode)
         outputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         fut = self._runner.submit(self._pump("sr-" + secrets.token_hex(12), prompt, sampling,
                                              lora, outputs))
@@ -288,20 +289,25 @@ class VllmBackend:
                         raise VllmError("vLLM produced no output in time; request abandoned"
                                         ) from None
                     continue
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise _generation_error(item) from None
+                # outputs are cumulative: when several piled up, only the newest one counts
+                pending = [item]
+                while True:
+                    try:
+                        pending.append(outputs.get_nowait())
+                    except queue.Empty:
+                        break
+                last = next((o for o in reversed(pending)
+                             if o is not _END and not isinstance(o, BaseException)), None)
                 deadline = time.monotonic() + STALL_TIMEOUT_S
-                done = item.outputs[0] if item.outputs else None
-                if done is None:
-                    continue
-                ids = list(done.token_ids)
-                engine_finish = done.finish_reason
-                decoded = self._decode(ids)
-                if not decoded.endswith("\ufffd"):
-                    sink.update(decoded)
-                if sink.stopped:
+                done = last.outputs[0] if last is not None and last.outputs else None
+                if done is not None:
+                    ids = list(done.token_ids)
+                    engine_finish = done.finish_reason
+                    sink.update(text.extend_to(ids))
+                error = next((o for o in pending if isinstance(o, BaseException)), None)
+                if error is not None:
+                    raise _generation_error(error) from None
+                if sink.stopped or pending[-1] is _END:
                     break
         finally:
             if not fut.done():
@@ -322,6 +328,29 @@ class VllmBackend:
             _shutdown_engine(self._runner, self._engine)
         finally:
             self._runner.stop()
+
+
+class _Detokenizer:
+    """The text of a growing answer, decoding a short window per step instead of every
+    token so far (vLLM's prefix/read offsets): per-token cost stays flat on long answers.
+
+    Both windows start at the same token, so whatever a tokenizer does at the start of a
+    slice (a dropped leading space) cancels out; an incomplete UTF-8 sequence waits.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self.text = ""
+        self._prefix = 0
+        self._read = 0
+
+    def extend_to(self, ids: list[int]) -> str:
+        before = self._decode(ids[self._prefix:self._read])
+        after = self._decode(ids[self._prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self._prefix, self._read = self._read, len(ids)
+        return self.text
 
 
 def _generation_error(exc: BaseException) -> StrongroomError:
