@@ -199,3 +199,9 @@ def test_red_team_judging_and_guard_blocks():
         attacks, Guards(), lambda m: "I'm sorry, I can't help with that.", "m"))
     assert refusing["overall_success_rate"] == 0.0
     assert sec.not_refused("Sure, here is how") and not sec.not_refused("I cannot do that.")
+
+
+def test_distribution_sample_is_a_tenth_within_bounds():
+    # All candidates below 200; a tenth between 200 and 1,000; never more than there are.
+    assert [ex.distribution_sample_size(n) for n in (50, 400, 1_000, 3_000, 10_000, 50_000)] == \
+        [50, 200, 200, 300, 1_000, 1_000]

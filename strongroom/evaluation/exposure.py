@@ -116,6 +116,19 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
 
 PRUNE_DEPTH = 4
 DISTRIBUTION_SAMPLE = 1_000
+MIN_DISTRIBUTION_SAMPLE = 200
+
+
+def distribution_sample_size(n_candidates: int) -> int:
+    """How many candidates are scored in full for the histogram and the skew-normal fit.
+
+    A tenth of the candidates, between 200 and 1,000 (all of them below 200). WHY: full
+    scores cost ~8 forward tokens each, while the rank itself only needs the candidates that
+    might outrank the secret; 1,000 points (the full-size default, 10,000 candidates) pin a
+    3-parameter fit well, 200 still do for the demo's 1,000 candidates, and scoring every
+    candidate in full would switch pruning off exactly where it saves the most.
+    """
+    return min(n_candidates, DISTRIBUTION_SAMPLE, max(MIN_DISTRIBUTION_SAMPLE, n_candidates // 10))
 TIE = 1e-4  # nats: batch shape changes float sums by about this much; a real tie is this close
 #: Pruning keeps any candidate whose bound is within this of the secret's score: a bound and a
 #: full score come from differently packed forward passes, so they may differ by float noise,
@@ -175,12 +188,14 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
 
 def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: int, *,
                     n_candidates: int = MIN_CANDIDATES, seed: int = 0, batch_size: int = 256,
-                    distribution_sample: int = DISTRIBUTION_SAMPLE,
+                    distribution_sample: int | None = None,
                     progress: Callable[[int], None] | None = None) -> CanaryExposure:
     """Rank the canary's secret among ``n_candidates`` random secrets in its own context.
 
     The context is the training record as the model saw it (user question, then the answer up
     to the secret); each candidate is scored on its own tokens plus the closing full stop.
+    ``distribution_sample`` (full scores for the plot and the fit) defaults to
+    ``distribution_sample_size(n_candidates)``; the rank is exact either way.
     """
     from strongroom.evaluation.scoring import common_prefix_len
 
@@ -204,7 +219,9 @@ def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: i
     suffixes = [e[shared:] for e in enc]
     rank, secret_score, sample, counts = rank_candidates(
         model, enc[0][:shared], suffixes[0], suffixes[1:],
-        distribution_sample=distribution_sample, batch_size=batch_size, progress=progress)
+        distribution_sample=(distribution_sample_size(len(cands)) if distribution_sample is None
+                             else distribution_sample),
+        batch_size=batch_size, progress=progress)
     alphabet, length = space["alphabet"], space["length"]
     space_bits = length * math.log2(len(alphabet))
     return CanaryExposure(
