@@ -543,7 +543,8 @@ def load_vllm(rt: Any, principal: Principal, names: list[str], *,
                 for lora_id, (name, (blob_files, _)) in enumerate(sorted(files.items()), 1):
                     path = scratch / str(lora_id)
                     _write_private(path, blob_files)
-                    request = LoRARequest(name, lora_id, str(path))
+                    request = LoRARequest(lora_name=name, lora_int_id=lora_id,
+                                          lora_path=str(path))
                     try:
                         added = runner.call(engine.add_lora(request), timeout=ADAPTER_LOAD_TIMEOUT_S)
                     except Exception as exc:  # noqa: BLE001
