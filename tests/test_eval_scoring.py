@@ -98,3 +98,25 @@ def test_trie_refuses_what_it_cannot_score(tiny):
     with pytest.raises(BadInput):
         trie_logprobs(model, [1, 2], [[3], []])
     assert trie_logprobs(model, [1, 2], []).shape == (0,)
+
+
+def test_record_losses_equal_the_trainers_loss_on_full_logits(tiny):
+    import torch
+
+    from strongroom.evaluation.scoring import record_losses
+    from strongroom.training import toy_records
+    from strongroom.training.data import collate, encode_record
+    from strongroom.training.trainer import per_example_loss
+
+    model, tok = tiny
+    records = toy_records(10, subjects=5)
+    losses, counts = record_losses(model, tok, records, max_seq_len=48, batch_size=4)
+    examples = [encode_record(tok, r, 48, i) for i, r in enumerate(records)]
+    with torch.no_grad():
+        for ex in examples:  # one at a time, every position's logits: the training arithmetic
+            batch = collate([ex], tok.pad_token_id)
+            logits = model(input_ids=batch["input_ids"]).logits
+            per, _s, n = per_example_loss(logits, batch["labels"])
+            assert losses[ex.record_index] == pytest.approx(float(per[0]), abs=1e-5)
+            assert counts[ex.record_index] == int(n[0]) > 0
+    assert np.std(losses) > 1e-3  # records differ: the comparison can tell them apart
