@@ -117,6 +117,8 @@ class FakeEngine:
         self.seen_dirs.append({"path": path, "mode": path.stat().st_mode & 0o777,
                                "parent_mode": path.parent.stat().st_mode & 0o777,
                                "root": path.parent.parent,
+                               "siblings": sorted(p.name for p in path.parent.iterdir()
+                                                  if not p.name.startswith(".")),
                                "files": sorted(p.name for p in path.iterdir()),
                                "config": cfg})
         capacity = self.args.max_cpu_loras or self.args.max_loras
@@ -291,6 +293,8 @@ def test_models_map_to_lora_requests_on_one_engine_and_the_dir_is_gone(
             assert seen["files"] == ["adapter_config.json", "adapter_model.safetensors"]
             assert seen["config"]["target_modules"] == sorted(
                 ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        # ... one at a time: the first was gone before the second was written ...
+        assert engine.seen_dirs[1]["siblings"] == ["2"]
         # ... and removed once vLLM held them: nothing decrypted is left on any filesystem
         assert not any(s["path"].exists() for s in engine.seen_dirs)
         _no_private_dirs()

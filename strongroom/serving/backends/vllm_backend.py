@@ -39,9 +39,10 @@ import os
 import queue
 import re
 import secrets
+import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Mapping
 
@@ -114,7 +115,6 @@ class _Plan:
     name: str
     spec: Any  # training.BaseModelSpec
     adapter: bytes | None = None
-    lora: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the engine loop
@@ -465,7 +465,7 @@ def _plan(rt: Any, principal: Principal, name: str) -> _Plan:
             raise IntegrityError("adapter was trained on a different base model")
         if dict(stored.get("files") or {}) not in ({}, spec.files):
             raise IntegrityError("base model file changed since the model was trained")
-        return _Plan(name, spec, blob, dict(meta.get("lora") or {}))
+        return _Plan(name, spec, blob)
     if name in registered_names():
         rt.door.check(principal, "inference", action="gateway.load",
                       scope_resource=f"model:{name}", details={"name": name})
@@ -553,6 +553,7 @@ def load_vllm(rt: Any, principal: Principal, names: list[str], *,
                     if added is False:
                         raise VllmError(f"vLLM did not load the adapter of {name!r}")
                     loras[name] = request
+                    shutil.rmtree(path)  # held by vLLM now: gone before the next is written
             # the adapters are in vLLM's memory now; their directory is gone
         verify_spec(spec)  # nothing changed while vLLM was reading the base
         max_len = _max_model_len(engine, settings)
