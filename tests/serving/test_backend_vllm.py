@@ -201,8 +201,9 @@ def fake_vllm(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
     FakeEngine.instances = []
     FakeEngine.on_start = None
-    for var in [v for v in os.environ if v.startswith("STRONGROOM_VLLM_")]:
-        monkeypatch.delenv(var)
+    for var in [v for v in os.environ if v.startswith("STRONGROOM_VLLM_")] + [
+            "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK"]:
+        monkeypatch.delenv(var, raising=False)
     yield vllm
     FakeEngine.on_start = None
 
@@ -282,6 +283,8 @@ def test_models_map_to_lora_requests_on_one_engine_and_the_dir_is_gone(
         assert a.lora_int_id != b.lora_int_id and {a.lora_int_id, b.lora_int_id} == set(engine.loras)
         args = engine.args
         assert args.model == base["path"] == args.tokenizer
+        # the engine (and its worker processes) run offline, without vLLM's usage report
+        assert os.environ["VLLM_NO_USAGE_STATS"] == "1" and os.environ["HF_HUB_OFFLINE"] == "1"
         assert args.enable_lora and args.max_cpu_loras == 2 and args.max_loras == 2
         assert args.max_lora_rank == 8  # the smallest vLLM rank that holds r=4
         # the adapters were read from private 0700 directories in RAM, PEFT-shaped ...

@@ -510,6 +510,7 @@ def load_vllm(rt: Any, principal: Principal, names: list[str], *,
               settings: EngineSettings | None = None) -> VllmBackend:
     """Every name through the store, then one vLLM engine for them all (see the module doc)."""
     require_extra("vllm")
+    _offline_and_quiet()
     import vllm
     from vllm.lora.request import LoRARequest
 
@@ -563,6 +564,16 @@ def load_vllm(rt: Any, principal: Principal, names: list[str], *,
             _shutdown_engine(runner, engine)
         runner.stop()
         raise
+
+
+def _offline_and_quiet() -> None:
+    """Before vLLM is imported (its engine processes inherit this): no Hub downloads (a LoRA
+    path that is gone must fail, not be looked up as a Hub repository) and no usage report
+    to vLLM's telemetry endpoint."""
+    from strongroom.training import _env  # noqa: F401  (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1)
+
+    os.environ["VLLM_NO_USAGE_STATS"] = "1"
+    os.environ["DO_NOT_TRACK"] = "1"
 
 
 def _base_tokenizer(spec: Any) -> Any:
