@@ -14,9 +14,14 @@ whose ``LoRARequest`` takes a directory, reads it from a private 0700 directory 
 (``store.scratch``). vLLM reads a LoRA from its path only when the adapter is added to its
 CPU-side cache (``add_lora``; requests then use the cached tensors, and the tokenizer is the
 base model's: vLLM no longer reads one from the LoRA path), so every adapter is added
-eagerly with a cache big enough that none is ever evicted, and the directory is removed as
-soon as the last one is in. Were vLLM to need a path again (an eviction), it would find none
-and that request fails: closed, not reloaded from disk.
+eagerly with a cache big enough that none is ever evicted, and each adapter's directory is
+removed as soon as vLLM holds it (before the next is written). Were vLLM to need a path again
+(an eviction), it would find none and that request fails: closed, not reloaded from disk
+(and never looked up on the Hub: the engine runs with HF_HUB_OFFLINE=1 and no usage report).
+
+Limits: the base's hashes are checked before and after vLLM reads it, not while (vLLM reads
+the files by path in its own processes, so a file swapped and restored during the load is not
+seen; the llama.cpp backend, which copies its base into a sealed memfd, has no such window).
 
 Generation follows the transformers backend (the reference) so the two are interchangeable
 behind the gateway: the base tokenizer's chat template, prompts tokenised here (the guards
