@@ -645,7 +645,7 @@ def main() -> None:
         for pol in args.policies:
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
-            preds, dps, _det = run_strongroom(texts, pol)
+            preds, dps, _det, _cdps = run_strongroom(texts, pol)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             sc = score(docs, preds)
             row = {"docs_per_s": round(dps, 1), "wall_s": round(time.perf_counter() - t0, 1),

@@ -19,6 +19,7 @@ from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, c
                                        lone_given_name_spans, town_before_country_spans)
 from strongroom.privacy.occupations import occupation_spans
 from strongroom.privacy.recognizers import PatternRecognizer, builtin_recognizers, run_all
+from strongroom.privacy.rescan import Edit, RescanPlan, plan as plan_rescan
 from strongroom.privacy.types import Span
 
 # Sensitive authentication data and secrets: detected and removed under every policy.
@@ -59,15 +60,16 @@ class AnalyzerConfig:
 
 class Analyzer:
     def __init__(self, ner: NerBackend | None, config: AnalyzerConfig,
-                 extra: Iterable[PatternRecognizer] = (), raw_cache: dict[str, list[Span]] | None = None) -> None:
+                 extra: Iterable[PatternRecognizer] = (), raw_cache: dict[str, tuple[list[Span], list[NerEntity]]] | None = None) -> None:
         self.ner = ner
         self.config = config
         recs = builtin_recognizers() + H.address_recognizers() + H.org_recognizers() + list(extra)
         wanted = config.entities
         self.recognizers = [r for r in recs if wanted is None or r.entity_type in wanted or r.entity_type in ALWAYS_REMOVE]
-        # raw detections (before type / threshold filtering) per distinct text; an engine shares one
-        # between its analyzers, so the re-scan of a text the first pass left unchanged is free
-        self._cache: dict[str, list[Span]] = raw_cache if raw_cache is not None else {}
+        # raw detections (before type / threshold filtering) and the model's raw entities per
+        # distinct text; an engine shares one between its analyzers, so the re-scan of a text the
+        # first pass left unchanged is free
+        self._cache: dict[str, tuple[list[Span], list[NerEntity]]] = raw_cache if raw_cache is not None else {}
         self._allow_re = None
         if config.allow:
             vals = sorted({a for a in config.allow if a.strip()}, key=len, reverse=True)
@@ -83,7 +85,9 @@ class Analyzer:
         return self.analyze_batch([text])[0]
 
     def analyze_batch(self, texts: list[str], batch_size: int = 256,
-                      groups: list[Any] | None = None) -> list[list[Span]]:
+                      groups: list[Any] | None = None, *,
+                      ner_memo: dict[str, list[NerEntity]] | None = None,
+                      sources: list[tuple[str, list[NerEntity], list[Edit]] | None] | None = None) -> list[list[Span]]:
         """Analyze many texts with one batched NER pass (long texts are cut into chunks).
 
         `groups` (one key per text, e.g. the record number) lets a name found in one field of a
@@ -92,6 +96,11 @@ class Analyzer:
 
         Raw detections per distinct text are cached (chat data repeats system prompts, roles and
         templated lines), and texts without a letter skip the NER model entirely.
+
+        `ner_memo`, when given, receives the model's raw entities per text (single-chunk texts), so
+        that a re-scan of the edited text can pass them back as `sources` (per text: the source
+        text, its entities and the edits that made this text from it): the model then re-reads
+        only the edited sentences (see strongroom.privacy.rescan).
         """
         results: list[list[Span] | None] = [None] * len(texts)
         todo: dict[str, list[int]] = {}
@@ -100,12 +109,20 @@ class Analyzer:
         for i, t in enumerate(texts):
             hit = cache.get(t)
             if hit is not None:
-                results[i] = [copy(s) for s in hit if keep(s)]
+                results[i] = [copy(s) for s in hit[0] if keep(s)]
+                if ner_memo is not None:
+                    ner_memo[t] = hit[1]
             else:
                 todo.setdefault(t, []).append(i)
         if todo:
-            pieces: list[tuple[str, int, str]] = []  # (text, offset, chunk)
-            for t in todo:
+            plans: dict[str, RescanPlan] = {}
+            pieces: list[tuple[str, int, str]] = []  # (text, offset, chunk or window)
+            for t, idxs in todo.items():
+                src = sources[idxs[0]] if sources is not None else None
+                if src is not None and len(t) <= _CHUNK:
+                    plans[t] = p = plan_rescan(t, src[0], src[1], src[2])
+                    pieces.extend((t, a, t[a:b]) for a, b in p.windows)
+                    continue
                 for off, chunk in _chunks(t):
                     pieces.append((t, off, chunk))
             need = [k for k, (_t, _o, c) in enumerate(pieces) if _HAS_LETTER.search(c)]
@@ -114,16 +131,28 @@ class Analyzer:
                 for k, ents in zip(need, self.ner.pipe([pieces[k][2] for k in need], batch_size=batch_size)):
                     ner_out[k] = ents
             raw: dict[str, list[Span]] = {t: [] for t in todo}
+            ents_of: dict[str, list[NerEntity]] = {}
+            fresh: dict[str, list[NerEntity]] = {t: [] for t in plans}
             for (t, off, chunk), ents in zip(pieces, ner_out):
+                if t in plans:
+                    fresh[t].extend(NerEntity(e.label, e.start + off, e.end + off, e.score) for e in ents)
+                    continue
                 for sp in self._analyze_chunk(chunk, ents):
                     sp.start += off
                     sp.end += off
                     raw[t].append(sp)
+                if len(t) <= _CHUNK:
+                    ents_of[t] = ents
+            for t, p in plans.items():
+                ents_of[t] = p.merge(fresh[t])
+                raw[t] = self._analyze_chunk(t, ents_of[t])
             for t, idxs in todo.items():
+                if ner_memo is not None and t in ents_of:
+                    ner_memo[t] = ents_of[t]
                 if len(t) <= _CACHE_MAX_CHARS:
                     if len(cache) >= _CACHE_SIZE:
                         cache.pop(next(iter(cache)))
-                    cache[t] = raw[t]
+                    cache[t] = (raw[t], ents_of.get(t, []))
                 for i in idxs:
                     results[i] = [copy(sp) for sp in raw[t] if keep(sp)]
         shared: dict[Any, dict[str, tuple[str, float]]] = {}

@@ -11,6 +11,9 @@ Record streams (`deidentify_records`):
   (report.second_pass); what it would leave but scores >= residual_threshold is a residual
   finding and makes `safe_for_training` False. Lone-word model guesses score 0.7, below every
   built-in residual_threshold, so they are removed but never flip the verdict.
+  The re-scan's NER model re-reads only the sentences holding a replacement (with context words
+  either side); elsewhere the first pass's raw model output is reused, shifted to the output's
+  offsets. Pattern recognizers and heuristics still run on the whole output (privacy.rescan).
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Any, Iterable, Iterator
 
 from strongroom.errors import BadInput
 from strongroom.privacy.analyzer import ALWAYS_REMOVE, Analyzer, AnalyzerConfig
-from strongroom.privacy.nlp import get_ner
+from strongroom.privacy.nlp import NerEntity, get_ner
 from strongroom.privacy.operators import MARKER_RE, OperatorSpec, Transformer
 from strongroom.privacy.policy import Policy, load_policy, normalise_allow
 from strongroom.privacy.report import DeidReport
+from strongroom.privacy.rescan import Edit, edits_of
 from strongroom.privacy.tables import classify_column, hint_for, is_record_key_column
 from strongroom.privacy.types import DeidResult, Span
 from strongroom.privacy.vault import TokenVault
@@ -58,7 +62,7 @@ class DeidEngine:
         self._secret = bytes(secret)
         self.vault = vault
         self.ner = get_ner(policy.nlp_model, policy.token_model_dir)
-        raw_cache: dict[str, list[Span]] = {}
+        raw_cache: dict = {}
         self.analyzer = Analyzer(self.ner, AnalyzerConfig(
             entities=set(policy.entities), default_threshold=policy.default_threshold,
             thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
@@ -72,6 +76,9 @@ class DeidEngine:
             allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns, raw_cache=raw_cache)
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
+        # record streams: the re-scan's model re-reads only edited sentences (strongroom.privacy.rescan);
+        # False re-reads every edited text whole (the reference the windowed scan is checked against)
+        self.windowed_rescan = True
 
     def _zone(self) -> contextlib.AbstractContextManager:
         """A spaCy memory zone around one unit of work (a text, a batch of records).
@@ -449,18 +456,23 @@ class _RecordState:
             rep.operators[(ctype, op.name)] += 1
         texts = [j[4] for j in jobs]
         groups = [j[0] for j in jobs]
-        all_spans = eng.analyzer.analyze_batch(texts, groups=groups) if texts else []
+        # the model's raw entities per text, for the windowed re-scan (this batch only)
+        memo: dict[str, list[NerEntity]] = {}
+        all_spans = eng.analyzer.analyze_batch(texts, groups=groups, ner_memo=memo) if texts else []
         outs: list[tuple[str, list[tuple[int, int]]]] = []
+        sources: list[tuple[str, list[NerEntity], list[Edit]] | None] = []
         for (i, path, cont, key, val, subj), spans in zip(jobs, all_spans):
             out, spans, regions = eng._apply(val, spans, subj)
             cont[key] = out
             outs.append((out, regions))
+            ents = memo.get(val)
+            sources.append(None if ents is None or not eng.windowed_rescan else (val, ents, edits_of(val, spans)))
             for s in spans:
                 rep.counts[(path, s.entity_type)] += 1
                 rep.operators[(s.entity_type, s.operator or "")] += 1
         if self.residual and outs:
             pol = eng.policy
-            res_spans = eng.residual_analyzer.analyze_batch([o for o, _ in outs], groups=groups)
+            res_spans = eng.residual_analyzer.analyze_batch([o for o, _ in outs], groups=groups, sources=sources)
             for (i, path, cont, key, _v, subj), (out, regions), spans in zip(jobs, outs, res_spans):
                 repair, residual = eng._rescan(out, spans, regions)
                 if repair and pol.residual_repair:
