@@ -472,3 +472,55 @@ def test_training_refuses_a_model_moved_after_peft(monkeypatch, dp):
                        if dp else None)
     with pytest.raises(TrainingGuardError):
         train(model, tok, train_r, [], conf, progress=False)
+
+
+def _engine(pm, n_units, max_grad_norm, unit="subject"):
+    opt = torch.optim.SGD([p for _, p in trainable_named_parameters(pm)], lr=LR)
+    return DPEngine(pm, opt, n_units, DPConfig(noise_multiplier=0.0, max_grad_norm=max_grad_norm,
+                                               expected_batch_size=n_units, noise_seed=0),
+                    total_steps=1, unit=unit)
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e3, C])
+def test_identical_records_of_a_subject_share_one_forward_and_count_k_times(rows, max_grad_norm):
+    """A planted canary's repeats: subject A holds three identical records. They take one
+    forward, and A's gradient is still 3 g (the sum) before the clip: with a clip that does
+    not bite the step is (3 g_A + g_B) / 2 exactly; with one that bites, clip(3 g_A) + ..."""
+    pm, _ = lora_model()
+    g = manual_unit_grads(pm, [[rows[0]], [rows[3]]])
+    bound = lambda x: x * min(1.0, max_grad_norm / (float(x.norm()) + 1e-6))  # noqa: E731
+    hand = (bound(3 * g[0]) + bound(g[1])) / 2
+    units = [[rows[0], rows[0], rows[0]], [rows[3]]]
+    pm, _ = lora_model()
+    eng = _engine(pm, 2, max_grad_norm)
+    forwards = []
+
+    def spy(module, rs):
+        forwards.append([r.record_index for r in rs])
+        per_ex, summed, count, _ = _forward_loss(module, rs, 0, torch.device("cpu"))
+        return per_ex.mean(), summed.detach(), count
+
+    info = eng.step(units, 8, spy)
+    assert sorted(i for f in forwards for i in f) == sorted([rows[0].record_index,
+                                                             rows[3].record_index])
+    assert info["rows"] == 4 and info["duplicate_rows"] == 2
+    assert torch.allclose(flat_grads(pm), hand, rtol=1e-4, atol=1e-7)
+    # The reported loss counts A's record three times, as if each copy had its own forward.
+    per_ex, summed, count, _ = _forward_loss(pm, [rows[0], rows[3]], 0, torch.device("cpu"))
+    assert info["tokens"] == 3 * int(count[0]) + int(count[1])
+
+
+def test_identical_records_are_not_merged_under_dropout(rows):
+    model, _ = tiny_llama()
+    torch.manual_seed(0)
+    pm = apply_lora(model, TrainConfig(lora_r=4, lora_dropout=0.1), "cpu")
+    pm.train()
+    eng = _engine(pm, 1, 1.0)
+    seen = []
+
+    def spy(module, rs):
+        seen.extend(r.record_index for r in rs)
+        return loss_fn(module, rs)
+
+    info = eng.step([[rows[0], rows[0]]], 8, spy)
+    assert len(seen) == 2 and info["duplicate_rows"] == 0

@@ -18,7 +18,10 @@ What we do, precisely (this text is quoted by the model card):
   loss is the mean over its own assistant tokens (never a batch-wide token mean, whose
   normaliser would depend on other units and break the sensitivity bound). At most
   ``max_records_per_subject`` records of a subject are used per step (a fresh uniformly random
-  subset when a subject has more): this bounds compute, not privacy.
+  subset when a subject has more): this bounds compute, not privacy. Identical records of one
+  unit (a planted canary's repeats) share one forward and count k times in the unit's sum (the
+  same sum, less work; only when no dropout is active), and each forward takes rows of similar
+  length (less padding).
 * Clipping to C = ``max_grad_norm`` in L2 over all LoRA parameters, Gaussian noise with std
   sigma*C added to the sum, divided by the expected batch size (Opacus ``DPOptimizer``).
   Memory is bounded by the physical batch: at most ``batch_size`` sequences per forward and
@@ -107,6 +110,15 @@ def accountant_kwargs(accountant: str) -> dict[str, Any]:
     return {"alphas": RDP_ALPHAS} if accountant == "rdp" else {}
 
 
+def _weighted(value: Any, weight: Sequence[int]) -> float:
+    """Sum of a loss function's per-row statistic, each row counted ``weight`` times; a plain
+    number (a loss function that only reports totals) is taken as it is."""
+    if hasattr(value, "reshape") and getattr(value, "numel", lambda: 1)() == len(weight):
+        return float(sum(float(v) * w for v, w in zip(value.detach().reshape(-1).tolist(),
+                                                       weight)))
+    return float(value)
+
+
 def _seeded_generator(seed: int | None):
     import torch
 
@@ -176,6 +188,9 @@ class DPEngine:
         self.noise_multiplier = float(self.optimizer.noise_multiplier)
         self.expected_batch_size = self.optimizer.expected_batch_size
         self._torch = torch
+        # Identical rows of a unit may share one forward only if the forward is deterministic.
+        self._deterministic = not any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_units(self) -> list[int]:
@@ -199,9 +214,13 @@ class DPEngine:
 
         ``unit_rows[u]`` are the examples of unit u; ``loss_fn(module, rows)`` returns
         (mean over rows of per-row loss, summed token loss, learned-token count) after
-        running forward on ``module``. ``physical_units`` bounds both the sequences per forward
-        and the units per accumulator (memory). Leaves ``p.grad`` (the noised, scaled gradient
-        that was applied) in place for guards; the caller zeroes gradients afterwards.
+        running forward on ``module``; the last two either as totals or, better, as per-row
+        tensors, so that a row standing for k identical copies (``_distinct``) is reported k
+        times. ``physical_units`` bounds both the sequences per forward and the units per
+        accumulator (memory). Leaves ``p.grad`` (the noised, scaled gradient that was applied)
+        in place for guards; the caller zeroes gradients afterwards. ``rows`` in the result
+        counts every record used, copies included; ``duplicate_rows`` those that shared a
+        forward with an identical copy.
         """
         opt = self.optimizer
         physical = max(1, int(physical_units))
@@ -210,29 +229,40 @@ class DPEngine:
         opt.zero_grad(set_to_none=True)
         chosen = self.sample_units()
         chunks = [chosen[i:i + physical] for i in range(0, len(chosen), physical)] or [[]]
-        tok_loss, n_tok, n_rows = 0.0, 0, 0
+        tok_loss, n_tok, n_rows, n_dup = 0.0, 0, 0, 0
         for ci, chunk in enumerate(chunks):
             last = ci == len(chunks) - 1
             if chunk:
-                rows, group = [], []
+                rows, group, weight = [], [], []
                 for g, u in enumerate(chunk):
                     picked = self.unit_step_rows(unit_rows[u])
-                    rows += picked
-                    group += [g] * len(picked)
+                    n_rows += len(picked)
+                    for row, k in self._distinct(picked):
+                        rows.append(row)
+                        group.append(g)
+                        weight.append(k)
+                n_dup += sum(weight) - len(weight)
+                # Shortest first: each forward pads to its longest row only, so rows of
+                # similar length share forwards (a row's gradient does not depend on the
+                # others in its forward, nor on its padding).
+                order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+                rows = [rows[i] for i in order]
+                group = [group[i] for i in order]
+                weight = [weight[i] for i in order]
                 # One row per unit, one forward: the per-sample gradients already are the
                 # per-unit ones (the record-level case), no accumulator needed.
                 direct = len(rows) == len(chunk) and len(rows) <= physical
                 acc = None if direct else self._new_accumulators(len(chunk))
                 for i in range(0, len(rows), physical):
+                    w = weight[i:i + physical]
                     loss, s, n = loss_fn(self.module, rows[i:i + physical])
                     with warnings.catch_warnings():
                         # Benign: the frozen embedding output has no grad; hooks fire right.
                         warnings.filterwarnings("ignore", message="Full backward hook is firing")
                         loss.backward()
-                    self._accumulate(acc, group[i:i + physical])
-                    tok_loss += s
-                    n_tok += n
-                n_rows += len(rows)
+                    self._accumulate(acc, group[i:i + physical], w)
+                    tok_loss += _weighted(s, w)
+                    n_tok += int(round(_weighted(n, w)))
                 if acc is not None:
                     for p, a in zip(opt.params, acc):
                         p.grad_sample = a
@@ -245,21 +275,48 @@ class DPEngine:
             if not last:
                 opt.zero_grad(set_to_none=True)
         return {"units": len(chosen), "rows": n_rows, "token_loss_sum": tok_loss,
-                "tokens": n_tok}
+                "tokens": n_tok, "duplicate_rows": n_dup}
+
+    def _distinct(self, rows: Sequence[Any]) -> list[tuple[Any, int]]:
+        """(row, multiplicity) for each distinct token sequence among one unit's rows.
+
+        WHY: a unit's gradient is the *sum* of its rows' gradients, and identical rows (a
+        planted canary's repeats, a customer's repeated message) have identical gradients
+        when the forward is deterministic, so k copies cost one forward and weigh k. The
+        clipped unit gradient is bit-for-bit the same maths; only the work shrinks. With
+        dropout active, copies would draw different masks, so nothing is merged.
+        """
+        if not self._deterministic or len(rows) < 2:
+            return [(r, 1) for r in rows]
+        seen: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        out: list[list[Any]] = []
+        for r in rows:
+            key = (tuple(r.input_ids), tuple(r.labels))
+            if key in seen:
+                out[seen[key]][1] += 1
+            else:
+                seen[key] = len(out)
+                out.append([r, 1])
+        return [(r, k) for r, k in out]
 
     def _new_accumulators(self, n_units: int) -> list[Any]:
         return [self._torch.zeros((n_units, *p.shape), dtype=p.dtype, device=p.device)
                 for p in self.optimizer.params]
 
-    def _accumulate(self, acc: list[Any] | None, group: Sequence[int]) -> None:
+    def _accumulate(self, acc: list[Any] | None, group: Sequence[int],
+                    weight: Sequence[int] | None = None) -> None:
         """Add this forward's per-sequence gradients into their units' sums, then drop them
-        (``acc`` None: check them and leave them in place, one row per unit).
+        (``acc`` None: check them and leave them in place, one row per unit). ``weight[i]``
+        is how many identical copies row i stands for (its gradient counts that often).
 
         WHY before clipping: the clip must bound a whole unit (a subject's records together);
         summing after per-sequence clipping would bound each record instead.
         """
         torch = self._torch
         idx = None
+        wt = None
+        if weight is not None and any(w != 1 for w in weight):
+            wt = torch.tensor(list(weight), dtype=torch.float32)
         for j, p in enumerate(self.optimizer.params):
             gs = p.grad_sample
             if gs is None:
@@ -271,6 +328,8 @@ class DPEngine:
             if gs.shape[0] != len(group):
                 raise TrainingGuardError("per-sample gradients do not match the rows of the "
                                          "forward")
+            if wt is not None:
+                gs = gs * wt.to(device=gs.device, dtype=gs.dtype).view(-1, *[1] * (gs.dim() - 1))
             if acc is None:
                 p.grad_sample = gs
                 continue

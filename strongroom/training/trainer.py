@@ -312,6 +312,10 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             metrics = meta["metrics"]
             resumed_from = st.step
 
+    # Held-out rows by length: each forward pads to its longest row only (the loss is a sum
+    # over rows, so the order does not change it).
+    eval_sorted = sorted(eval_ex, key=lambda e: len(e.input_ids))
+
     def evaluate() -> float | None:
         if not eval_ex:
             return None
@@ -319,8 +323,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         tot, n = 0.0, 0
         # Each rank scores its share of the held-out batches; sums are combined. Under FSDP
         # every rank must run the same number of forwards (each one all-gathers weights).
-        batches = [eval_ex[i:i + config.batch_size]
-                   for i in range(0, len(eval_ex), config.batch_size)]
+        batches = [eval_sorted[i:i + config.batch_size]
+                   for i in range(0, len(eval_sorted), config.batch_size)]
         mine = batches[rank::world]
         if use_fsdp:
             mine += [batches[0]] * (math.ceil(len(batches) / world) - len(mine))
@@ -352,7 +356,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             def loss_fn(module, rows):
                 per_ex, summed, count, ntok = _forward_loss(module, rows, pad_id, device)
                 loss_fn.tokens += ntok
-                return per_ex.mean(), float(summed.detach().sum()), int(count.sum())
+                # Per-row figures: the engine weighs a row that stands for identical copies.
+                return per_ex.mean(), summed.detach(), count
             loss_fn.tokens = 0
             try:
                 info = dp_engine.step(unit_rows, config.batch_size, loss_fn)
