@@ -8,9 +8,11 @@ Two modes:
   each with full-size settings (10,000 candidates per canary by default). Prints canary
   exposure, membership AUC, extraction rate and held-out perplexity side by side, and the
   runtime of every suite. Every step is a real ``strongroom`` command.
-* ``scoring``: candidates per second of the canary-exposure scorer on the embedded SmolLM2,
-  shared-prefix batches (what ``strongroom eval`` does) against scoring each full sequence in
-  batches without sharing the prefix; both must agree.
+* ``scoring``: candidates per second of the canary-exposure scorers on the embedded SmolLM2:
+  token tries in one tree-attention forward per chunk (``trie_logprobs``, what ``strongroom
+  eval`` does), shared-prefix padded batches on copies of the prefix cache
+  (``suffix_logprobs``), and each full sequence in batches without sharing the prefix; all
+  must agree. (Every candidate is scored in full here: no pruning.)
 
 Usage:
   .venv/bin/python bench/eval.py --mode scoring [--candidates 512] [--threads 2]
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -95,6 +98,11 @@ def bench_models(a: argparse.Namespace) -> dict:
         m = out["models"][name]
         m["eval_s"] = round(time.monotonic() - t0, 1)
         m["timings_s"] = res["timings_s"]
+        m["cpu_s"] = res.get("cpu_s", {})
+        m["exposure_per_canary"] = [
+            {k: c.get(k) for k in ("rank", "exposure_bits", "scored_in_full", "pruned",
+                                   "distribution_sample")}
+            for c in p_of(res).get("exposure", {}).get("per_canary", [])]
         p, q = res.get("privacy", {}), res.get("quality", {})
         m.update(
             exposure_mean_bits=p.get("exposure", {}).get("mean_bits"),
@@ -112,6 +120,10 @@ def bench_models(a: argparse.Namespace) -> dict:
     return out
 
 
+def p_of(res: dict) -> dict:
+    return res.get("privacy", {}) or {}
+
+
 def bench_scoring(a: argparse.Namespace) -> dict:
     import random
 
@@ -119,7 +131,7 @@ def bench_scoring(a: argparse.Namespace) -> dict:
     import torch
 
     from strongroom.evaluation.exposure import random_candidates
-    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs
+    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs, trie_logprobs
     from strongroom.training import load_base, resolve_base
     from strongroom.training._env import set_threads
 
@@ -139,6 +151,11 @@ def bench_scoring(a: argparse.Namespace) -> dict:
     fast = suffix_logprobs(model, enc[0][:shared], [e[shared:] for e in enc],
                            batch_size=a.batch_size)
     fast_s = time.monotonic() - t0
+    # Token tries packed with a tree-attention mask (what strongroom eval does now).
+    t0, c0 = time.monotonic(), time.process_time()
+    tri = trie_logprobs(model, enc[0][:shared], [e[shared:] for e in enc],
+                        chunk_tokens=a.batch_size * 2)
+    trie_s, trie_cpu = time.monotonic() - t0, time.process_time() - c0
     # Naive: every full sequence in batches (same batch size), no shared prefix.
     t0 = time.monotonic()
     slow = []
@@ -156,7 +173,12 @@ def bench_scoring(a: argparse.Namespace) -> dict:
             "naive_s": round(slow_s, 2), "naive_cand_per_s": round(a.candidates / slow_s, 1),
             "speedup": round(slow_s / fast_s, 2),
             "max_abs_diff": float(np.max(np.abs(np.array(slow) - fast))),
-            "projected_10k_candidates_s": round(10_000 * fast_s / a.candidates, 1)}
+            "trie_s": round(trie_s, 2), "trie_cpu_s": round(trie_cpu, 2),
+            "trie_cand_per_s": round(a.candidates / trie_s, 1),
+            "trie_speedup_vs_shared_prefix": round(fast_s / trie_s, 2),
+            "trie_max_abs_diff": float(np.max(np.abs(np.array(slow) - tri))),
+            "projected_10k_candidates_s": round(10_000 * fast_s / a.candidates, 1),
+            "projected_10k_candidates_trie_s": round(10_000 * trie_s / a.candidates, 1)}
 
 
 def main() -> None:
@@ -183,7 +205,12 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     (REPO / "bench" / "out").mkdir(exist_ok=True)
+    load0, t0, c0 = os.getloadavg(), time.monotonic(), time.process_time()
     out = bench_scoring(a) if a.mode == "scoring" else bench_models(a)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["run"] = {"wall_s": round(time.monotonic() - t0, 1),
+                  "cpu_s": round(time.process_time() - c0 + ch.ru_utime + ch.ru_stime, 1),
+                  "load_average_start": load0, "load_average_end": os.getloadavg()}
     print(json.dumps(out, indent=2, default=str))
     if a.json:
         a.json.write_text(json.dumps(out, indent=2, default=str))

@@ -83,6 +83,21 @@ def _f(x: Any, pct: bool = False) -> str:
     return f"{100 * x:.0f} %" if pct else f"{x:.2f}"
 
 
+def _timings(results: dict[str, Any], names: list[str]) -> None:
+    """Wall (and CPU) seconds of every evaluation phase, per model: where the time goes."""
+    phases = ("load", "quality.losses", "quality.answers", "privacy.exposure",
+              "privacy.membership", "privacy.extraction", "total")
+    table = Table(title="evaluation time per phase, wall s (CPU s)")
+    table.add_column("model")
+    for ph in phases:
+        table.add_column(ph)
+    for name in names:
+        wall, cpu = results[name].get("timings_s", {}), results[name].get("cpu_s", {})
+        table.add_row(name, *(f"{wall[ph]:.0f} ({cpu.get(ph, 0):.0f})" if ph in wall else "-"
+                              for ph in phases))
+    console.print(table)
+
+
 def run(env: dict[str, str], home: Path, otp: Any) -> None:
     """Train, evaluate, compare, and show the gate (called by examples/demo.py)."""
     t_all = time.monotonic()
@@ -110,6 +125,7 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:
             f"{_f(x.get('rate'), True)} of {x.get('records_attempted', 0)}",
             f"{_f(q.get('heldout_perplexity'))} ({_f(q.get('base_heldout_perplexity'))})")
     console.print(table)
+    _timings(results, names)
     console.print("Exposure: ~1 bit = the secret ranks like a random guess; the maximum is "
                   "where the model ranks it first among the candidates.")
     denied = sr(["models", "promote", "eval-raw"], env, check=False)
