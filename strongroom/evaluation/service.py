@@ -329,7 +329,7 @@ class EvaluationService:
 
     def _quality(self, principal: Principal, req: EvalRequest, ctx: _Context) -> dict[str, Any]:
         from strongroom.evaluation.quality import answer_block, loss_block, qa_pairs_from_records
-        from strongroom.evaluation.scoring import adapter_off, generate_batch
+        from strongroom.evaluation.scoring import generate_batch
 
         if ctx.split_error or not ctx.heldout:
             return {"status": "error", "reason": ctx.split_error or "the model has no held-out "
