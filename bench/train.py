@@ -17,6 +17,16 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
   ``--dp-top-layers 0`` = the pipeline's all-linear LoRA (slow: ~2x per step). Records whose
   prompt fills ``--dp-seq`` are dropped by the trainer (nothing to learn), as in production.
 
+* ``load``    — base-model load time without and with the verified conversion cache
+  (``strongroom.training.base_cache``): ``load-gguf`` (no cache, as before), ``load-cold``
+  (converts and writes the cache), ``load-warm`` (a fresh process reading the cache), each in
+  its own process, wall and CPU seconds, and whether the logits on a fixed prompt are
+  bit-identical across the three (run with ``--modes load``; a throw-away cache and key).
+* ``demo``    — the #6 demo's fine-tunes (``examples/demo_eval.py`` TRAIN_ARGS on its first 64
+  support chats, system prompt dropped, 2 canaries x 16): non-DP and DP (eps 8, subject
+  level) in one process each, per-phase seconds (DP set-up and noise calibration, steps,
+  held-out evaluation, accountant calls). ``--demo-steps`` (default 8) shortens it.
+
 Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
 the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
 
@@ -105,6 +115,100 @@ def dplearn(model, tok, a: argparse.Namespace) -> dict:
             "load_avg": os.getloadavg(),
             "peak_rss_train_gb": _rss_kb("VmHWM") / 1e6,
             "peak_rss_lifetime_gb": 0.0, "load_s": 0.0}
+
+
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def load_child(mode: str, threads: int, cache_dir: str) -> dict:
+    """One load of the embedded base model; logits on a fixed prompt saved for comparison."""
+    sys.path.insert(0, str(REPO))
+    t0, c0 = time.perf_counter(), _cpu_s()
+    import torch
+
+    from strongroom.training import load_base, resolve_base
+    from strongroom.training.base_cache import BaseCache
+
+    torch.set_num_threads(threads)
+    import_s, import_cpu = time.perf_counter() - t0, _cpu_s() - c0
+    spec = resolve_base("smollm2-135m-instruct")
+    cache = None
+    if mode != "load-gguf":
+        cache = BaseCache(Path(cache_dir) / "cache", bytes.fromhex(os.environ["BENCH_CACHE_KEY"]),
+                          "bench")
+    t1, c1 = time.perf_counter(), _cpu_s()
+    model, tok = load_base(spec, cache=cache)
+    load_s, load_cpu = time.perf_counter() - t1, _cpu_s() - c1
+    ids = tok("The account number of Alice Abernathy is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    torch.save(logits, Path(cache_dir) / f"logits-{mode}.pt")
+    return {"mode": mode, "import_s": import_s, "import_cpu_s": import_cpu, "load_s": load_s,
+            "load_cpu_s": load_cpu, "load_avg": os.getloadavg()}
+
+
+def demo_child(mode: str, threads: int, steps: int, cache_dir: str) -> dict:
+    """The demo's fine-tune configuration (examples/demo_eval.py), phases timed."""
+    sys.path.insert(0, str(REPO))
+    import random
+
+    import torch
+
+    from strongroom.training import dp as dp_mod
+    from strongroom.training import (
+        load_base, plant_canaries, resolve_base, split_records, train, trainer,
+    )
+    from strongroom.training.pipeline import TrainRequest
+
+    from strongroom.training.base_cache import BaseCache
+
+    torch.set_num_threads(threads)
+    cache = BaseCache(Path(cache_dir) / "cache", bytes.fromhex(os.environ["BENCH_CACHE_KEY"]),
+                      "bench")
+    model, tok = load_base(resolve_base("smollm2-135m-instruct"), cache=cache)
+    recs = []
+    for line in (REPO / "examples/data/support.jsonl").read_text().splitlines()[:64]:
+        r = json.loads(line)
+        r["messages"] = [m for m in r["messages"] if m["role"] != "system"]
+        recs.append(r)
+    train_r, eval_r = split_records(recs, 0.3)
+    train_r, _ = plant_canaries(train_r, 2, 16, random.Random(0))
+    cfg = TrainRequest(dataset="demo", out="demo", max_steps=steps, max_seq_len=128,
+                       batch_size=8, lr=5e-3, lora_r=16, eval_fraction=0.3, canaries=2,
+                       canary_repeats=16, seed=0, threads=threads,
+                       dp_epsilon=8.0 if mode == "demo-dp" else None).train_config()
+    phases = {"dp_setup_s": 0.0, "eval_s": 0.0, "accountant_s": 0.0}
+
+    def timed(obj, name, key, when=lambda: True):
+        orig = getattr(obj, name)
+
+        def wrapper(*args, **kw):
+            if not when():
+                return orig(*args, **kw)
+            t = time.perf_counter()
+            try:
+                return orig(*args, **kw)
+            finally:
+                phases[key] += time.perf_counter() - t
+        setattr(obj, name, wrapper)
+
+    timed(dp_mod.DPEngine, "__init__", "dp_setup_s")
+    timed(dp_mod.DPEngine, "epsilon", "accountant_s")
+    timed(trainer, "_forward_loss", "eval_s", when=lambda: not torch.is_grad_enabled())
+    t0, c0 = time.perf_counter(), _cpu_s()
+    r = train(model, tok, train_r, eval_r, cfg, progress=False)
+    total, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    rows = [m for m in r.metrics if "step_time_s" in m]
+    step_s = [m["step_time_s"] for m in rows]
+    return {"mode": mode, "steps": len(step_s), "train_s": total, "train_cpu_s": cpu,
+            "step_s": step_s, "steps_s": sum(step_s), **phases,
+            "other_s": total - sum(step_s) - phases["dp_setup_s"] - phases["eval_s"],
+            "final_eval_loss": r.final_eval_loss, "units_per_step": [m.get("units") for m in rows],
+            "dp": r.dp, "load_avg": os.getloadavg()}
 
 
 def child(mode: str, steps: int, threads: int, a: argparse.Namespace | None = None) -> dict:
@@ -222,6 +326,68 @@ def paired(model, tok, recs, cfg, steps) -> dict:
             "peak_rss_lifetime_gb": 0.0}
 
 
+def _run_child(mode: str, a: argparse.Namespace, *extra: str, env: dict | None = None) -> dict:
+    env = dict(env or os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
+    p = subprocess.run([sys.executable, __file__, "--child", mode, "--threads", str(a.threads),
+                        *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    if p.returncode or not line:
+        sys.exit(f"mode {mode} failed:\n{(p.stderr or '')[-3000:]}")
+    return json.loads(line[-1][7:])
+
+
+def load_modes(a: argparse.Namespace) -> dict:
+    """Base-model load without cache, cold cache, warm cache; logits compared bit for bit."""
+    import secrets
+    import tempfile
+
+    import torch
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="bench-base-cache-") as d:
+        env = dict(os.environ, BENCH_CACHE_KEY=secrets.token_hex(32))
+        for mode in ("load-gguf", "load-cold", "load-warm"):
+            r = out[mode] = _run_child(mode, a, "--cache-dir", d, env=env)
+            print(f"{mode:10s} load {r['load_s']:6.1f} s wall {r['load_cpu_s']:6.1f} s CPU "
+                  f"(imports {r['import_s']:.1f} s wall {r['import_cpu_s']:.1f} s CPU)  "
+                  f"load avg {r['load_avg'][0]:.2f}", flush=True)
+        ref = torch.load(Path(d) / "logits-load-gguf.pt")
+        for mode in ("load-cold", "load-warm"):
+            got = torch.load(Path(d) / f"logits-{mode}.pt")
+            out[mode]["logits_bit_exact"] = bool(torch.equal(got, ref))
+            out[mode]["logits_max_abs_diff"] = float((got - ref).abs().max())
+    w, g = out["load-warm"], out["load-gguf"]
+    print(f"warm cache vs GGUF: {g['load_s'] / w['load_s']:.1f}x faster wall, "
+          f"{g['load_cpu_s'] / w['load_cpu_s']:.1f}x less CPU; logits bit-exact: "
+          f"cold {out['load-cold']['logits_bit_exact']}, warm {w['logits_bit_exact']} "
+          f"(max |diff| {w['logits_max_abs_diff']:.2e})", flush=True)
+    return out
+
+
+def demo_modes(a: argparse.Namespace) -> dict:
+    """The demo's non-DP and DP fine-tunes, phases timed (see the module docstring)."""
+    import secrets
+    import tempfile
+
+    out = {}
+    d = tempfile.TemporaryDirectory(prefix="bench-base-cache-")
+    env = dict(os.environ, BENCH_CACHE_KEY=secrets.token_hex(32))
+    for mode in ("demo-nodp", "demo-dp"):
+        r = out[mode] = _run_child(mode, a, "--demo-steps", str(a.demo_steps),
+                                   "--cache-dir", d.name, env=env)
+        print(f"{mode:9s} {r['train_s']:6.1f} s wall {r['train_cpu_s']:6.1f} s CPU: steps "
+              f"{r['steps_s']:.1f} s ({r['steps_s'] / max(1, r['steps']):.1f} s/step), held-out "
+              f"eval {r['eval_s']:.1f} s, DP set-up {r['dp_setup_s']:.1f} s, accountant "
+              f"{r['accountant_s']:.2f} s, other {r['other_s']:.1f} s  load avg "
+              f"{r['load_avg'][0]:.2f}", flush=True)
+    d.cleanup()
+    ratio = out["demo-dp"]["train_cpu_s"] / max(1e-9, out["demo-nodp"]["train_cpu_s"])
+    print(f"DP / non-DP training CPU: {ratio:.2f}x", flush=True)
+    out["dp_over_nodp_cpu"] = ratio
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode (+1 warm-up)")
@@ -238,13 +404,28 @@ def main() -> None:
     ap.add_argument("--dp-lr", type=float, default=None,
                     help="learning rate (default: the pipeline's DP default, 1e-3)")
     ap.add_argument("--dp-epsilon", type=float, default=8.0)
+    ap.add_argument("--demo-steps", type=int, default=8)
+    ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print("RESULT " + json.dumps(child(a.child, a.steps, a.threads, a)))
+        if a.child.startswith("load-"):
+            out = load_child(a.child, a.threads, a.cache_dir)
+        elif a.child.startswith("demo-"):
+            out = demo_child(a.child, a.threads, a.demo_steps, a.cache_dir)
+        else:
+            out = child(a.child, a.steps, a.threads, a)
+        print("RESULT " + json.dumps(out, default=str))
         return
     res = {}
-    for mode in a.modes.split(","):
+    modes = a.modes.split(",")
+    if "load" in modes:
+        res.update(load_modes(a))
+        modes.remove("load")
+    if "demo" in modes:
+        res.update(demo_modes(a))
+        modes.remove("demo")
+    for mode in modes:
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
         extra = ["--dp-records", str(a.dp_records), "--dp-steps", str(a.dp_steps),
                  "--dp-seq", str(a.dp_seq), "--dp-epsilon", str(a.dp_epsilon),
