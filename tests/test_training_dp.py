@@ -524,3 +524,23 @@ def test_identical_records_are_not_merged_under_dropout(rows):
 
     info = eng.step([[rows[0], rows[0]]], 8, spy)
     assert len(seen) == 2 and info["duplicate_rows"] == 0
+
+
+@pytest.mark.parametrize("history", [[(0.9, 0.05, 37)], [(0.9, 0.05, 10), (1.3, 0.2, 4)]])
+def test_cached_rdp_epsilon_equals_opacus(history):
+    """The engine's memoised RDP curve gives Opacus' epsilon exactly (same orders)."""
+    from opacus.accountants import RDPAccountant
+
+    from strongroom.training.dp import RDP_ALPHAS
+
+    pm, _ = lora_model()
+    eng = _engine(pm, 20, 1.0, unit="record")
+    eng.noise_multiplier = 0.9
+    eng.engine.accountant.history = list(history)
+    ref = RDPAccountant()
+    ref.history = list(history)
+    want = ref.get_epsilon(delta=eng.delta, alphas=RDP_ALPHAS)
+    assert eng.epsilon() == want and eng.epsilon() == want  # cold and memoised
+    eng.engine.accountant.history = [(s, q, n + 5) for s, q, n in history]
+    ref.history = list(eng.engine.accountant.history)
+    assert eng.epsilon() == ref.get_epsilon(delta=eng.delta, alphas=RDP_ALPHAS)
