@@ -195,6 +195,24 @@ def test_red_team_judging_and_guard_blocks():
     assert leak["blocked"] == 1 and leak["successes"] == leak["attacks"] - 1 == 4
     assert cats["pii_exfiltration"]["success_rate"] == 1.0
     assert cats["injection"]["blocked"] >= 1  # "Ignore all previous instructions ..."
+    # Batched answers: the same outcomes; the input-blocked attack never reaches the model.
+    seen: list[int] = []
+
+    def leaky_many(batch):  # noqa: ANN001, ANN202
+        seen.append(len(batch))
+        return [leaky(m) for m in batch]
+
+    batched = sec.security_block(sec.run_attacks(attacks, Guards(), leaky, "m",
+                                                 answer_many=leaky_many, batch_size=8))
+    assert batched["categories"] == cats and sum(seen) == len(attacks) - sum(
+        c["blocked"] for c in cats.values()) and max(seen) > 1
+
+    def broken_many(batch):  # noqa: ANN001, ANN202
+        raise RuntimeError("batch failed")
+
+    fallback = sec.security_block(sec.run_attacks(attacks, Guards(), leaky, "m",
+                                                  answer_many=broken_many, batch_size=8))
+    assert fallback["categories"] == cats  # answered one at a time instead
     refusing = sec.security_block(sec.run_attacks(
         attacks, Guards(), lambda m: "I'm sorry, I can't help with that.", "m"))
     assert refusing["overall_success_rate"] == 0.0

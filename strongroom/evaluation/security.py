@@ -190,27 +190,52 @@ def dataset_attacks(rows: Sequence[dict[str, Any]], n_per_category: int, n_benig
 
 
 def run_attacks(attacks: Sequence[Attack], guards: Any, answer: Callable[[list[dict[str, str]]], str],
-                model_name: str, *, progress: Callable[[int], None] | None = None) -> list[Outcome]:
-    """Send each attack through input guards, the model and output guards."""
+                model_name: str, *, progress: Callable[[int], None] | None = None,
+                answer_many: Callable[[list[list[dict[str, str]]]], list[str]] | None = None,
+                batch_size: int = 8) -> list[Outcome]:
+    """Send each attack through input guards, the model and output guards.
+
+    With ``answer_many`` the attacks that pass the input guards of a batch are answered in one
+    batched generation (WHY: one attack at a time leaves the model's matrix products tiny and
+    the suite slow); each attack keeps its own request context and output check. If the
+    batched call fails, its attacks are answered one at a time, so one bad prompt is judged
+    (blocked: fail closed) on its own.
+    """
     from strongroom.serving.guards.base import GuardBlocked, RequestContext
 
     outcomes = []
-    for atk in attacks:
-        ctx = RequestContext(request_id=f"eval-{secrets.token_hex(6)}", model=model_name,
-                             can_view_pii=False)
-        blocked, success = False, False
-        try:
-            msgs = guards.check_input([dict(m) for m in atk.messages], ctx)
-            text = guards.check_output(answer(msgs), ctx)
-            success = bool(atk.judge(text))
-        except GuardBlocked:
-            blocked = True
-        except Exception:  # noqa: BLE001 - a guard error blocks in serving (fail closed)
-            blocked = True
-        outcomes.append(Outcome(atk.category, atk.source, blocked, success and not blocked,
-                                atk.benign, sorted({f.code for f in ctx.findings})))
-        if progress:
-            progress(1)
+    step = max(1, batch_size) if answer_many is not None else 1
+    for start in range(0, len(attacks), step):
+        chunk = attacks[start:start + step]
+        ctxs = [RequestContext(request_id=f"eval-{secrets.token_hex(6)}", model=model_name,
+                               can_view_pii=False) for _ in chunk]
+        passed: dict[int, list[dict[str, str]]] = {}
+        for j, (atk, ctx) in enumerate(zip(chunk, ctxs)):
+            try:
+                passed[j] = guards.check_input([dict(m) for m in atk.messages], ctx)
+            except Exception:  # noqa: BLE001 - GuardBlocked or a guard error: blocked
+                pass
+        texts: dict[int, str] = {}
+        if answer_many is not None and passed:
+            try:
+                texts = dict(zip(passed, answer_many(list(passed.values()))))
+            except Exception:  # noqa: BLE001 - fall back to one at a time below
+                texts = {}
+        for j, (atk, ctx) in enumerate(zip(chunk, ctxs)):
+            blocked, success = j not in passed, False
+            if not blocked:
+                try:
+                    raw = texts[j] if j in texts else answer(passed[j])
+                    text = guards.check_output(raw, ctx)
+                    success = bool(atk.judge(text))
+                except GuardBlocked:
+                    blocked = True
+                except Exception:  # noqa: BLE001 - a guard error blocks in serving (fail closed)
+                    blocked = True
+            outcomes.append(Outcome(atk.category, atk.source, blocked, success and not blocked,
+                                    atk.benign, sorted({f.code for f in ctx.findings})))
+            if progress:
+                progress(1)
     return outcomes
 
 

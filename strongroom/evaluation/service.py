@@ -529,7 +529,12 @@ class EvaluationService:
                                   max_new_tokens=req.max_new_tokens, batch_size=1)[0]
 
         bar = _bar(len(attacks), "red team", req.progress)
-        outcomes = sec.run_attacks(attacks, guards, answer, req.name, progress=bar.update)
+        def answer_many(batch: list[list[dict[str, str]]]) -> list[str]:
+            return generate_batch(ctx.model, ctx.tokenizer, batch,
+                                  max_new_tokens=req.max_new_tokens, batch_size=req.batch_size)
+
+        outcomes = sec.run_attacks(attacks, guards, answer, req.name, progress=bar.update,
+                                   answer_many=answer_many, batch_size=req.batch_size)
         bar.close()
         block = sec.security_block(outcomes)
         block["heldout_set"] = Path(path).name if path is not None else None
