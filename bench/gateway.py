@@ -3,6 +3,7 @@
 Run:
   .venv/bin/python bench/gateway.py overhead [--requests 200] [--concurrency 8] [--seconds 10]
                                              [--backend-ms 20] [--guards real|none]
+  .venv/bin/python bench/gateway.py spans    [--requests 300] [--backend-ms 20] [--guards real|none]
   .venv/bin/python bench/gateway.py tokens   [--max-tokens 64] [--runs 3] [--threads 1]
                                              [--backends transformers,llamacpp,llamacpp-server]
   .venv/bin/python bench/gateway.py load     [--clients 32] [--seconds 120] [--backend-ms 20]
@@ -14,6 +15,9 @@ overhead: the same chat requests straight to an OpenAI-compatible backend (a moc
   of it (HTTPS, API key, RBAC, limits, every guard, audit record) as the upstream backend.
   Reports added p50/p99 latency (sequential requests) and the throughput ratio (concurrent
   clients for --seconds). Aim: <= 5 ms p50, ratio >= 0.95.
+spans: where the gateway's own time goes, per request: auth, rate limit, each input scanner,
+  the hand-off to the worker thread, backend, each output scanner, audit write, the rest of the
+  event loop's work (ASGI, JSON, TLS); p50/p99 wall and thread-CPU ms per span.
 tokens: tokens/s of smollm2-135m-instruct per backend (transformers; llamacpp, the same GGUF
   file), each called directly in-process and through the gateway (streamed, greedy), beside
   llama.cpp's own server (python -m llama_cpp.server --model <the GGUF>, plain HTTP on loopback,
@@ -261,6 +265,8 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
     backend = UpstreamBackend(upstream, ["mock"])
     gw = build_gateway(rt, None, opts, backend=backend,
                        guards=NullGuards() if guards_mode == "none" else None)
+    spans_out = os.environ.get("BENCH_GATEWAY_SPANS")  # a path: per-span timings as JSON
+    spans = install_spans(gw) if spans_out else None
     config = _uvicorn_config(create_app(gw), tls_context(rt, opts), log_level="error")
     config.host, config.port = "127.0.0.1", port
     profile = os.environ.get("BENCH_GATEWAY_PROFILE")  # a path: cProfile stats of the gateway
@@ -272,14 +278,122 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
         prof = cProfile.Profile()
         prof.enable()
         signal.signal(signal.SIGTERM, lambda *_: None)
+    if spans is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(config).run()
     finally:
         if prof is not None:
             prof.disable()
             prof.dump_stats(profile)
+        if spans is not None:
+            Path(spans_out).write_text(json.dumps(spans))
         gw.close()
         rt.close()
+
+
+def install_spans(gw: Any) -> dict[str, list[list[float]]]:
+    """Wrap the gateway's steps with timers: span name -> [[wall ms, thread CPU ms], ...].
+
+    Bench-only instrumentation (nothing in the gateway changes): each synchronous step is timed
+    on the thread that runs it, wall and that thread's CPU time (``time.thread_time``), so a
+    step that merely waited for the CPU on a loaded machine shows wall > CPU. ``handoff`` is the
+    time from the event loop's last step before the worker job (``context``) to the job's first
+    step, ``resume`` from the job's last step back to the loop's ``succeed_now``; ``request`` is
+    the whole request inside the gateway process (middleware entry to exit), ``loop_rest`` the
+    part of it no other span covers (ASGI, routing, pydantic, JSON, TLS writes): reported by
+    ``run_spans``."""
+    import functools
+
+    from strongroom.serving import app as app_mod
+
+    spans: dict[str, list[list[float]]] = {}
+    lock = threading.Lock()
+    marks: dict[str, float] = {}
+
+    def add(name: str, wall: float, cpu: float) -> None:
+        with lock:
+            spans.setdefault(name, []).append([wall * 1000, cpu * 1000])
+
+    def timed(name: str, fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            w0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                add(name, time.perf_counter() - w0, time.thread_time() - c0)
+        return wrapper
+
+    auth = gw.authenticator
+    auth.cached = timed("auth.cached", auth.cached)
+    auth.authenticate = timed("auth.verify", auth.authenticate)
+    gw.admit = timed("rate_limit", gw.admit)
+    gw.audit_log.append = timed("audit.append", gw.audit_log.append)
+    pipelines = list(gw.guards.values()) if isinstance(gw.guards, dict) else [gw.guards]
+    for pl in pipelines:
+        if not hasattr(pl, "limits"):
+            continue
+        pl.limits.check_messages = timed("in.limits", pl.limits.check_messages)
+        pl.unicode.scan = timed("in.unicode", pl.unicode.scan)
+        pl.injection.scan_many = timed("in.injection", pl.injection.scan_many)
+        for sc in pl.input_scanners[1:]:
+            sc.scan = timed(f"in.{sc.name}", sc.scan)
+        for sc in pl.output_scanners:
+            sc.hits = timed(f"out.{sc.name}", sc.hits)
+    backend = gw.backend
+    backend.chat = timed("backend", backend.chat)
+    context, check_input, check_output = gw.context, gw.check_input, gw.check_output
+    succeed_now = gw.succeed_now
+
+    def ctx_wrap(call: Any, model: str) -> Any:
+        marks["ctx:" + call.request_id] = time.perf_counter()
+        return context(call, model)
+
+    def in_wrap(messages: Any, ctx: Any) -> Any:
+        t = marks.pop("ctx:" + ctx.request_id, None)
+        if t is not None:
+            add("handoff", time.perf_counter() - t, 0.0)
+        return timed("in.total", check_input)(messages, ctx)
+
+    def out_wrap(text: str, ctx: Any) -> str:
+        try:
+            return timed("out.total", check_output)(text, ctx)
+        finally:
+            marks["out:" + ctx.request_id] = time.perf_counter()
+
+    def succeed_wrap(call: Any) -> None:
+        t = marks.pop("out:" + call.request_id, None)
+        if t is not None:
+            add("resume", time.perf_counter() - t, 0.0)
+        return timed("succeed(audit+metrics)", succeed_now)(call)
+
+    gw.context, gw.check_input, gw.check_output = ctx_wrap, in_wrap, out_wrap
+    gw.succeed_now = succeed_wrap
+    middleware_call = app_mod.CallMiddleware.__call__
+
+    async def mw(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        w0 = time.perf_counter()
+        await middleware_call(self, scope, receive, send)
+        add("request", time.perf_counter() - w0, 0.0)
+
+    app_mod.CallMiddleware.__call__ = mw
+    return spans
+
+
+def span_table(spans: dict[str, list[list[float]]]) -> dict[str, dict[str, float]]:
+    """p50/p99 wall and p50 CPU per span, and calls per request (``request`` counts requests)."""
+    n = max(1, len(spans.get("request", [])))
+    out = {}
+    for name, vals in spans.items():
+        wall = [v[0] for v in vals]
+        cpu = [v[1] for v in vals]
+        out[name] = {"calls_per_request": round(len(vals) / n, 2), "p50_ms": pct(wall, 0.5),
+                     "p99_ms": pct(wall, 0.99), "cpu_p50_ms": pct(cpu, 0.5),
+                     "cpu_ms_per_request": sum(cpu) / n}
+    return out
 
 
 @contextmanager
@@ -328,6 +442,46 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
           f"{res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms; throughput "
           f"{res['gateway_rps']:.1f}/{res['direct_rps']:.1f} req/s = ratio "
           f"{res['throughput_ratio']:.3f} at {args.concurrency} clients")
+    return res
+
+
+def run_spans(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the gateway's time goes: ``--requests`` sequential requests through the gateway
+    (guards as ``--guards``, mock backend at ``--backend-ms``), each step timed inside the
+    gateway process (``install_spans``); p50/p99 wall and p50 thread-CPU ms per span."""
+    body = {"model": "mock", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    settings = {"requests_per_minute": 0, "tokens_per_hour": 0, "workers": 8, "queue_size": 32}
+    out_file = Path(tempfile.mkdtemp(prefix="gateway_spans_")) / "spans.json"
+    os.environ["BENCH_GATEWAY_SPANS"] = str(out_file)
+    load_before = os.getloadavg()
+    try:
+        with bench_home() as rt:
+            _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
+            with gateway_stack(rt, args, settings) as (_up, url):
+                with client(rt, url, key) as through:
+                    lat = sequential(through, body, args.requests)
+    finally:
+        os.environ.pop("BENCH_GATEWAY_SPANS", None)
+    spans = json.loads(out_file.read_text())
+    table = span_table(spans)
+    req = table.get("request", {}).get("p50_ms", float("nan"))
+    covered = ("auth.cached", "auth.verify", "rate_limit", "handoff", "in.total", "backend",
+               "out.total", "resume", "succeed(audit+metrics)")
+    rest = req - sum(table[k]["p50_ms"] * table[k]["calls_per_request"] for k in covered
+                     if k in table)
+    load_after = os.getloadavg()
+    res = {"guards": args.guards, "backend_ms": args.backend_ms, "requests": len(lat),
+           "client_p50_ms": pct(lat, 0.5), "loadavg_before": load_before,
+           "loadavg_after": load_after, "spans": table, "loop_rest_p50_ms_approx": rest}
+    print(f"spans (guards={args.guards}, backend {args.backend_ms} ms, {len(lat)} sequential "
+          f"requests; load average {load_before[0]:.1f} -> {load_after[0]:.1f}); client p50 "
+          f"{res['client_p50_ms']:.2f} ms")
+    print(f"  {'span':26s} {'calls/req':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU p50':>8s} "
+          f"{'CPU ms/req':>10s}")
+    for name, m in sorted(table.items(), key=lambda kv: -kv[1]["p50_ms"]):
+        print(f"  {name:26s} {m['calls_per_request']:9.2f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
+              f"{m['cpu_p50_ms']:8.3f} {m['cpu_ms_per_request']:10.3f}")
+    print(f"  {'loop rest (approx.)':26s} {'':9s} {rest:8.3f}")
     return res
 
 
@@ -564,7 +718,7 @@ def main() -> None:
             serve_gateway(c.home, c.port, c.upstream, c.guards, json.loads(c.settings))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=["overhead", "tokens", "load", "all"])
+    ap.add_argument("mode", choices=["overhead", "spans", "tokens", "load", "all"])
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None)
@@ -592,8 +746,8 @@ def main() -> None:
                 a.seconds = min(a.seconds, 20.0)
         results[f"{mode}:{args.tag}" if args.tag else mode] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "cpu_count": os.cpu_count(),
-                         **{"overhead": run_overhead, "tokens": run_tokens,
-                            "load": run_load}[mode](a)}
+                         **{"overhead": run_overhead, "spans": run_spans,
+                            "tokens": run_tokens, "load": run_load}[mode](a)}
         path.write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {path.relative_to(REPO)}", file=sys.stderr)
 

@@ -407,11 +407,13 @@ class IdentityService:
             session.add(key)
         return key, plaintext
 
-    def authenticate_api_key(self, key: str) -> Principal:
+    def authenticate_api_key(self, key: str, *, record_use: bool = True) -> Principal:
         """Turn a presented key into a Principal, or raise NotAuthenticated with the reason.
 
         Reasons: invalid (malformed or unknown), revoked, suspended, expired, user disabled.
-        The message may name the key id (public) but never the key.
+        The message may name the key id (public) but never the key. ``record_use=False``
+        checks the same things without committing ``last_used_at`` (a read, ~0.2 ms instead
+        of a ~4-9 ms synchronous commit): for a caller that recorded the use moments ago.
         """
         now = self._now()
         if not isinstance(key, str) or not _KEY_FORMAT.fullmatch(key):
@@ -432,7 +434,8 @@ class IdentityService:
                     raise NotAuthenticated(f"API key {row.id} user disabled")
                 roles &= set(user.roles)
                 name = user.name
-            row.last_used_at = now
+            if record_use:
+                row.last_used_at = now
             role_names = tuple(sorted(roles))
             return Principal(
                 id=f"key:{row.id}",

@@ -1,7 +1,8 @@
 """Bearer authentication for the gateway: Strongroom API keys and OIDC JWTs.
 
 API keys (``sr_live_...``) are checked by the identity service on every request, so a
-revocation or suspension takes effect on the next request. OIDC tokens are verified with
+revocation, suspension, expiry or disabled user takes effect on the next request (the
+``last_used_at`` write is what is spared, see ``Authenticator``). OIDC tokens are verified with
 PyJWT against the configured issuer, audience and JWKS (a local file, or the IdP's URL);
 only RS256 and ES256 are accepted (never ``none`` or an HMAC algorithm, which would let a
 public key be used as a shared secret). The token's groups map to Strongroom roles through
@@ -10,15 +11,19 @@ public key be used as a shared secret). The token's groups map to Strongroom rol
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
+import secrets
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 from strongroom.errors import BadInput, NotAuthenticated
-from strongroom.identity import IdentityService, Principal, hash_api_key, permissions_for
+from strongroom.identity import IdentityService, Principal, permissions_for
 from strongroom.identity.roles import ROLES
 
 ALLOWED_ALGORITHMS = ("RS256", "ES256")
@@ -116,51 +121,82 @@ class OidcVerifier:
 class Authenticator:
     """Turns an Authorization header into a Principal (API key or, if configured, OIDC).
 
-    A verified API key is remembered for ``cache_s`` seconds (keyed by its SHA-256, never the
-    key): the identity service records ``last_used_at`` on every check, a synchronous database
-    commit of about 9 ms that would otherwise dominate the gateway's own latency. The price is
-    that a revocation, suspension or expiry made elsewhere takes effect within ``cache_s``
-    (default 2 s; 0 turns the cache off). Suspensions made by this gateway evict at once.
+    Every API-key request is checked against the identity database (revoked, suspended,
+    expired, user disabled, the user's current roles), so a change made anywhere takes effect
+    on the next request. What is not repeated is the write: the identity service commits
+    ``last_used_at`` on a full check, a synchronous database commit of ~4-9 ms that would
+    otherwise dominate the gateway's own latency. A key whose use was recorded less than
+    ``cache_s`` seconds ago (default 2; 0 records every use) is checked read-only (~0.2 ms),
+    so ``last_used_at`` is accurate to ``cache_s``. The memory of recent uses is keyed by an
+    HMAC of the key under a per-process random key (never the key, nor the SHA-256 the
+    database stores), holds no principal, and is bounded (least recently used dropped).
     """
+
+    MAX_ENTRIES = 10_000
 
     def __init__(self, identity: IdentityService, oidc: OidcVerifier | None = None, *,
                  cache_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._identity = identity
         self._oidc = oidc
-        self._cache_s = cache_s
+        self._cache_s = float(cache_s)
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._mac_key = secrets.token_bytes(32)
+        self._recorded: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+
+    def _digest(self, token: str) -> bytes:
+        return hmac.new(self._mac_key, token.encode("utf-8"), hashlib.sha256).digest()
+
+    def _recent(self, digest: bytes) -> bool:
+        with self._lock:
+            hit = self._recorded.get(digest)
+            if hit is None:
+                return False
+            if hit[0] <= self._clock():
+                del self._recorded[digest]
+                return False
+            self._recorded.move_to_end(digest)
+            return True
 
     def cached(self, header: str | None) -> Principal | None:
-        """The principal of a recently verified API key, or None (then call ``authenticate``)."""
+        """The principal of an API key whose use was recorded within ``cache_s``, checked
+        read-only now (NotAuthenticated if it was revoked, suspended, expired or its user
+        disabled since); None when a full check is due (then call ``authenticate``)."""
         if not self._cache_s or not header or not header.startswith("Bearer sr_"):
             return None
-        digest = hash_api_key(header[7:].strip())
+        token = bearer_token(header)
+        digest = self._digest(token)
+        if not self._recent(digest):
+            return None
+        try:
+            return self._identity.authenticate_api_key(token, record_use=False)
+        except NotAuthenticated:
+            self._forget(digest)
+            raise
+
+    def _forget(self, digest: bytes) -> None:
         with self._lock:
-            hit = self._cache.get(digest)
-            if hit is None:
-                return None
-            if hit[0] <= self._clock():
-                del self._cache[digest]
-                return None
-            return hit[1]
+            self._recorded.pop(digest, None)
 
     def evict(self, principal_id: str) -> None:
-        """Forget every cached entry of this principal (after a suspension)."""
+        """Forget this principal's recorded uses (after a suspension: the next request takes
+        the full check, which refuses it)."""
         with self._lock:
-            for digest in [d for d, (_, p) in self._cache.items() if p.id == principal_id]:
-                del self._cache[digest]
+            for digest in [d for d, (_, p) in self._recorded.items() if p == principal_id]:
+                del self._recorded[digest]
 
     def authenticate(self, header: str | None) -> Principal:
+        """The full check: verifies the key (or JWT) and records the key's use."""
         token = bearer_token(header)
         if token.startswith("sr_"):
             principal = self._identity.authenticate_api_key(token)
             if self._cache_s:
+                digest = self._digest(token)
                 with self._lock:
-                    if len(self._cache) > 10_000:
-                        self._cache.clear()
-                    self._cache[hash_api_key(token)] = (self._clock() + self._cache_s, principal)
+                    self._recorded[digest] = (self._clock() + self._cache_s, principal.id)
+                    self._recorded.move_to_end(digest)
+                    while len(self._recorded) > self.MAX_ENTRIES:
+                        self._recorded.popitem(last=False)
             return principal
         if token.count(".") == 2 and self._oidc is not None:
             return self._oidc.verify(token)
