@@ -179,7 +179,8 @@ class Gateway:
         call.model = model
         call.ctx = RequestContext(request_id=call.request_id, model=model,
                                   can_view_pii="pii:view" in call.principal.permissions,
-                                  policy=self.policy(model, call.principal))
+                                  policy=self.policy(model, call.principal),
+                                  memo_scope=call.principal.id)
         return call.ctx
 
     # ------------------------------------------------------------------ guards (fail closed)

@@ -79,6 +79,9 @@ class RequestContext:
     policy: GuardPolicy = field(default_factory=GuardPolicy)
     pii_tokens: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    #: Who may reuse this request's classifier scores (the principal id; "" reuses nothing):
+    #: a score memo shared between principals would let one time another's prompts.
+    memo_scope: str = ""
 
 
 class Scanner(Protocol):

@@ -17,7 +17,14 @@ wins. Fail closed: any exception inside a scanner becomes ``GuardBlocked("guard_
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import hashlib
+import hmac
+import secrets as _secrets
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from strongroom.serving.guards.actions import merge_policies, validate_policy
 from strongroom.serving.guards.base import Finding, GuardBlocked, GuardPolicy, OutputStream, RequestContext
@@ -43,6 +50,10 @@ class GuardPipeline:
         self.limits = limits
         self.unicode = unicode
         self.injection = injection
+        # Scores of messages this principal sent recently (a chat resends its whole history
+        # every turn); only when the scanner's classifier is a ScoreMemo, else a no-op scope.
+        memo = getattr(injection, "classifier", None)
+        self.memo = memo if isinstance(memo, ScoreMemo) else ScoreMemo(None)
         self.input_scanners = [unicode, secrets_in, pii_in]
         self.output_scanners = [canary, secrets_out, pii_out]
 
@@ -59,7 +70,9 @@ class GuardPipeline:
             m["content"] = self._run(ctx, self.unicode, lambda m=m: self.unicode.scan(m["content"], ctx))
         # NFKC can lengthen text (one ligature becomes up to 18 characters): check again
         self._run(ctx, self.limits, lambda: self.limits.check_messages(out, ctx))
-        self._run(ctx, self.injection, lambda: self.injection.scan_many([m["content"] for m in out], ctx))
+        with self.memo.scoped(ctx.memo_scope):
+            self._run(ctx, self.injection,
+                      lambda: self.injection.scan_many([m["content"] for m in out], ctx))
         for scanner in self.input_scanners[1:]:
             for m in out:
                 m["content"] = self._run(ctx, scanner, lambda m=m, s=scanner: s.scan(m["content"], ctx))
@@ -115,14 +128,101 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
     validate_policy(policy)
     if engine is None:
         engine = _engine_for(runtime, pii_policy)
-    clf = classifier or load_default()
+    clf = ScoreMemo(classifier or load_default())
     return GuardPipeline(
         policy=policy, limits=LimitsScanner(count_tokens), unicode=UnicodeScanner(),
-        injection=InjectionScanner(clf, injection_threshold),
+        injection=InjectionScanner(clf, injection_threshold),  # type: ignore[arg-type]
         secrets_in=SecretsScanner("input"), pii_in=PiiScanner("input", engine),
         canary=CanaryScanner(list(canaries)), secrets_out=SecretsScanner("output"),
         pii_out=PiiScanner("output", engine),
     )
+
+
+class ScoreMemo:
+    """The injection classifier with a bounded memory of per-text scores, per principal.
+
+    Why: a chat client resends the whole conversation every turn, so without a memory turn n
+    re-embeds n-1 messages that were scored moments ago (MiniLM, ~15 ms CPU each on this
+    machine). ``detect`` scores each text independently (its own document and sentence
+    scores), so a remembered score is the score the classifier gives that text; the policy
+    (block, flag) is still applied per request by the scanner.
+
+    Safety: entries are keyed by HMAC-SHA-256 (per-process random key) of the scope and the
+    text, never the text; the scope is the principal, so one caller's latency cannot reveal
+    whether another caller sent a given message; without a scope nothing is remembered or
+    reused. Bounded in entries (least recently used dropped) and in age (``ttl_s``).
+    """
+
+    def __init__(self, classifier: Any, *, max_entries: int = 4096, ttl_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.classifier = classifier
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._key = _secrets.token_bytes(32)
+        self._memo: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._scope = threading.local()
+
+    _OWN = frozenset({"classifier", "max_entries", "ttl_s", "_clock", "_key", "_memo", "_lock",
+                      "_scope"})
+
+    def __getattr__(self, name: str) -> Any:  # threshold, blocks, ... of the real classifier
+        if name in ScoreMemo._OWN:
+            raise AttributeError(name)
+        return getattr(self.classifier, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a proxy: what is set on it (a patched ``scores`` in a test) lands on the classifier
+        if name in ScoreMemo._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.classifier, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in ScoreMemo._OWN:
+            object.__delattr__(self, name)
+        else:
+            delattr(self.classifier, name)
+
+    @contextmanager
+    def scoped(self, scope: str) -> Iterator[None]:
+        """Scores computed or reused inside this block belong to ``scope`` (this thread only)."""
+        prev = getattr(self._scope, "value", "")
+        self._scope.value = scope
+        try:
+            yield
+        finally:
+            self._scope.value = prev
+
+    def detect(self, texts: list[str]) -> list[float]:
+        scope = getattr(self._scope, "value", "")
+        if not scope or not self.max_entries:
+            return list(self.classifier.detect(texts))
+        prefix = scope.encode("utf-8") + b"\0"
+        digests = [hmac.new(self._key, prefix + t.encode("utf-8", "surrogatepass"),
+                            hashlib.sha256).digest() for t in texts]
+        now = self._clock()
+        out: list[float | None] = [None] * len(texts)
+        with self._lock:
+            for i, d in enumerate(digests):
+                hit = self._memo.get(d)
+                if hit is not None and hit[0] > now:
+                    self._memo.move_to_end(d)
+                    out[i] = hit[1]
+        todo = [i for i, v in enumerate(out) if v is None]
+        if todo:
+            scores = self.classifier.detect([texts[i] for i in todo])
+            if len(scores) != len(todo):
+                raise ValueError("classifier returned the wrong number of scores")
+            with self._lock:
+                for i, sc in zip(todo, scores):
+                    out[i] = float(sc)
+                    self._memo[digests[i]] = (now + self.ttl_s, float(sc))
+                    self._memo.move_to_end(digests[i])
+                while len(self._memo) > self.max_entries:
+                    self._memo.popitem(last=False)
+        return [float(v) for v in out]  # type: ignore[arg-type]
 
 
 _ENGINES: dict[tuple[int, str], Any] = {}
