@@ -3,6 +3,7 @@
 Run:
   .venv/bin/python bench/gateway.py overhead [--requests 200] [--concurrency 8] [--seconds 10]
                                              [--backend-ms 20] [--guards real|none]
+                                             [--prompts varied|fixed]
   .venv/bin/python bench/gateway.py spans    [--requests 300] [--backend-ms 20] [--guards real|none]
   .venv/bin/python bench/gateway.py tokens   [--max-tokens 64] [--runs 3] [--threads 1]
                                              [--backends transformers,llamacpp,llamacpp-server]
@@ -62,6 +63,53 @@ PROMPT = "What are the branch opening hours on Saturday, and can I book an appoi
 ANSWER = ("Our branches are open from 9 am to 1 pm on Saturdays. You can book an appointment "
           "online in the app under Appointments, or call the branch directly.")
 
+# --prompts varied: every request a different prompt and answer, so no memo or detection cache
+# inside the gateway (injection score memo, de-identification engine) is ever hit; generic
+# templates of this file's own, not any shared data set.
+QUESTIONS = [
+    "What are the branch opening hours on {day}, and can I book an appointment online?",
+    "How do I dispute a card payment of {amount} that I do not recognise?",
+    "Can you explain the fees for sending {amount} abroad to {city}?",
+    "My {item} was declined on {day}; what could be the reason?",
+    "Is there a penalty if I close my savings account before {day}?",
+    "How long does a transfer of {amount} to another bank usually take?",
+    "What documents do I need to open a joint account in {city}?",
+    "Can I change the date of my monthly {item} payment to {day}?",
+    "Which insurance covers water damage in a rented flat in {city}?",
+    "How do I order a new {item} after losing mine on {day}?",
+]
+ANSWERS = [
+    "You can do this in the app under Payments; changes made before {day} apply this month.",
+    "Fees depend on the amount: for {amount} the standard rate applies, shown before you confirm.",
+    "Please contact your branch in {city}; an adviser will go through the options with you.",
+    "This usually takes one to two working days; transfers after 4 pm start the next day.",
+    "Yes, as long as the {item} is active; the new date applies from the next cycle on.",
+    "Bring a photo ID and proof of address; both holders must be present to sign.",
+]
+FILL = {"day": ["Saturday", "Monday", "the 3rd of May", "Friday", "next Tuesday", "the 21st"],
+        "amount": ["25 euros", "1,200 pounds", "300 dollars", "75 francs", "4,000 euros"],
+        "city": ["Leeds", "Lyon", "Porto", "Utrecht", "Graz", "Aarhus", "Bologna"],
+        "item": ["card", "direct debit", "credit card", "standing order", "loan"]}
+
+
+def varied_texts(templates: list[str], n: int, seed: int) -> list[str]:
+    """``n`` distinct texts from ``templates`` (a serial suffix keeps them distinct)."""
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = rnd.choice(templates).format(**{k: rnd.choice(v) for k, v in FILL.items()})
+        out.append(f"{t} (case {rnd.randrange(10**3)}-{i})")
+    return out
+
+
+def bodies(mode: str, n: int, seed: int = 5) -> list[dict]:
+    """Request bodies: the same prompt (``fixed``) or ``n`` distinct ones (``varied``)."""
+    texts = [PROMPT] if mode == "fixed" else varied_texts(QUESTIONS, n, seed=seed)
+    return [{"model": "mock", "messages": [{"role": "user", "content": t}], "max_tokens": 64}
+            for t in texts]
+
 
 # ----------------------------------------------------------------------------- environment
 
@@ -83,10 +131,12 @@ def bench_home() -> Iterator[Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def mock_upstream(delay_ms: float) -> Any:
-    """An OpenAI-compatible server that answers ANSWER after ``delay_ms`` (no model)."""
+def mock_upstream(delay_ms: float, vary: bool = False) -> Any:
+    """An OpenAI-compatible server that answers ANSWER (``vary``: a different answer each
+    time) after ``delay_ms`` (no model)."""
     app = FastAPI()
     n_words = len(ANSWER.split())
+    answers = iter(varied_texts(ANSWERS, 10**6, seed=7)) if vary else None
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -99,7 +149,8 @@ def mock_upstream(delay_ms: float) -> Any:
         await asyncio.sleep(delay_ms / 1000)
         return {"id": "x", "object": "chat.completion", "created": int(time.time()),
                 "model": "mock", "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": ANSWER}}],
+                                              "message": {"role": "assistant", "content":
+                                                          next(answers) if answers else ANSWER}}],
                 "usage": {"prompt_tokens": 20, "completion_tokens": n_words,
                           "total_tokens": 20 + n_words}}
 
@@ -156,19 +207,24 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))] if s else float("nan")
 
 
-def sequential(c: httpx.Client, body: dict, n: int) -> list[float]:
+def sequential(c: httpx.Client, body: dict | list[dict], n: int) -> list[float]:
+    """``n`` requests one after another; ``body`` a list: request i sends body[i % len]."""
+    many = body if isinstance(body, list) else [body]
     lat = []
-    for _ in range(n):
+    for i in range(n):
         t0 = time.perf_counter()
-        r = c.post("/v1/chat/completions", json=body)
+        r = c.post("/v1/chat/completions", json=many[i % len(many)])
         lat.append((time.perf_counter() - t0) * 1000)
         if r.status_code != 200:
             raise SystemExit(f"benchmark request failed: HTTP {r.status_code} {r.text[:200]}")
     return lat
 
 
-def concurrent(make_client: Any, body: dict, clients: int, seconds: float) -> dict[str, Any]:
+def concurrent(make_client: Any, body: dict | list[dict], clients: int, seconds: float
+               ) -> dict[str, Any]:
     """``clients`` threads sending back to back for ``seconds``; status counts and rate."""
+    many = body if isinstance(body, list) else [body]
+    seq = iter(range(10**9))
     stop = time.monotonic() + seconds
     counts: dict[int, int] = {}
     lat: list[float] = []
@@ -179,7 +235,8 @@ def concurrent(make_client: Any, body: dict, clients: int, seconds: float) -> di
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
                 try:
-                    code = c.post("/v1/chat/completions", json=body).status_code
+                    code = c.post("/v1/chat/completions",
+                                  json=many[next(seq) % len(many)]).status_code
                 except httpx.HTTPError:
                     code = -1
                 with lock:
@@ -241,10 +298,10 @@ def child(args: list[str], port: int) -> Iterator[None]:
             proc.kill()
 
 
-def serve_mock(port: int, delay_ms: float) -> None:
+def serve_mock(port: int, delay_ms: float, vary: bool = False) -> None:
     import uvicorn
 
-    uvicorn.run(mock_upstream(delay_ms), host="127.0.0.1", port=port, log_level="error",
+    uvicorn.run(mock_upstream(delay_ms, vary), host="127.0.0.1", port=port, log_level="error",
                 access_log=False)
 
 
@@ -402,7 +459,9 @@ def gateway_stack(rt: Any, args: argparse.Namespace, settings: dict[str, Any]
     """(mock upstream URL, gateway URL), each server in its own process."""
     up_port, gw_port = _free_port(), _free_port()
     up = f"http://127.0.0.1:{up_port}"
-    with child(["_mock", "--port", str(up_port), "--backend-ms", str(args.backend_ms)], up_port):
+    vary = ["--vary"] if getattr(args, "prompts", "fixed") == "varied" else []
+    with child(["_mock", "--port", str(up_port), "--backend-ms", str(args.backend_ms), *vary],
+               up_port):
         with child(["_gateway", "--home", str(rt.settings.home), "--port", str(gw_port),
                     "--upstream", up, "--guards", args.guards,
                     "--settings", json.dumps(settings)], gw_port):
@@ -412,23 +471,32 @@ def gateway_stack(rt: Any, args: argparse.Namespace, settings: dict[str, Any]
 # ----------------------------------------------------------------------------- modes
 
 def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    body = {"model": "mock", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    seq_bodies = bodies(args.prompts, args.requests + 10)
+    conc_bodies = bodies(args.prompts, 50_000, seed=11)
+    load_before = os.getloadavg()
     settings = {"requests_per_minute": 0, "tokens_per_hour": 0,
                 "workers": max(8, args.concurrency), "queue_size": 4 * args.concurrency}
     with bench_home() as rt:
         _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
         with gateway_stack(rt, args, settings) as (up, url):
             with client(rt, up, None) as direct, client(rt, url, key) as through:
-                sequential(direct, body, 10), sequential(through, body, 10)  # warm-up
+                warm = seq_bodies[-10:]
+                sequential(direct, warm, 10), sequential(through, warm, 10)  # warm-up
                 d_lat, g_lat = [], []
-                for _ in range(args.requests // 10):  # interleaved: same machine state
-                    d_lat += sequential(direct, body, 10)
-                    g_lat += sequential(through, body, 10)
-            d_thr = concurrent(lambda: client(rt, up, None), body, args.concurrency,
+                cpu0 = _tree_cpu_s()
+                for i in range(args.requests // 10):  # interleaved: same machine state
+                    chunk = seq_bodies[10 * i:10 * i + 10] if len(seq_bodies) > 1 else seq_bodies
+                    d_lat += sequential(direct, chunk, 10)
+                    g_lat += sequential(through, chunk, 10)
+                seq_cpu = _tree_cpu_s() - cpu0
+            d_thr = concurrent(lambda: client(rt, up, None), conc_bodies, args.concurrency,
                                args.seconds)
-            g_thr = concurrent(lambda: client(rt, url, key), body, args.concurrency, args.seconds)
+            g_thr = concurrent(lambda: client(rt, url, key), conc_bodies, args.concurrency,
+                               args.seconds)
     res = {
-        "guards": args.guards, "backend_ms": args.backend_ms, "requests": len(d_lat),
+        "guards": args.guards, "prompts": args.prompts, "backend_ms": args.backend_ms,
+        "requests": len(d_lat), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "sequential_cpu_s_all_processes": seq_cpu,
         "direct_p50_ms": pct(d_lat, 0.5), "direct_p99_ms": pct(d_lat, 0.99),
         "gateway_p50_ms": pct(g_lat, 0.5), "gateway_p99_ms": pct(g_lat, 0.99),
         "added_p50_ms": pct(g_lat, 0.5) - pct(d_lat, 0.5),
@@ -438,7 +506,10 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_ratio": g_thr["ok_per_s"] / d_thr["ok_per_s"] if d_thr["ok_per_s"] else None,
         "gateway_codes": g_thr["counts"],
     }
-    print(f"overhead (guards={args.guards}, backend {args.backend_ms} ms): added p50 "
+    print(f"overhead (guards={args.guards}, prompts={args.prompts}, backend {args.backend_ms} ms; "
+          f"load average {load_before[0]:.1f} -> {res['loadavg_after'][0]:.1f}; CPU "
+          f"{seq_cpu:.1f} s in client+gateway+backend over the {2 * len(d_lat)} sequential "
+          f"requests): added p50 "
           f"{res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms; throughput "
           f"{res['gateway_rps']:.1f}/{res['direct_rps']:.1f} req/s = ratio "
           f"{res['throughput_ratio']:.3f} at {args.concurrency} clients")
@@ -449,7 +520,7 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
     """Where the gateway's time goes: ``--requests`` sequential requests through the gateway
     (guards as ``--guards``, mock backend at ``--backend-ms``), each step timed inside the
     gateway process (``install_spans``); p50/p99 wall and p50 thread-CPU ms per span."""
-    body = {"model": "mock", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    body = bodies(args.prompts, args.requests)
     settings = {"requests_per_minute": 0, "tokens_per_hour": 0, "workers": 8, "queue_size": 32}
     out_file = Path(tempfile.mkdtemp(prefix="gateway_spans_")) / "spans.json"
     os.environ["BENCH_GATEWAY_SPANS"] = str(out_file)
@@ -470,10 +541,10 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
     rest = req - sum(table[k]["p50_ms"] * table[k]["calls_per_request"] for k in covered
                      if k in table)
     load_after = os.getloadavg()
-    res = {"guards": args.guards, "backend_ms": args.backend_ms, "requests": len(lat),
-           "client_p50_ms": pct(lat, 0.5), "loadavg_before": load_before,
+    res = {"guards": args.guards, "prompts": args.prompts, "backend_ms": args.backend_ms,
+           "requests": len(lat), "client_p50_ms": pct(lat, 0.5), "loadavg_before": load_before,
            "loadavg_after": load_after, "spans": table, "loop_rest_p50_ms_approx": rest}
-    print(f"spans (guards={args.guards}, backend {args.backend_ms} ms, {len(lat)} sequential "
+    print(f"spans (guards={args.guards}, prompts={args.prompts}, backend {args.backend_ms} ms, {len(lat)} sequential "
           f"requests; load average {load_before[0]:.1f} -> {load_after[0]:.1f}); client p50 "
           f"{res['client_p50_ms']:.2f} ms")
     print(f"  {'span':26s} {'calls/req':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU p50':>8s} "
@@ -491,6 +562,21 @@ TOKEN_PROMPTS = [
     "Write a short, polite reply to a customer who asks how to change their postal address.",
 ]
 EMBEDDED = "smollm2-135m-instruct"
+
+
+def _tree_cpu_s() -> float:
+    """CPU seconds (user + sys) of this process and its live children (gateway, backend)."""
+    total = _cpu_s()
+    try:
+        kids = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    except OSError:
+        kids = []
+    for pid in kids:
+        try:
+            total += _cpu_s(int(pid))
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def _cpu_s(pid: int | None = None) -> float:
@@ -711,9 +797,10 @@ def main() -> None:
         cp.add_argument("--upstream")
         cp.add_argument("--guards", default="real")
         cp.add_argument("--settings", default="{}")
+        cp.add_argument("--vary", action="store_true")
         c = cp.parse_args()
         if c.role == "_mock":
-            serve_mock(c.port, c.backend_ms)
+            serve_mock(c.port, c.backend_ms, c.vary)
         else:
             serve_gateway(c.home, c.port, c.upstream, c.guards, json.loads(c.settings))
         return
@@ -724,6 +811,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--backend-ms", type=float, default=20.0)
     ap.add_argument("--guards", choices=["real", "none"], default="real")
+    ap.add_argument("--prompts", choices=["fixed", "varied"], default="varied",
+                    help="overhead/spans: the same prompt and answer every time (what the first "
+                         "measurements used; the gateway's memos then hit), or a different one "
+                         "each request (default)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)

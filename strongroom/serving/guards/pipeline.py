@@ -84,6 +84,8 @@ class GuardPipeline:
         stream = self.output_stream(ctx)
         if not isinstance(text, str):
             self._error(ctx, "output", "output")
+        if isinstance(stream, GuardedStream):
+            return stream.whole(text)
         return stream.feed(text) + stream.finish()
 
     def output_stream(self, ctx: RequestContext) -> OutputStream:

@@ -9,8 +9,8 @@ context, so a cue like "card number" still counts) plus everything pending. Text
 only up to ``hold`` characters before the end of what has arrived, and the cut is moved back
 so it never falls inside a hit, a per-request token or a word: anything that could still grow
 into a finding stays in the buffer. ``finish`` scans and releases the rest. The whole-answer
-check (``check_output``) is the same code with everything arriving at once, so streamed and
-non-streamed answers get identical treatment.
+check (``check_output``) is the same code with everything arriving at once (``whole``: one
+scan over the complete answer, the same scanners, actions and restore step).
 
 Scans are spaced geometrically when the buffer must keep growing (a long unbroken token), so
 the work stays near-linear in the answer's length.
@@ -56,6 +56,16 @@ class GuardedStream:
         out = self._release(final=True)
         self._closed = True
         return out
+
+    def whole(self, text: str) -> str:
+        """A complete answer: one scan of all of it (``feed`` then ``finish`` would scan it,
+        then its held-back tail again: twice the NER work on a short answer, and the tail
+        seen with only 64 characters of context instead of the whole answer)."""
+        self._guard_open()
+        if not isinstance(text, str):
+            self._fail("output")
+        self._pending += text
+        return self.finish()
 
     # ---- internals ----
     def _guard_open(self) -> None:
