@@ -12,6 +12,11 @@ model its context; the first pass already covered the margin itself).
 What is NOT restricted: pattern recognizers and heuristics run on the whole re-scanned text, and
 every reused entity (sub-threshold ones included: the memo holds raw model output) goes through
 the same scoring, so an identifier left in an untouched sentence is judged exactly as before.
+
+Measured (bench/deid.py's generated JSONL, hipaa-safe-harbor): output byte-identical to the full
+re-scan on 1,200 records under two policies; the model reads ~18 % fewer characters in the
+re-scan, ~5 % less CPU overall. The gain is small there because that data puts an identifier in
+most sentences; it grows with the share of untouched sentences (long notes, letters, chats).
 """
 
 from __future__ import annotations
