@@ -7,6 +7,12 @@ decision threshold come from 5-fold stratified cross-validation on that training
 test.jsonl and the in-domain probe split are never read here (bench/guards.py scores them once
 the weights are fixed).
 
+Features: character 2-5-grams and word 1-2-grams (TF-IDF, fitted here) and the frozen MiniLM
+blocks. Fine-tuning MiniLM's top layer instead was tried on 2026-11-29 and not adopted: on one
+held-out fold of this training set (20 %, the first of the folds below) the fine-tuned layer with
+a linear head reached F1 0.93 against 0.95 for the frozen-feature linear model, and no average
+of the two beat the linear model alone (see the guards README).
+
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
@@ -39,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.embedder import EMBED_MAX_TOKENS, model_sha256  # noqa: E402
 from strongroom.serving.guards.injection import (  # noqa: E402
-    DEFAULT_PATH, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features, segments,
+    DEFAULT_PATH, DENSE_BLOCKS, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features, segments,
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
@@ -53,12 +59,16 @@ PREFILTER_C = 8.0          # the character-only model that lets clearly benign p
 MAX_SKIP_LOSS = 0.005      # at most this share of caught attacks may be lost to the prefilter
 SEGMENT_GRID = (0.95, 0.96, 0.97, 0.98, 0.99, 0.995)
 MAX_SEGMENT_FPR_INCREASE = 0.0015  # sentence-level scoring may add at most this much out-of-fold FPR
-BLOCKS = ("char_tfidf", "doc_embed", "tok_max")
+BLOCKS = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max")
 CANDIDATES = [
     # (C, weight of the hard benign prompts (category benign_hard), char max_features)
     (16.0, 1.0, 30000), (32.0, 1.0, 30000), (16.0, 3.0, 30000), (32.0, 3.0, 30000), (64.0, 3.0, 30000),
 ]
 CHAR_NGRAMS = (2, 5)
+# Word unigrams and bigrams beside the character n-grams: out-of-fold F1 0.916 -> 0.939 for the
+# linear model at the same FPR (2026-11-29; (1, 3) and 50,000 features were no better).
+WORD_NGRAMS = (1, 2)
+WORD_MAX_FEATURES = 20000
 # The MLP over the embedding blocks, averaged with the linear model: (hidden sizes, L2 alpha).
 # Explored by the same 5-fold CV (256 units: alpha 1e-3 and 1e-2; the latter was better averaged).
 MLP_CANDIDATES = [((256,), 0.01)]
@@ -76,7 +86,7 @@ def load(path: Path, extra: list[dict] | None = None) -> tuple[list[str], np.nda
 
 def features(texts: list[str], blocks: tuple[str, ...], cache: Path | None) -> np.ndarray:
     """The dense blocks, in ``blocks`` order, exactly as the scanner computes them."""
-    dense_blocks = [b for b in blocks if b != "char_tfidf"]
+    dense_blocks = [b for b in blocks if b in DENSE_BLOCKS]
     if not dense_blocks:
         return np.zeros((len(texts), 0))
     key = hashlib.sha256(("\x00".join(texts) + "+".join(dense_blocks) + model_sha256()
@@ -100,15 +110,36 @@ def vectorizer(max_features: int):
                            max_features=max_features, sublinear_tf=True, dtype=np.float64)
 
 
+def word_vectorizer():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="word", ngram_range=WORD_NGRAMS, lowercase=True, min_df=2,
+                           max_features=WORD_MAX_FEATURES, sublinear_tf=True, dtype=np.float64)
+
+
+class Sparse:
+    """The n-gram blocks in the scanner's order (characters, then words), fitted together."""
+
+    def __init__(self, blocks, mf: int) -> None:
+        self.char = vectorizer(mf) if "char_tfidf" in blocks else None
+        self.word = word_vectorizer() if "word_tfidf" in blocks else None
+
+    def fit_transform(self, texts: list[str]) -> list:
+        return [v.fit_transform(texts) for v in (self.char, self.word) if v is not None]
+
+    def transform(self, texts: list[str]) -> list:
+        return [v.transform(texts) for v in (self.char, self.word) if v is not None]
+
+
 def fit(texts: list[str], dense: np.ndarray, y: np.ndarray, blocks, C: float, hw: float, mf: int,
         cat: np.ndarray):
     from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
 
-    vec = vectorizer(mf) if "char_tfidf" in blocks else None
+    vec = Sparse(blocks, mf) if "char_tfidf" in blocks else None
     parts = []
     if vec is not None:
-        parts.append(vec.fit_transform(texts))
+        parts.extend(vec.fit_transform(texts))
     if dense.shape[1]:
         parts.append(csr_matrix(dense))
     X = hstack(parts).tocsr()
@@ -127,7 +158,7 @@ def predict(vec, clf, texts: list[str], dense: np.ndarray) -> np.ndarray:
 
     parts = []
     if vec is not None:
-        parts.append(vec.transform(texts))
+        parts.extend(vec.transform(texts))
     if dense.shape[1]:
         parts.append(csr_matrix(dense))
     return clf.predict_proba(hstack(parts).tocsr())[:, 1]
@@ -185,7 +216,7 @@ def cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf) -> tuple[dict, 
         te_texts = [texts[i] for i in te]
         oof[te] = predict(vec, clf, te_texts, dense[te])
         if pre is not None:
-            pre_oof[te] = pre.predict_proba(vec.transform(te_texts))[:, 1]
+            pre_oof[te] = pre.predict_proba(vec.char.transform(te_texts))[:, 1]
     return choose_threshold(oof, y, src), oof, pre_oof
 
 
@@ -294,9 +325,13 @@ def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha
     if indomain:
         model["training"]["indomain"] = indomain
     if vec is not None:
-        vocab = sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])
+        vocab = sorted(vec.char.vocabulary_.items(), key=lambda kv: kv[1])
         model["char_tfidf"] = {"ngram_range": list(CHAR_NGRAMS), "lowercase": True,
-                               "vocabulary": [g for g, _ in vocab], "idf": [float(x) for x in vec.idf_]}
+                               "vocabulary": [g for g, _ in vocab], "idf": [float(x) for x in vec.char.idf_]}
+    if vec is not None and vec.word is not None:
+        vocab = sorted(vec.word.vocabulary_.items(), key=lambda kv: kv[1])
+        model["word_tfidf"] = {"ngram_range": list(WORD_NGRAMS), "lowercase": True,
+                               "vocabulary": [g for g, _ in vocab], "idf": [float(x) for x in vec.word.idf_]}
     return model
 
 
@@ -312,6 +347,7 @@ def main() -> None:
     ap.add_argument("--no-indomain", action="store_true",
                     help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
     args = ap.parse_args()
+    started = time.time()
     import torch
 
     torch.set_num_threads(1)
@@ -363,6 +399,7 @@ def main() -> None:
     vec, clf, pre = fit(texts, dense, y, blocks, C, hw, mf, cat)
     final_mlp = fit_mlp(dense, y, mix["hidden"], mix["alpha"]) if mix["lr_weight"] < 1.0 else None
     config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
+              "word_ngrams": list(WORD_NGRAMS), "word_max_features": WORD_MAX_FEATURES,
               "class_weight": "balanced", "candidates": [
                   {"C": r[1], "hard_benign_weight": r[2], "char_max_features": r[3], "cv": r[4]} for r in results],
               "mlp_candidates": mix_results}
@@ -387,7 +424,7 @@ def main() -> None:
     if pre is not None and skip > 0:  # the cascade as served: prefilter first, embedder only when needed
         sub = [texts[i] for i in idx[:60]]
         served = np.array(check.scores(sub))
-        pre_ref = pre.predict_proba(vec.transform(sub))[:, 1]
+        pre_ref = pre.predict_proba(vec.char.transform(sub))[:, 1]
         expect = np.where(pre_ref < skip, pre_ref, ref[:60])
         drift = float(np.max(np.abs(served - expect)))
         if drift > 1e-4:
@@ -396,13 +433,24 @@ def main() -> None:
     if args.check:
         want = hashlib.sha256(args.out.read_bytes()).hexdigest()
         got = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        print(json.dumps({"reproduces": want == got, "committed_sha256": want, "retrained_sha256": got}))
+        print(json.dumps({"reproduces": want == got, "committed_sha256": want, "retrained_sha256": got,
+                          **_cost(started)}))
         raise SystemExit(0 if want == got else 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     print(json.dumps({"out": str(args.out), "blocks": blocks, "C": C, "hard_benign_weight": hw, "cv": cv,
                       "mlp": {k: v for k, v in mix.items() if k != "cv"},
-                      "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest()}, indent=2))
+                      "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
+                      "bytes": args.out.stat().st_size, **_cost(started)}, indent=2))
+
+
+def _cost(started: float) -> dict:
+    """Wall and process CPU seconds (the machine is shared: CPU time is the comparable figure)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall_s": round(time.time() - started), "cpu_s": round(ru.ru_utime + ru.ru_stime),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 if __name__ == "__main__":

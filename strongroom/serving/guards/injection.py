@@ -4,6 +4,9 @@ Features (each a block; the committed model says which it uses):
 - ``char_tfidf``: TF-IDF over character n-grams within word boundaries (sklearn's ``char_wb``
   analyzer, vocabulary and IDF committed), which catches the stock phrasing of jailbreaks
   ("ignore previous instructions", "DAN", "developer mode") and its misspellings;
+- ``word_tfidf``: TF-IDF over word unigrams and bigrams (vocabulary and IDF committed), which
+  sees the request itself ("how to make", "step by step", "without getting caught") as whole
+  words, not only as letter fragments;
 - ``doc_embed``: the all-MiniLM-L6-v2 sentence embedding of the text (first 256 tokens);
 - ``tok_max``: the element-wise maximum over the same pass's token embeddings, so one
   injected sentence in a long e-mail, or one harmful word, is not averaged away;
@@ -11,8 +14,9 @@ Features (each a block; the committed model says which it uses):
   embedding per sentence; available, not used by the committed model).
 
 Model: logistic regression over all blocks, optionally averaged (``mlp.lr_weight``) with a
-one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64), which
-separates harmful requests from safe look-alikes better than a linear boundary can.
+one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64), which can
+separate harmful requests from safe look-alikes where a linear boundary cannot; whether the
+MLP is used, and with what weight, is a cross-validated choice recorded in the JSON.
 
 Training data: ``train.jsonl`` plus seeded synthetic bank, insurer and clinic prompts from
 ``bench/indomain_prompts.py`` (benign ones with names, cards, diagnoses and legitimate talk of
@@ -70,6 +74,7 @@ def segments(text: str) -> list[str]:
 
 
 DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max")
+EMBED_DIM = 384  # all-MiniLM-L6-v2's width: each embedding block is this many features
 
 
 def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
@@ -107,13 +112,20 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
 
 
 class CharTfidf:
-    """sklearn's ``TfidfVectorizer(analyzer="char_wb", sublinear_tf=True)`` transform, from JSON."""
+    """sklearn's ``TfidfVectorizer(analyzer=..., sublinear_tf=True)`` transform, from JSON.
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    ``analyzer`` is ``char_wb`` (the ``char_tfidf`` block) or ``word`` (``word_tfidf``, with
+    sklearn's default token pattern): the trainer fits the same sklearn vectorizer, so the
+    n-grams are produced by the same code at training and at serving time.
+    """
+
+    def __init__(self, spec: dict[str, Any], analyzer: str = "char_wb") -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        if analyzer not in ("char_wb", "word"):
+            raise IntegrityError("injection classifier: unknown n-gram analyzer")
         lo, hi = spec["ngram_range"]
-        self._analyzer = TfidfVectorizer(analyzer="char_wb", ngram_range=(lo, hi),
+        self._analyzer = TfidfVectorizer(analyzer=analyzer, ngram_range=(lo, hi),
                                          lowercase=bool(spec.get("lowercase", True))).build_analyzer()
         self.vocab = {g: i for i, g in enumerate(spec["vocabulary"])}
         self.idf = np.asarray(spec["idf"], dtype=np.float64)
@@ -194,6 +206,12 @@ class InjectionClassifier:
         if self.segment_threshold is not None and not self.threshold <= self.segment_threshold < 1.0:
             raise IntegrityError("injection classifier: segment threshold out of range")
         self.tfidf = CharTfidf(model["char_tfidf"]) if "char_tfidf" in self.blocks else None
+        self.words = CharTfidf(model["word_tfidf"], analyzer="word") if "word_tfidf" in self.blocks else None
+        if self.words is not None and self.tfidf is None:
+            raise IntegrityError("injection classifier: the word block comes after the character block")
+        sparse = [b for b in ("char_tfidf", "word_tfidf") if b in self.blocks]
+        if self.blocks[:len(sparse)] != sparse or len(set(self.blocks)) != len(self.blocks):
+            raise IntegrityError("injection classifier: sparse blocks must come first, characters then words")
         self.coef = np.asarray(model["coef"], dtype=np.float64)
         self.intercept = float(model["intercept"])
         pre = model.get("prefilter")
@@ -202,17 +220,23 @@ class InjectionClassifier:
             if float(pre["skip_below"]) > self.threshold:
                 raise IntegrityError("injection classifier: prefilter would skip prompts above the threshold")
             self.prefilter = (np.asarray(pre["coef"], dtype=np.float64), float(pre["intercept"]), float(pre["skip_below"]))
-        unknown = [b for b in self.blocks if b != "char_tfidf" and b not in DENSE_BLOCKS]
+            if len(self.prefilter[0]) != self.tfidf.size:
+                raise IntegrityError("injection classifier: prefilter weights do not match the character block")
+        unknown = [b for b in self.blocks if b not in ("char_tfidf", "word_tfidf") and b not in DENSE_BLOCKS]
         if unknown:
             raise IntegrityError("injection classifier: unknown feature block")
         self.uses_embeddings = any(b in self.blocks for b in DENSE_BLOCKS)
+        self.n_sparse = (self.tfidf.size if self.tfidf else 0) + (self.words.size if self.words else 0)
+        n_dense = EMBED_DIM * sum(1 for b in self.blocks if b in DENSE_BLOCKS)
+        if len(self.coef) != self.n_sparse + n_dense:
+            raise IntegrityError("injection classifier: weights do not match its feature blocks")
         mlp = model.get("mlp")
         self.mlp: DenseMLP | None = None
         self.lr_weight = 1.0
         if mlp is not None:
             if not self.uses_embeddings:
                 raise IntegrityError("injection classifier: an MLP needs embedding blocks")
-            n_dense = len(self.coef) - (self.tfidf.size if self.tfidf else 0)
+            n_dense = len(self.coef) - self.n_sparse
             self.mlp = DenseMLP(mlp, n_dense)
             self.lr_weight = float(mlp["lr_weight"])
             if not 0.0 <= self.lr_weight < 1.0:
@@ -261,14 +285,18 @@ class InjectionClassifier:
                 dense_todo = self.dense_features([texts[i] for i in todo])
             else:
                 dense_todo = dense[todo]
-            n_sparse = self.tfidf.size if self.tfidf else 0
-            w_sparse, w_dense = self.coef[:n_sparse], self.coef[n_sparse:]
+            n_char = self.tfidf.size if self.tfidf else 0
+            w_sparse, w_words, w_dense = (self.coef[:n_char], self.coef[n_char:self.n_sparse],
+                                          self.coef[self.n_sparse:])
             mlp = self.mlp.proba(dense_todo) if self.mlp is not None else None
             for row, i in enumerate(todo):
                 z = self.intercept
                 sp = sparse[i]
                 if sp is not None:
                     z += float(sp[1] @ w_sparse[sp[0]])
+                if self.words is not None:
+                    wi, wv = self.words.transform(texts[i])
+                    z += float(wv @ w_words[wi])
                 if dense_todo.shape[1]:
                     z += float(dense_todo[row] @ w_dense)
                 out[i] = _sigmoid(z)
