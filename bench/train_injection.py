@@ -17,7 +17,7 @@ Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON i
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
         [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier.json] \
-        [--cache /tmp/injection-cache] [--quick] [--no-indomain]
+        [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--no-mlp] [--check]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
 ``--quick`` cross-validates only the first candidate; ``--no-mlp`` keeps the linear model alone;
@@ -344,6 +344,8 @@ def main() -> None:
     ap.add_argument("--check", action="store_true",
                     help="retrain into a scratch file and fail unless it is byte-identical to --out")
     ap.add_argument("--no-mlp", action="store_true", help="linear model only (no MLP over the embeddings)")
+    ap.add_argument("--no-words", action="store_true",
+                    help="no word n-gram block (the model committed before 2026-11-29 04:00 UTC)")
     ap.add_argument("--no-indomain", action="store_true",
                     help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
     args = ap.parse_args()
@@ -357,7 +359,7 @@ def main() -> None:
                  "attacks": TRAIN_SIZES[1], "sha256": digest(extra)} if extra else None)
     texts, y, src, cat = load(args.train, extra)
     print(f"train: {len(texts)} rows, {int(y.sum())} attacks", file=sys.stderr)
-    blocks = BLOCKS
+    blocks = tuple(b for b in BLOCKS if not (args.no_words and b == "word_tfidf"))
     dense = features(texts, blocks, args.cache)
     results = []
     for C, hw, mf in (CANDIDATES[:1] if args.quick else CANDIDATES):
@@ -398,8 +400,8 @@ def main() -> None:
     print(f"  chosen: {cv}", file=sys.stderr)
     vec, clf, pre = fit(texts, dense, y, blocks, C, hw, mf, cat)
     final_mlp = fit_mlp(dense, y, mix["hidden"], mix["alpha"]) if mix["lr_weight"] < 1.0 else None
-    config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS),
-              "word_ngrams": list(WORD_NGRAMS), "word_max_features": WORD_MAX_FEATURES,
+    words = {"word_ngrams": list(WORD_NGRAMS), "word_max_features": WORD_MAX_FEATURES} if "word_tfidf" in blocks else {}
+    config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS), **words,
               "class_weight": "balanced", "candidates": [
                   {"C": r[1], "hard_benign_weight": r[2], "char_max_features": r[3], "cv": r[4]} for r in results],
               "mlp_candidates": mix_results}
