@@ -114,7 +114,6 @@ def _histogram(values: np.ndarray, bins: int = 40) -> dict[str, list[float]]:
     return {"counts": counts.astype(int).tolist(), "edges": [float(e) for e in edges]}
 
 
-PRUNE_DEPTH = 4
 DISTRIBUTION_SAMPLE = 1_000
 MIN_DISTRIBUTION_SAMPLE = 200
 
@@ -143,15 +142,16 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
     """Exact mid-rank of the secret among the candidates, scoring as few of them as it can.
 
     The secret and a random ``distribution_sample`` of candidates are scored in full (for the
-    plot and the extrapolation). Every other candidate first gets an upper bound: the
-    log-probability of its first ``PRUNE_DEPTH`` tokens (a shallow trie: ~1,111 nodes however
-    many candidates); a candidate whose bound is already below the secret's score cannot
-    outrank it and is not scored further. For a memorised secret that skips almost every
-    candidate; for an unmemorised one about half must be scored in full. All scoring is
-    shared-prefix tree attention (``trie_logprobs``); ``batch_size`` is the number of trie
-    nodes per packed forward pass. Returns (rank, secret score, sample scores, counts).
+    plot and the extrapolation). The other candidates are scored by branch and bound
+    (``bounded_logprobs``): their tries are walked level by level and a beginning whose
+    log-probability is already below the secret's score (less a margin for float noise) is
+    not extended, since later tokens only lower it. For a memorised secret that stops almost
+    every candidate after a few tokens; for an unmemorised one most candidates outrank it and
+    must be scored in full. ``batch_size`` is the number of trie nodes per packed forward
+    pass (candidates per walked chunk: half of it).
+    Returns (rank, secret score, sample scores, counts).
     """
-    from strongroom.evaluation.scoring import trie_logprobs
+    from strongroom.evaluation.scoring import bounded_logprobs, trie_logprobs
 
     n = len(candidates)
     k = min(distribution_sample, n)
@@ -164,23 +164,12 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
     rest = candidates[k:]
     pruned = full = 0
     if rest:
-        bounds = trie_logprobs(model, prefix, [c[:PRUNE_DEPTH] for c in rest],
-                               chunk_tokens=chunk)
-        exact = np.array([len(c) <= PRUNE_DEPTH for c in rest])
-        need = [i for i, b in enumerate(bounds)
-                if not exact[i] and b >= secret_score - PRUNE_MARGIN]
-        done = bounds[exact]
-        greater += float(np.sum(done > secret_score + TIE))
-        ties += float(np.sum(np.abs(done - secret_score) <= TIE))
-        pruned = len(rest) - len(need) - int(exact.sum())
-        if progress:
-            progress(len(rest) - len(need))
-        if need:
-            sc = trie_logprobs(model, prefix, [rest[i] for i in need], chunk_tokens=chunk,
-                               progress=progress)
-            greater += float(np.sum(sc > secret_score + TIE))
-            ties += float(np.sum(np.abs(sc - secret_score) <= TIE))
-            full = len(need)
+        sc, exact = bounded_logprobs(model, prefix, rest, secret_score - PRUNE_MARGIN,
+                                     chunk_candidates=max(16, chunk // 2), progress=progress)
+        greater += float(np.sum(sc[exact] > secret_score + TIE))
+        ties += float(np.sum(np.abs(sc[exact] - secret_score) <= TIE))
+        full = int(exact.sum())
+        pruned = len(rest) - full
     rank = 1.0 + greater + ties / 2.0
     counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k}
     return rank, secret_score, sample, counts

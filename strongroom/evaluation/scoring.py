@@ -300,6 +300,101 @@ def _score_trie_chunk(model: Any, cache: Any, P: int, suffixes: Sequence[Sequenc
     np.add.at(out, np.asarray(owners), terms)
 
 
+def bounded_logprobs(model: Any, prefix_ids: Sequence[int], suffixes: Sequence[Sequence[int]],
+                     floor: float, *, chunk_candidates: int = 128,
+                     progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the suffixes that stay at or above ``floor``; the others stop where they drop.
+
+    WHY: ranking a secret only needs the candidates that might outrank it. Every token adds a
+    log-probability <= 0, so once a beginning's running sum is below ``floor`` no suffix
+    through it can end above it. The trie of a chunk of sorted candidates is walked level by
+    level (one packed forward per level with a tree-attention mask over the context and the
+    chunk's earlier levels, kept in the key/value cache), forwarding only live beginnings.
+    Returns (scores, exact): exact scores where ``exact``, else the running sum at the first
+    token that fell below ``floor`` (an upper bound, itself below ``floor``).
+    """
+    torch = _torch()
+    if not prefix_ids:
+        raise BadInput("shared-prefix scoring needs a non-empty prefix")
+    if any(len(s) == 0 for s in suffixes):
+        raise BadInput("every candidate must add at least one token to the prefix")
+    n = len(suffixes)
+    scores = np.zeros(n, dtype=np.float64)
+    exact = np.zeros(n, dtype=bool)
+    if not n:
+        return scores, exact
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    order = sorted(range(n), key=lambda i: tuple(suffixes[i]))
+    step = max(1, chunk_candidates)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            pre = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
+            first = model(input_ids=pre, use_cache=True)
+            cache, P = first.past_key_values, pre.shape[1]
+            first_lp = torch.log_softmax(first.logits[0, -1].float(), dim=-1).double().cpu()
+            for start in range(0, n, step):
+                chunk = order[start:start + step]
+                _bounded_chunk(model, cache, P, first_lp, [tuple(suffixes[i]) for i in chunk],
+                               floor, chunk, scores, exact, device=device, dtype=dtype)
+                if progress:
+                    progress(len(chunk))
+    finally:
+        if was_training:
+            model.train()
+    return scores, exact
+
+
+def _bounded_chunk(model: Any, cache: Any, P: int, first_lp: Any, seqs: list[tuple[int, ...]],
+                   floor: float, index: list[int], scores: np.ndarray, exact: np.ndarray, *,
+                   device: Any, dtype: Any) -> None:
+    """Level-by-level walk of one chunk's trie (see ``bounded_logprobs``); fills its rows."""
+    torch = _torch()
+    children: dict[tuple[int, ...], set[int]] = {}
+    for s in seqs:
+        for k in range(1, len(s)):
+            children.setdefault(s[:k], set()).add(s[k])
+    partial: dict[tuple[int, ...], float] = {(t,): float(first_lp[t]) for t in {s[0] for s in seqs}}
+    fed: dict[tuple[int, ...], int] = {}  # beginning -> its column in the cache after the prefix
+    level = [k for k in partial if k in children and partial[k] >= floor]
+    try:
+        while level:
+            M, F = len(level), len(fed)
+            sees = torch.zeros((M, F + M), dtype=torch.bool)
+            for j, key in enumerate(level):
+                for d in range(1, len(key)):
+                    sees[j, fed[key[:d]]] = True
+                sees[j, F + j] = True
+            mask = torch.zeros((1, 1, M, P + F + M), dtype=dtype)
+            mask[0, 0, :, P:].masked_fill_(~sees, torch.finfo(dtype).min)
+            tokens = torch.tensor([[k[-1] for k in level]], dtype=torch.long, device=device)
+            positions = torch.tensor([[P + len(k) - 1 for k in level]], dtype=torch.long,
+                                     device=device)
+            logits = model(input_ids=tokens, position_ids=positions, attention_mask=mask.to(device),
+                           past_key_values=cache, use_cache=True).logits[0].float()
+            lp = (logits - torch.logsumexp(logits, dim=-1, keepdim=True)).double().cpu()
+            nxt = []
+            for j, key in enumerate(level):
+                fed[key] = F + j
+                for t in children[key]:
+                    child = key + (t,)
+                    partial[child] = partial[key] + float(lp[j, t])
+                    if child in children and partial[child] >= floor:
+                        nxt.append(child)
+            level = nxt
+    finally:
+        if fed:
+            cache.crop(-len(fed))  # back to the prefix alone for the next chunk
+    for i, s in zip(index, seqs):
+        for k in range(1, len(s) + 1):
+            v = partial[s[:k]]
+            if v < floor or k == len(s):
+                scores[i], exact[i] = v, v >= floor
+                break
+
+
 def full_sequence_logprob(model: Any, prefix_ids: Sequence[int], suffix: Sequence[int]) -> float:
     """Reference (slow) scorer: one full forward pass. Used to check the fast path."""
     torch = _torch()
