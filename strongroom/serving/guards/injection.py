@@ -90,8 +90,6 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
     seg_at: list[tuple[int, int]] = []
     if "seg_max" in blocks:
         for i, t in enumerate(texts):
-            if doc[i] >= self.threshold:  # already an attack: no need to look closer
-                continue
             ss = segments(t)
             if len(ss) > 1:
                 seg_at.append((len(batch), len(batch) + len(ss)))
