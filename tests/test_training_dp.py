@@ -544,3 +544,12 @@ def test_cached_rdp_epsilon_equals_opacus(history):
     eng.engine.accountant.history = [(s, q, n + 5) for s, q, n in history]
     ref.history = list(eng.engine.accountant.history)
     assert eng.epsilon() == ref.get_epsilon(delta=eng.delta, alphas=RDP_ALPHAS)
+
+
+def test_attention_dropout_in_the_config_also_prevents_merging(rows):
+    model, _ = tiny_llama()
+    model.config.attention_dropout = 0.1  # functional dropout: no nn.Dropout module shows it
+    pm = apply_lora(model, TrainConfig(lora_r=4, lora_dropout=0.0), "cpu")
+    pm.train()
+    info = _engine(pm, 1, 1.0).step([[rows[0], rows[0]]], 8, loss_fn)
+    assert info["duplicate_rows"] == 0

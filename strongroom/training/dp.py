@@ -110,6 +110,24 @@ def accountant_kwargs(accountant: str) -> dict[str, Any]:
     return {"alphas": RDP_ALPHAS} if accountant == "rdp" else {}
 
 
+def _deterministic_forward(model: Any) -> bool:
+    """No dropout anywhere: no active ``nn.Dropout`` module and no dropout rate in the model's
+    config (attention dropout is functional, invisible as a module)."""
+    import torch
+
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return False
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is None or not hasattr(cfg, "to_dict"):
+            continue
+        for k, v in cfg.to_dict().items():
+            if ("dropout" in k or k.endswith("pdrop")) and isinstance(v, (int, float)) \
+                    and not isinstance(v, bool) and v > 0:
+                return False
+    return True
+
+
 def _weighted(value: Any, weight: Sequence[int]) -> float:
     """Sum of a loss function's per-row statistic, each row counted ``weight`` times; a plain
     number (a loss function that only reports totals) is taken as it is."""
@@ -190,8 +208,7 @@ class DPEngine:
         self._torch = torch
         self._rdp_curves: dict[tuple[float, float], Any] = {}
         # Identical rows of a unit may share one forward only if the forward is deterministic.
-        self._deterministic = not any(
-            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+        self._deterministic = _deterministic_forward(model)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample_units(self) -> list[int]:
@@ -284,8 +301,9 @@ class DPEngine:
         WHY: a unit's gradient is the *sum* of its rows' gradients, and identical rows (a
         planted canary's repeats, a customer's repeated message) have identical gradients
         when the forward is deterministic, so k copies cost one forward and weigh k. The
-        clipped unit gradient is bit-for-bit the same maths; only the work shrinks. With
-        dropout active, copies would draw different masks, so nothing is merged.
+        clipped unit gradient is the same sum (k * g instead of g + ... + g: equal up to float
+        rounding); only the work shrinks. With dropout active, copies would draw different
+        masks, so nothing is merged.
         """
         if not self._deterministic or len(rows) < 2:
             return [(r, 1) for r in rows]
