@@ -16,10 +16,25 @@ Every action is a real ``strongroom`` command. What it shows, and how it stays h
   gate refuses every model here on that count as well (fail closed). ``bench/eval.py`` runs the
   full-size version.
 
-Budget (estimated, not measured on an idle machine): about 5-6 minutes on 2 idle CPU cores:
-three 8-step fine-tunes of ~6,000 tokens each (~1 minute each, DP more) and one ``eval``
-process for the three models (the base model is loaded once). On the shared development
-machine (load 5-9 on 2 cores) the raw fine-tune took 556 s and the de-identified one 305 s.
+What each evaluation sample costs (CPU seconds per model, measured by the phase timings
+``strongroom eval`` now records, on the shared 2-core machine at load 5-8, so quiet-machine
+figures are lower; the table printed after the results gives this run's own):
+
+* exposure, 2 canaries x 1,000 candidates: ~35 CPU s per canary whose secret is not strongly
+  memorised (every candidate that outranks it must be scored in full, ~7.5 forward tokens
+  each with the shared-prefix trie scorer); a strongly memorised secret stops almost every
+  candidate after a few tokens. 10,000 candidates (the gate's minimum) would cost ~10x that
+  for the DP row (about 12 CPU minutes for its two canaries), which is why the demo stays
+  at 1,000 and the gate refuses every model here on that count as well; bench/eval.py runs
+  10,000.
+* membership, 16 training vs 16 held-out records: ~8 CPU s (fine-tuned and base losses; the
+  base losses are shared by the deid and DP models). 16 vs 16 gives an AUC with a 95 %
+  interval about +-0.2 wide: enough to see raw > DP, not to rank close models.
+* extraction, 6 training records x 24 new tokens, and held-out Q/A, 1 record: a few CPU s.
+
+Before this change the evaluation of the three models took 417 s on a quiet machine (44 s of
+it loading the base model), nearly all of it exposure with all 1,000 candidates scored in
+full in padded batches.
 """
 
 from __future__ import annotations
