@@ -262,6 +262,8 @@ def render_html(results: dict[str, Any]) -> str:
         ("Evaluation id", _fmt(results.get("evaluation_id"))),
         ("Suites", _fmt(", ".join(results.get("suites", [])))),
         ("Run time (s)", ", ".join(f"{k} {v}" for k, v in (results.get("timings_s") or {}).items())),
+        ("CPU time (s)", ", ".join(f"{k} {v}" for k, v in (results.get("cpu_s") or {}).items())
+         or "n/a"),
     ], ("Item", "Value"))
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Evaluation of "
              f"{_fmt(results.get('model'))}</title><style>{CSS}</style></head><body>",
