@@ -22,7 +22,8 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
   (converts and writes the cache), ``load-warm`` (a fresh process reading the cache), each in
   its own process, wall and CPU seconds, and whether the logits on a fixed prompt are
   bit-identical across the three (run with ``--modes load``; a throw-away cache and key).
-* ``demo``    — the #6 demo's fine-tunes (``examples/demo_eval.py`` TRAIN_ARGS on its first 64
+* ``demo``    — the #4 demo's bank fine-tune (``examples/demo_train.py`` TRAIN_ARGS: seq 224,
+  batch 8, its first ``--demo-steps`` steps) and the #6 demo's fine-tunes (``examples/demo_eval.py`` TRAIN_ARGS on its first 64
   support chats, system prompt dropped, 2 canaries x 16): non-DP and DP (eps 8, subject
   level) in one process each, per-phase seconds (DP set-up and noise calibration, steps,
   held-out evaluation, accountant calls). ``--demo-steps`` (default 8) shortens it.
@@ -170,17 +171,29 @@ def demo_child(mode: str, threads: int, steps: int, cache_dir: str) -> dict:
     cache = BaseCache(Path(cache_dir) / "cache", bytes.fromhex(os.environ["BENCH_CACHE_KEY"]),
                       "bench")
     model, tok = load_base(resolve_base("smollm2-135m-instruct"), cache=cache)
-    recs = []
-    for line in (REPO / "examples/data/support.jsonl").read_text().splitlines()[:64]:
-        r = json.loads(line)
-        r["messages"] = [m for m in r["messages"] if m["role"] != "system"]
-        recs.append(r)
-    train_r, eval_r = split_records(recs, 0.3)
-    train_r, _ = plant_canaries(train_r, 2, 16, random.Random(0))
-    cfg = TrainRequest(dataset="demo", out="demo", max_steps=steps, max_seq_len=128,
-                       batch_size=8, lr=5e-3, lora_r=16, eval_fraction=0.3, canaries=2,
-                       canary_repeats=16, seed=0, threads=threads,
-                       dp_epsilon=8.0 if mode == "demo-dp" else None).train_config()
+    lines = (REPO / "examples/data/support.jsonl").read_text().splitlines()
+    if mode == "demo-train":  # examples/demo_train.py: the bank's chats, seq 224, lr 2e-3
+        from strongroom.training.pipeline import filter_records
+
+        recs = filter_records([json.loads(x) for x in lines], ["domain=bank"])
+        train_r, eval_r = split_records(recs, 0.02)
+        cfg = TrainRequest(dataset="demo", out="demo", max_steps=40, max_seq_len=224,
+                           batch_size=8, lr=2e-3, lora_r=16, eval_fraction=0.02,
+                           threads=threads).train_config()
+        cfg.max_steps = steps  # the first steps of the 40 (per-step cost is what is measured)
+        cfg.eval_at_start = False
+    else:
+        recs = []
+        for line in lines[:64]:
+            r = json.loads(line)
+            r["messages"] = [m for m in r["messages"] if m["role"] != "system"]
+            recs.append(r)
+        train_r, eval_r = split_records(recs, 0.3)
+        train_r, _ = plant_canaries(train_r, 2, 16, random.Random(0))
+        cfg = TrainRequest(dataset="demo", out="demo", max_steps=steps, max_seq_len=128,
+                           batch_size=8, lr=5e-3, lora_r=16, eval_fraction=0.3, canaries=2,
+                           canary_repeats=16, seed=0, threads=threads,
+                           dp_epsilon=8.0 if mode == "demo-dp" else None).train_config()
     phases = {"dp_setup_s": 0.0, "eval_s": 0.0, "accountant_s": 0.0}
 
     def timed(obj, name, key, when=lambda: True):
@@ -373,7 +386,7 @@ def demo_modes(a: argparse.Namespace) -> dict:
     out = {}
     d = tempfile.TemporaryDirectory(prefix="bench-base-cache-")
     env = dict(os.environ, BENCH_CACHE_KEY=secrets.token_hex(32))
-    for mode in ("demo-nodp", "demo-dp"):
+    for mode in ("demo-nodp", "demo-dp", "demo-train"):
         r = out[mode] = _run_child(mode, a, "--demo-steps", str(a.demo_steps),
                                    "--cache-dir", d.name, env=env)
         print(f"{mode:9s} {r['train_s']:6.1f} s wall {r['train_cpu_s']:6.1f} s CPU: steps "
