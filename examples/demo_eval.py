@@ -32,9 +32,14 @@ figures are lower; the table printed after the results gives this run's own):
   interval about +-0.2 wide: enough to see raw > DP, not to rank close models.
 * extraction, 6 training records x 24 new tokens, and held-out Q/A, 1 record: a few CPU s.
 
-Before this change the evaluation of the three models took 417 s on a quiet machine (44 s of
-it loading the base model), nearly all of it exposure with all 1,000 candidates scored in
-full in padded batches.
+Before the trie scorer the evaluation of the three models took 417 s on a quiet machine (44 s
+of it loading the base model), nearly all of it exposure with all 1,000 candidates scored in
+full in padded batches. After it (standalone run 2026-11-29, load average 5-8, one thread):
+464 s wall, 251 CPU s without the base load (raw 77, deid 83, DP 92; exposure 42 / 53 / 73);
+table: exposure 9.97 / 9.17 / 0.39 bits, membership AUC 0.74 / 0.70 / 0.64, extraction
+17 % / 0 / 0 of 6, held-out perplexity 17.04 / 9.21 / 18.29 (base 33.37 / 21.94 / 21.94).
+The raw row is the same as before the change; the de-identified data (and so the deid and
+DP models) differ per home. Training took 578 / 598 / 2,645 s at that load.
 """
 
 from __future__ import annotations
