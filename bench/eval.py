@@ -93,6 +93,8 @@ def bench_models(a: argparse.Namespace) -> dict:
         res = json.loads(sr(["eval", name, "--suites", a.suites, "--candidates",
                              str(a.candidates), "--members", str(a.members),
                              "--extraction-records", str(a.extraction_records),
+                             "--qa-records", str(a.qa_records),
+                             "--max-new-tokens", str(a.max_new_tokens),
                              "--threads", str(a.threads), "--quiet", "--json", "--html",
                              str(REPO / "bench" / "out" / f"eval-{name}.html")], env).stdout)
         m = out["models"][name]
@@ -199,6 +201,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=10_000)
     ap.add_argument("--members", type=int, default=64)
     ap.add_argument("--extraction-records", type=int, default=32)
+    ap.add_argument("--qa-records", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--suites", default="quality,privacy,security,fairness")
     ap.add_argument("--batch-size", type=int, default=128, help="scoring mode batch")
     ap.add_argument("--threads", type=int, default=2)
