@@ -8,6 +8,9 @@ Every action is a real ``strongroom`` command. What it shows, and how it stays h
   short sequence still holds the first answer), the same planted canaries (random 10-digit
   account numbers, stored encrypted with each model) and the same hyperparameters; only the
   data treatment differs. Training on the raw chats needs the audited admin override.
+  The DP run's expected (Poisson) batch is the others' batch, 8 subjects (``--dp-batch-size
+  8``; σ 0.76 for ε 8, δ 1e-5 over 8 steps at q = 8/46): left to its default it takes every
+  subject in every step (q = 1, σ 1.81), six times the others' work per step and data volume.
 * ``strongroom eval`` measures canary exposure, membership inference, PII extraction (the
   raw identifiers come from the raw dataset, read by an admin through the store) and held-out
   perplexity against the base model. Nothing is tuned to make a row look good.
@@ -59,7 +62,8 @@ RECORDS = 64
 SMALL_RAW, SMALL_DEID = "support-small", "support-small-deid"
 MODELS = (("eval-raw", SMALL_RAW, "raw chats (admin override)", []),
           ("eval-deid", SMALL_DEID, "de-identified", []),
-          ("eval-dp", SMALL_DEID, "de-identified + DP (ε 8)", ["--dp-epsilon", "8"]))
+          ("eval-dp", SMALL_DEID, "de-identified + DP (ε 8)",
+           ["--dp-epsilon", "8", "--dp-batch-size", "8"]))
 TRAIN_ARGS = ["--max-steps", "8", "--max-seq-len", "128", "--batch-size", "8", "--lr", "5e-3",
               "--lora-r", "16", "--eval-fraction", "0.3", "--canaries", "2",
               "--canary-repeats", "16", "--seed", "0", "--quiet"]
