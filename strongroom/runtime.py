@@ -32,12 +32,14 @@ from strongroom.store.deid import DeidService
 from strongroom.store.door import Door
 from strongroom.store.heads import DbHeadStore
 from strongroom.store.model_registry import ModelService
-from strongroom.training.pipeline import TrainingService
+from strongroom.training.pipeline import BASE_CACHE_PURPOSE, TrainingService
 
 AUDIT_SIGNING = "audit-signing"
 AUDIT_HMAC = "audit-hmac"
 IDENTITY = "identity"
-NAMED_SECRETS = (AUDIT_SIGNING, AUDIT_HMAC, IDENTITY, "deid", "token-vault")
+#: Long-lived named keys: created at init (outside any later write transaction) and covered by
+#: the cryptoperiod check (compliance.maintenance).
+NAMED_SECRETS = (AUDIT_SIGNING, AUDIT_HMAC, IDENTITY, "deid", "token-vault", BASE_CACHE_PURPOSE)
 
 
 def default_origin() -> str:

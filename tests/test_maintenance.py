@@ -87,6 +87,15 @@ def test_cryptoperiod_flags_old_keys(runtime, home):
     assert rec["severity"] == "warning" and "kek:v1" in rec["details"]["flagged"]
 
 
+def test_cryptoperiod_covers_the_base_model_cache_key(runtime, home):
+    """The key that seals the base-model conversion cache is a long-lived named key like the
+    others: created at init and flagged when it outlives the cryptoperiod."""
+    admin = runtime.authenticate(home["api_key"])
+    later = run_maintenance(runtime, admin, now=datetime.now(UTC) + timedelta(days=400))
+    flagged = {f["key"].split(":")[0] for f in later.keys["flagged"]}
+    assert "base-model-cache" in flagged
+
+
 def test_retention_shreds_expired_datasets(runtime, home, tmp_path):
     admin = runtime.authenticate(home["api_key"])
     src = tmp_path / "d.jsonl"
