@@ -120,26 +120,3 @@ def test_record_losses_equal_the_trainers_loss_on_full_logits(tiny):
             assert losses[ex.record_index] == pytest.approx(float(per[0]), abs=1e-5)
             assert counts[ex.record_index] == int(n[0]) > 0
     assert np.std(losses) > 1e-3  # records differ: the comparison can tell them apart
-
-
-def test_branch_and_bound_keeps_exactly_what_can_reach_the_floor(tiny):
-    from strongroom.evaluation.scoring import bounded_logprobs, trie_logprobs
-
-    model, tok = tiny
-    prefix, pool = _digits_pool(tok, 200, 6, seed=4)
-    pool += [pool[0][:3], pool[1][:1]]  # shorter suffixes that are beginnings of others
-    full = trie_logprobs(model, prefix, pool, chunk_tokens=256)
-    # No floor: everything scored in full, the same numbers.
-    sc, exact = bounded_logprobs(model, prefix, pool, -np.inf, chunk_candidates=32)
-    assert exact.all() and np.max(np.abs(sc - full)) < 1e-4
-    floor = float(np.median(full))
-    calls: list[int] = []
-    sc, exact = bounded_logprobs(model, prefix, pool, floor, chunk_candidates=32,
-                                 progress=calls.append)
-    assert sum(calls) == len(pool)
-    assert np.max(np.abs(sc[exact] - full[exact])) < 1e-4
-    assert (full[exact] >= floor - 1e-4).all()  # kept: can reach the floor
-    assert (sc[~exact] < floor).all() and (full[~exact] <= sc[~exact] + 1e-4).all()  # bound
-    assert 0 < (~exact).sum() < len(pool)
-    # Every candidate truly at or above the floor is kept and exact.
-    assert exact[full >= floor + 1e-4].all()
