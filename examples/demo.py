@@ -6,10 +6,12 @@ from `strongroom init --json`, exactly as an operator would receive them.
 
 At the end it prints where the time went: wall and CPU seconds per step (CPU of the
 `strongroom` commands, RUSAGE_CHILDREN, plus the demo's own), the number of commands and of
-TOTP waits. Measured 2026-11-29 on a quiet 2-core machine (load 1.5-2, 2 torch threads):
-1,819 s wall, 2,910 CPU s; the #4 fine-tune + questions 386 s and the three #6 fine-tunes +
-evaluation 1,127 s (the DP run alone 559 s, the evaluation 417 s) are 83 % of it; 48
-commands, 0 TOTP waits. Issue #6 asks for about 10 minutes: not reached yet.
+TOTP waits. Measured 2026-11-29 on a quiet 2-core machine (load 1-2, 2 torch threads): 666 s
+wall (11 min 13 s for `make demo`), 1,084 CPU s: the #4 fine-tune + questions 266 s (training
+229 s) and the three #6 fine-tunes + evaluation 277 s (training 35 / 37 / 43 s, evaluation of
+the three 149 s) are 82 % of it; 48 commands, 0 TOTP waits. Earlier the same day: 1,819 s,
+before the base-model conversion cache (each model command spent ~40 s parsing the GGUF), the
+trie scorer for exposure, and the DP run's batch of 8 subjects instead of all of them.
 """
 
 from __future__ import annotations
