@@ -25,6 +25,8 @@ LOCK = ".owner.lock"
 _live: dict[Path, int] = {}  # private directory -> the fd that holds its lock
 _guard = threading.Lock()
 _hooks_installed = False
+_hooks_pid = 0  # the process that installed the exit hooks; a forked child is not it
+_installed: dict[int, tuple[Any, Any]] = {}  # signal -> (our handler, the one it chains to)
 
 
 def scratch_root() -> Path | None:
@@ -105,6 +107,38 @@ def sweep_abandoned(root: Path) -> int:
     return removed
 
 
+def _forget_after_fork() -> None:
+    """In a forked child (deid pool workers): the parent's directories are the parent's.
+
+    Without this a worker killed by Pool.terminate() ran the inherited SIGTERM handler and
+    removed the parent's live directories (its tag spill database, say) while the parent
+    still used them; the child's copies of the lock descriptors are closed (the parent's lock
+    stays held: flock belongs to the open file, which the parent still has open).
+    """
+    global _guard, _hooks_installed
+    _guard = threading.Lock()  # another thread may have held the parent's at fork time
+    for fd in _live.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _live.clear()
+    # and its signal handlers are the parent's: a worker must die of SIGTERM as it would have
+    # without them (Pool.terminate() hung at join now and then on a worker that did not)
+    for sig, (ours, previous) in list(_installed.items()):
+        try:
+            if signal.getsignal(sig) is ours:
+                signal.signal(sig, previous)
+        except (ValueError, OSError, TypeError):  # pragma: no cover - not the main thread
+            pass
+    _installed.clear()
+    _hooks_installed = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _owner_pid(name: str) -> int | None:
     try:
         return int(name[len(PREFIX):].split("-", 1)[0])
@@ -114,25 +148,29 @@ def _owner_pid(name: str) -> int | None:
 
 def _install_exit_hooks() -> None:
     """atexit always; signal handlers only from the main thread, chaining to the previous ones."""
-    global _hooks_installed
+    global _hooks_installed, _hooks_pid
     with _guard:
         if _hooks_installed:
             return
         _hooks_installed = True
+        _hooks_pid = os.getpid()
     atexit.register(remove_all_private_dirs)
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         try:
             previous = signal.getsignal(sig)
-            signal.signal(sig, _chained(sig, previous))
+            ours = _chained(sig, previous)
+            signal.signal(sig, ours)
+            _installed[sig] = (ours, previous)
         except (ValueError, OSError):  # pragma: no cover - not the main interpreter
             continue
 
 
 def _chained(sig: int, previous: Any) -> Any:
     def handler(signum: int, frame: Any) -> None:
-        remove_all_private_dirs()
+        if os.getpid() == _hooks_pid:  # a forked child (a pool worker) owns none of them
+            remove_all_private_dirs()
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_IGN:
