@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
+
+from strongroom.errors import BadInput, IntegrityError
 
 OnText = Callable[[str], None]
 
@@ -56,3 +58,23 @@ def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """Cut ``text`` at the first stop sequence; (text, whether one was found)."""
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def lora_adapter(blob: bytes, *, backend: str,
+                 unsupported: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, LoRA settings) of one of our adapter blobs, for a backend that serves it itself.
+
+    Refuses, before anything is written or converted, a LoRA variant the backend cannot apply
+    (``unsupported``: e.g. DoRA) and metadata without its rank or alpha.
+    """
+    from strongroom.training.adapter import adapter_from_bytes
+
+    tensors, meta = adapter_from_bytes(blob)  # IntegrityError unless it is our format
+    lora = dict(meta.get("lora") or {})
+    for key in unsupported:
+        if lora.get(key):
+            raise BadInput(f"the {backend} backend cannot serve a LoRA trained with {key}; "
+                           "use --backend transformers")
+    if "r" not in lora or "lora_alpha" not in lora:
+        raise IntegrityError("adapter metadata lacks its LoRA rank or alpha")
+    return tensors, lora

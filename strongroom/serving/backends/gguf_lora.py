@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from strongroom.errors import BadInput, IntegrityError, StrongroomError
+from strongroom.serving.backends.base import lora_adapter
 from strongroom.store.scratch import make_private_dir, private_tmpdir, remove_private_dir
 
 VENDOR = Path(__file__).resolve().parent / "_llamacpp_vendor"
@@ -115,16 +116,7 @@ def check_architecture(cfg: dict[str, Any]) -> None:
 
 def adapter_shape(blob: bytes) -> dict[str, Any]:
     """The LoRA settings the converter needs (adapter_config.json), from our adapter blob."""
-    from strongroom.training.adapter import adapter_from_bytes
-
-    tensors, meta = adapter_from_bytes(blob)  # IntegrityError unless it is our format
-    lora = dict(meta.get("lora") or {})
-    for key in UNSUPPORTED_LORA:
-        if lora.get(key):
-            raise BadInput(f"the llamacpp backend cannot serve a LoRA trained with {key}; "
-                           "use --backend transformers")
-    if "lora_alpha" not in lora or "r" not in lora:
-        raise IntegrityError("adapter metadata lacks its LoRA rank or alpha")
+    tensors, lora = lora_adapter(blob, backend="llamacpp", unsupported=UNSUPPORTED_LORA)
     if not any(".lora_A." in k for k in tensors):
         raise IntegrityError("adapter holds no LoRA weights")
     return {"peft_type": "LORA", "r": int(lora["r"]), "lora_alpha": float(lora["lora_alpha"]),

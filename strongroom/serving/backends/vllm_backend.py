@@ -53,7 +53,7 @@ from typing import Any, Callable, Coroutine, Mapping
 
 from strongroom.errors import BadInput, IntegrityError, NotFound, StrongroomError
 from strongroom.identity import Principal
-from strongroom.serving.backends.base import Generation, GenParams, OnText
+from strongroom.serving.backends.base import Generation, GenParams, OnText, lora_adapter
 from strongroom.serving.backends.optional import require_extra
 from strongroom.serving.backends.transformers_backend import _Sink
 
@@ -394,16 +394,7 @@ def peft_files(blob: bytes) -> tuple[dict[str, bytes], int]:
     ignores), so it is written unchanged; ``adapter_config.json`` names the modules the
     tensors actually hold (vLLM checks them against the model), not a pattern.
     """
-    from strongroom.training.adapter import adapter_from_bytes
-
-    tensors, meta = adapter_from_bytes(blob)  # IntegrityError unless it is our format
-    lora = dict(meta.get("lora") or {})
-    for key in UNSUPPORTED_LORA:
-        if lora.get(key):
-            raise BadInput(f"the vllm backend cannot serve a LoRA trained with {key}; "
-                           "use --backend transformers")
-    if "r" not in lora or "lora_alpha" not in lora:
-        raise IntegrityError("adapter metadata lacks its LoRA rank or alpha")
+    tensors, lora = lora_adapter(blob, backend="vllm", unsupported=UNSUPPORTED_LORA)
     modules = sorted({m.group(1) for k in tensors if (m := _LORA_A.search(k))})
     if not modules:
         raise IntegrityError("adapter holds no LoRA weights")
