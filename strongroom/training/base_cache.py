@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from strongroom.errors import StrongroomError
+from strongroom.store.formats import fsync_dir
 
 FORMAT = 1
 KIND = "strongroom-base-model-cache"
@@ -111,14 +112,6 @@ def _read_regular(path: Path, size: int | None = None, limit: int | None = None
     return data, h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class BaseCache:
     """Converted GGUF base models under ``root``, each entry sealed by HMAC with ``key``.
 
@@ -148,26 +141,30 @@ class BaseCache:
     def entry_dir(self, gguf_sha256: str) -> Path:
         return self.root / self.entry_name(gguf_sha256)
 
+    def _try_load(self, gguf_sha256: str, entry: str) -> tuple[Any, Any] | None:
+        """A verified entry, or None when there is none or it was refused (said once)."""
+        try:
+            return self.load(gguf_sha256)
+        except FileNotFoundError:
+            return None
+        except CacheRejected as exc:
+            _say_once(entry, f"{exc}; ignoring it and converting the GGUF again")
+            return None
+
     # -- the one public operation -----------------------------------------------------------
     def load_or_build(self, gguf_sha256: str, build: Callable[[], tuple[Any, Any]]
                       ) -> tuple[Any, Any]:
         """(float32 model, tokenizer): from a verified entry, else from ``build()`` (the GGUF
         conversion), whose result is then stored for the next process."""
         entry = self.entry_name(gguf_sha256)
-        try:
-            return self.load(gguf_sha256)
-        except FileNotFoundError:
-            pass
-        except CacheRejected as exc:
-            _say_once(entry, f"{exc}; ignoring it and converting the GGUF again")
+        found = self._try_load(gguf_sha256, entry)
+        if found is not None:
+            return found
         with self._entry_lock(entry) as locked:
             if locked:  # another process may have built it while we waited
-                try:
-                    return self.load(gguf_sha256)
-                except FileNotFoundError:
-                    pass
-                except CacheRejected as exc:
-                    _say_once(entry, f"{exc}; ignoring it and converting the GGUF again")
+                found = self._try_load(gguf_sha256, entry)
+                if found is not None:
+                    return found
             model, tok = build()
             try:
                 self.store(gguf_sha256, model, tok)
@@ -256,7 +253,7 @@ class BaseCache:
                 f.write(doc)
                 f.flush()
                 os.fsync(f.fileno())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             final = self.root / entry
             if final.exists():  # a rejected entry: move it out of the way first
                 aside = self.root / f".trash-{entry}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -273,7 +270,7 @@ class BaseCache:
                     raise
                 # Another process won the race: its entry is as good as ours.
                 shutil.rmtree(tmp, ignore_errors=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             return final
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
