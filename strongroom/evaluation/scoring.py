@@ -49,10 +49,11 @@ def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
     Records with nothing learnable after truncation get NaN and count 0, so callers can drop
     them without shifting indices. The mask is the training mask, so 'loss' here means the same
     as the training loop's held-out loss. Logits are computed only for the positions that
-    predict learned tokens (``logits_to_keep``), under ``inference_mode``.
+    predict learned tokens (the trainer's ``learned_positions_loss``), under ``inference_mode``.
     """
     torch = _torch()
     from strongroom.training.data import collate, encode_record
+    from strongroom.training.trainer import learned_positions_loss
 
     losses = np.full(len(records), np.nan)
     counts = np.zeros(len(records), dtype=np.int64)
@@ -70,11 +71,9 @@ def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
         for start in range(0, len(examples), batch_size):
             rows = examples[start:start + batch_size]
             batch = collate(rows, pad)
-            keep, targets = _learned_columns(batch["labels"])
-            out = model(input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                        logits_to_keep=keep.to(device))
-            per, count = _row_losses(out.logits, targets.to(device))
+            per, _summed, count = learned_positions_loss(
+                model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                batch["labels"].to(device))
             for ex, value, n in zip(rows, per.tolist(), count.tolist()):
                 losses[ex.record_index] = value
                 counts[ex.record_index] = n
@@ -83,35 +82,6 @@ def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
     if was_training:
         model.train()
     return losses, counts
-
-
-def _learned_columns(labels: Any) -> tuple[Any, Any]:
-    """The positions whose logits the loss reads, and the token each of them must predict.
-
-    WHY: the output layer (49,152 x 576 on the embedded model) and the cross-entropy over the
-    vocabulary run on every position, but only positions that predict a learned (assistant)
-    token count. Keeping the span from the first such position to the last skips the masked
-    prompt and the padding. Targets are the labels shifted by one, as in training.
-    """
-    torch = _torch()
-    B, T = labels.shape
-    shifted = torch.cat([labels[:, 1:], labels.new_full((B, 1), -100)], dim=1)
-    cols = torch.nonzero((shifted != -100).any(0)).flatten()
-    lo, hi = (int(cols[0]), int(cols[-1])) if len(cols) else (T - 1, T - 1)
-    return torch.arange(lo, hi + 1), shifted[:, lo:hi + 1]
-
-
-def _row_losses(logits: Any, targets: Any) -> tuple[Any, Any]:
-    """Mean cross-entropy per row over non-ignored targets (the trainer's per_example_loss
-    arithmetic, on already shifted targets), and the counts."""
-    import torch.nn.functional as F
-
-    B, K, V = logits.shape
-    tok = F.cross_entropy(logits.reshape(-1, V).float(), targets.reshape(-1), ignore_index=-100,
-                          reduction="none").view(B, K)
-    mask = targets != -100
-    count = mask.sum(1)
-    return (tok * mask).sum(1) / count.clamp(min=1), count
 
 
 def token_weighted_loss(losses: np.ndarray, counts: np.ndarray) -> float | None:
