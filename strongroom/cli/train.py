@@ -56,6 +56,10 @@ def train(
                                   "(on|off|auto: when it would not fit one GPU)."),
     dtype: str = typer.Option("auto", "--dtype",
                               help="Base weights: auto (bf16 on GPU, fp32 on CPU), bfloat16, float32."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="Compute precision: auto (bf16 mixed precision on a bf16 "
+                                       "GPU or a CPU with AMX/AVX512-BF16, else fp32), fp32, "
+                                       "bf16. Recorded on the model card."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored model's metadata as JSON."),
 ) -> None:
@@ -76,6 +80,7 @@ def train(
         lora_r=lora_r, batch_size=batch_size, grad_accumulation=grad_accumulation,
         max_seq_len=max_seq_len, seed=seed, eval_fraction=eval_fraction, threads=threads,
         checkpoint_every=checkpoint_every, progress=not quiet, fsdp=fsdp, dtype=dtype,
+        precision=precision,
     )
     dist = DistContext.from_env()
     if dist.enabled and not dist.is_main:

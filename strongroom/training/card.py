@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from strongroom.training.dp import __doc__ as _DP_METHOD
+from strongroom.training.precision import describe as describe_precision
 
 DEFAULT_INTENDED = ("Assisting staff of the data owner with tasks resembling the fine-tuning "
                     "data, inside the same secured environment, with human review of outputs.")
@@ -118,6 +119,10 @@ def build_model_card(result, *, model_name: str, base_model: dict[str, Any],
                           "tokenisation": result.data,
                           "canaries": canaries or []},
         "training_procedure": {"config": cfg, "steps": result.steps,
+                               # runs before the option existed were fp32 throughout
+                               "precision": cfg.get("precision", "fp32"),
+                               "precision_detail": describe_precision(
+                                   cfg.get("precision", "fp32")),
                                "tokens_per_s": result.tokens_per_s,
                                "stopped_early": result.stopped_early,
                                "best_step": result.best_step},
@@ -197,6 +202,7 @@ def _markdown(d: dict[str, Any], statement: str, result) -> str:
         "Only assistant tokens are learned (system and user tokens are masked). The held-out "
         "split is chosen by hashing each subject (or record) identifier.", "",
         "## Training procedure", "",
+        f"- **Precision:** {d['training_procedure']['precision_detail']}", "",
         _kv_table({k: v for k, v in d["training_procedure"]["config"].items() if k != "dp"}),
         "## Privacy guarantee", "", statement, "",
         _kv_table({k: v for k, v in d["privacy"].items()}),

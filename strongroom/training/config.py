@@ -112,6 +112,10 @@ class TrainConfig:
     num_threads: int | None = None  # None = all free cores
     device: str | None = None  # None = cuda if available else cpu
     fsdp: str = "auto"  # multi-process only: "on" | "off" | "auto" (when the model won't fit)
+    #: "auto" | "fp32" | "bf16": bf16 autocast around forwards (weights, optimizer, loss
+    #: reductions and DP clipping stay fp32); auto = bf16 where native (see precision.py).
+    #: The trainer replaces "auto" by what it resolved to, so cards and resume see it.
+    precision: str = "auto"
     dp: DPConfig | None = None
 
     def validate(self) -> None:
@@ -131,6 +135,8 @@ class TrainConfig:
             raise BadInput("batch_size, grad_accumulation must be >= 1, max_seq_len >= 2")
         if self.fsdp not in ("on", "off", "auto"):
             raise BadInput("fsdp must be on, off or auto")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise BadInput("precision must be auto, fp32 or bf16")
         if self.eval_every < 0 or self.checkpoint_every < 0:
             raise BadInput("eval_every and checkpoint_every must be >= 0")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

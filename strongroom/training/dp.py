@@ -27,6 +27,11 @@ What we do, precisely (this text is quoted by the model card):
   Memory is bounded by the physical batch: at most ``batch_size`` sequences per forward and
   ``batch_size`` units per accumulator; larger logical batches are split with Opacus'
   skip-step mechanism (the one ``BatchMemoryManager`` uses).
+* Precision: under ``--precision bf16`` the forwards run under bf16 autocast, so Opacus'
+  per-sample gradients are computed from bf16 activations; they are cast to fp32 before
+  they are summed per unit, and the norms, clipping, noise and averaging are fp32. The bound
+  (each unit's clipped gradient has norm <= C) is exact in fp32 whatever precision produced
+  the gradient; only the gradient itself is less precise.
 * sigma is calibrated with Opacus' ``get_noise_multiplier`` for (epsilon, delta, q, steps) —
   what ``make_private_with_epsilon`` does, counted in steps — then ``make_private``; RDP uses
   Opacus' orders plus larger ones (up to 1024), which short runs need for a tight bound.
@@ -344,6 +349,11 @@ class DPEngine:
                                          "per-sample gradient (stale parameter: opacus#820)")
             if isinstance(gs, list):
                 gs = torch.cat(gs, dim=0)
+            # Under bf16 autocast Opacus computes per-sample gradients in bf16. Norms, clip
+            # factors and sums must be fp32 (the parameter's dtype): a bf16 norm can be
+            # ~0.4 % low, which would let a unit's clipped gradient exceed C.
+            if gs.dtype != p.dtype:
+                gs = gs.to(p.dtype)
             if gs.shape[0] != len(group):
                 raise TrainingGuardError("per-sample gradients do not match the rows of the "
                                          "forward")
@@ -355,7 +365,7 @@ class DPEngine:
             a = acc[j]
             if idx is None or idx.device != gs.device:
                 idx = torch.tensor(list(group), dtype=torch.long, device=gs.device)
-            a.index_add_(0, idx, gs.to(a.dtype))
+            a.index_add_(0, idx, gs)
             p.grad_sample = None
 
     # -- accounting and state ---------------------------------------------------------------

@@ -74,6 +74,7 @@ class TrainRequest:
     progress: bool = True
     fsdp: str = "auto"  # under torchrun / accelerate launch: on | off | auto
     dtype: str = "auto"  # base weights: auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
+    precision: str = "auto"  # compute: auto (bf16 autocast where native) | fp32 | bf16
 
     def train_config(self):  # noqa: ANN201 - TrainConfig, imported lazily
         from strongroom.training.config import DPConfig, TrainConfig
@@ -107,7 +108,7 @@ class TrainRequest:
             lora_dropout=0.0, batch_size=self.batch_size, grad_accumulation=self.grad_accumulation,
             max_seq_len=self.max_seq_len, seed=self.seed, epochs=self.epochs or 1.0,
             max_steps=self.max_steps, checkpoint_every=every, num_threads=self.threads,
-            warmup_ratio=0.05, dp=dp, fsdp=self.fsdp,
+            warmup_ratio=0.05, dp=dp, fsdp=self.fsdp, precision=self.precision,
         )
         cfg.validate()
         return cfg
@@ -427,6 +428,7 @@ class TrainingService:
             "resumed_from": result.resumed_from, "stopped_early": result.stopped_early,
             "world_size": result.data.get("world_size", 1),
             "parallel": result.data.get("parallel", "none"),
+            "precision": result.config.get("precision", "fp32"),
         }
         lineage = {
             "dataset": info.name, "dataset_id": info.id, "dataset_version": info.version,

@@ -7,6 +7,7 @@ caller encrypts, in a pickle-free format, (b) bit-exact resume (RNG + data posit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,6 +29,7 @@ from strongroom.training.lora import (
     apply_lora, check_optimizer_params, check_update_direction, resolve_device,
     snapshot_trainable, trainable_named_parameters,
 )
+from strongroom.training.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -72,7 +74,7 @@ def per_example_loss(logits, labels):
     return summed / count.clamp(min=1), summed, count
 
 
-def learned_positions_loss(module, input_ids, attention_mask, labels):
+def learned_positions_loss(module, input_ids, attention_mask, labels, precision: str = "fp32"):
     """``per_example_loss`` with logits computed only where a next token is learned.
 
     WHY: the vocabulary projection (49k x 576 on SmolLM2, ~20 % of a forward) and the float
@@ -80,6 +82,7 @@ def learned_positions_loss(module, input_ids, attention_mask, labels):
     padding positions, which carry no label. The model keeps only the positions of
     ``keep`` (transformers' ``logits_to_keep`` boolean mask); every kept position's logit and
     loss are the ones the full projection would give, so per-row sums and counts are the same.
+    ``precision`` "bf16" runs the forward alone under autocast; the loss is fp32 either way.
     """
     import torch
     import torch.nn.functional as F
@@ -91,7 +94,8 @@ def learned_positions_loss(module, input_ids, attention_mask, labels):
     if not bool(keep.any()):  # nothing learned: keep one position so the graph exists
         keep = keep.clone()
         keep[:, 0] = True
-    out = module(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep)
+    with autocast(precision, input_ids.device):
+        out = module(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep)
     logits = out.logits.reshape(-1, out.logits.shape[-1])  # (kept positions, V), row-major
     target = shift_labels[keep]
     tok = F.cross_entropy(logits.float(), target, ignore_index=-100, reduction="none")
@@ -121,15 +125,17 @@ def _keeps_logits(module) -> bool:
         return False
 
 
-def _forward_loss(module, rows: Sequence[Example], pad_id: int, device):
+def _forward_loss(module, rows: Sequence[Example], pad_id: int, device,
+                  precision: str = "fp32"):
     batch = collate(rows, pad_id)
     ids = batch["input_ids"].to(device)
     mask = batch["attention_mask"].to(device)
     labels = batch["labels"].to(device)
     if _keeps_logits(module):
-        per_ex, summed, count = learned_positions_loss(module, ids, mask, labels)
+        per_ex, summed, count = learned_positions_loss(module, ids, mask, labels, precision)
     else:
-        out = module(input_ids=ids, attention_mask=mask)
+        with autocast(precision, ids.device):
+            out = module(input_ids=ids, attention_mask=mask)
         per_ex, summed, count = per_example_loss(out.logits, labels)
     return per_ex, summed, count, int(batch["attention_mask"].sum())
 
@@ -228,6 +234,10 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
                        "sampling and noise would have to be shared by all ranks): run DP "
                        "training as a single process, without torchrun / accelerate launch")
     device = dist.device(config.device) if dist.enabled else resolve_device(config.device)
+    # "auto" becomes what this hardware runs (fp32 or bf16), so the config that goes into
+    # checkpoints, the resume check and the model card says what was actually used.
+    precision = resolve_precision(config.precision, device)
+    config = dataclasses.replace(config, precision=precision)
     dist.init(device)
     from strongroom.training.parallel import choose_fsdp, wrap_parallel
 
@@ -341,7 +351,9 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         if latest is not None:
             step_no, blob = latest
             tensors, meta = unpack(blob)
-            if meta["config"] != json.loads(json.dumps(config.determinism_key())):
+            saved_config = dict(meta["config"])
+            saved_config.setdefault("precision", "fp32")  # checkpoints from before the option
+            if saved_config != json.loads(json.dumps(config.determinism_key())):
                 raise BadInput("checkpoint was written with a different training config")
             if int(meta.get("world_size", 1)) != world:
                 raise BadInput(f"checkpoint was written by {meta.get('world_size', 1)} "
@@ -384,7 +396,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             mine += [batches[0]] * (math.ceil(len(batches) / world) - len(mine))
         with torch.no_grad():
             for j, rows in enumerate(mine):
-                _, summed, count, _ = _forward_loss(peft_model, rows, pad_id, device)
+                _, summed, count, _ = _forward_loss(peft_model, rows, pad_id, device,
+                                                    precision)
                 if j * world + rank < len(batches):  # padding forwards are not counted
                     tot += float(summed.sum())
                     n += int(count.sum())
@@ -408,7 +421,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         before = snapshot_trainable(peft_model) if check_first else None
         if dp_engine is not None:
             def loss_fn(module, rows):
-                per_ex, summed, count, ntok = _forward_loss(module, rows, pad_id, device)
+                per_ex, summed, count, ntok = _forward_loss(module, rows, pad_id, device,
+                                                            precision)
                 loss_fn.tokens += ntok
                 # Per-row figures: the engine weighs a row that stands for identical copies.
                 return per_ex.mean(), summed.detach(), count
@@ -433,7 +447,8 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
             for j, b in enumerate(micro):
                 rows = [train_ex[i] for i in b]
                 with par.no_sync(j < len(micro) - 1):
-                    _, summed, _, ntok = _forward_loss(fwd_module, rows, pad_id, device)
+                    _, summed, _, ntok = _forward_loss(fwd_module, rows, pad_id, device,
+                                                       precision)
                     (summed.sum() * (world / max(1, learned))).backward()
                 step_tokens += ntok
                 tok_sum += float(summed.detach().sum())
@@ -518,7 +533,7 @@ def train(model, tokenizer, train_records: Sequence[dict[str, Any]],
         best_step=best_step, stopped_early=st.stopped_early, resumed_from=resumed_from,
         dp=dict(dp_engine.describe(), epsilon_spent=epsilon_spent) if dp_engine else None,
         data={"train": vars(train_stats), "eval": vars(eval_stats), "fingerprint": fingerprint,
-              "packed": config.packing, "world_size": world,
+              "packed": config.packing, "world_size": world, "precision": precision,
               "parallel": "fsdp" if use_fsdp else ("ddp" if dist.enabled else "none")},
         lora={"r": lcfg.r, "lora_alpha": lcfg.lora_alpha, "lora_dropout": lcfg.lora_dropout,
               "target_modules": sorted(tm) if not isinstance(tm, str) else tm,
