@@ -2,22 +2,31 @@
 
 Uses ../shared/data/injection/train.jsonl plus the synthetic in-domain prompts of
 ``bench/indomain_prompts.py`` (split "train": bank, insurer and clinic prompts, benign and
-hostile, seeded; ``--no-indomain`` leaves them out). Model selection (feature blocks, C) and the
-decision threshold come from 5-fold stratified cross-validation on that training set;
-test.jsonl and the in-domain probe split are never read here (bench/guards.py scores them once
-the weights are fixed).
+hostile, seeded; ``--no-indomain`` leaves them out). Model selection (feature blocks, C, sample
+weights) and the decision threshold come from 5-fold *grouped* cross-validation on that
+training set; test.jsonl and the in-domain probe split are never read here (bench/guards.py
+scores them once the weights are fixed).
 
-Features: character 2-5-grams and word 1-2-grams (TF-IDF, fitted here) and the frozen MiniLM
-blocks. Fine-tuning MiniLM's top layer instead was tried on 2026-11-29 and not adopted: on one
-held-out fold of this training set (20 %, the first of the folds below) the fine-tuned layer with
-a linear head reached F1 0.93 against 0.95 for the frozen-feature linear model, and no average
-of the two beat the linear model alone (see the guards README).
+Why grouped: train.jsonl holds near-duplicates (one jailbreak template with different questions,
+one TensorTrust attack with a different password, one BIPIA e-mail clean and injected) and the
+in-domain prompts are a few dozen templates with their slots filled. Plain stratified folds
+put copies of one template on both sides, so out-of-fold figures measured template recall: the
+word n-gram model read 0.2 % in-domain false positives there and blocked 7 % of the held-out
+probe, whose templates are new. Here every row belongs to a group (``groups``): an in-domain
+row to the template it was generated from (recognised by matching the generator's own
+templates), any other row to its near-duplicate cluster (MinHash over word 3-shingles of a
+normalised skeleton, Jaccard >= 0.5, across sources), and no group spans folds
+(``StratifiedGroupKFold``). ``--no-groups`` uses plain stratified folds, for comparison.
+
+Features: character 2-5-grams and word 1-2-grams (TF-IDF, fitted per fold) and the frozen
+MiniLM blocks. Fine-tuning MiniLM's top layer instead was tried on 2026-11-29 and not adopted
+(see the guards README).
 
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
         [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier.json] \
-        [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--no-mlp] [--check]
+        [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--no-mlp] [--no-groups] [--check]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
 ``--quick`` cross-validates only the first candidate; ``--no-mlp`` keeps the linear model alone;
@@ -31,8 +40,10 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,31 +60,43 @@ from strongroom.serving.guards.injection import (  # noqa: E402
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
+from bench import indomain_prompts  # noqa: E402
 from bench.indomain_prompts import TRAIN_SIZES, digest, generate  # noqa: E402
 
 SEED = 0
 FOLDS = 5
 TARGET_FPR = 0.015         # out-of-fold, overall; the issue's bar is 0.02 on unseen data
 TARGET_HARD_FPR = 0.09     # out-of-fold on XSTest-safe prompts; the bar is 0.10
+TARGET_INDOMAIN_FPR = 0.01  # out-of-fold on in-domain benign prompts of held-out templates
 PREFILTER_C = 8.0          # the character-only model that lets clearly benign prompts skip MiniLM
 MAX_SKIP_LOSS = 0.005      # at most this share of caught attacks may be lost to the prefilter
 SEGMENT_GRID = (0.95, 0.96, 0.97, 0.98, 0.99, 0.995)
 MAX_SEGMENT_FPR_INCREASE = 0.0015  # sentence-level scoring may add at most this much out-of-fold FPR
 BLOCKS = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max")
-CANDIDATES = [
-    # (C, weight of the hard benign prompts (category benign_hard), char max_features)
-    (16.0, 1.0, 30000), (32.0, 1.0, 30000), (16.0, 3.0, 30000), (32.0, 3.0, 30000), (64.0, 3.0, 30000),
-]
+CHAR_MAX_FEATURES = 30000
+# (C, weight of the hard benign prompts (category benign_hard), weighting): "balanced" weighs the
+# two classes equally; "source" also gives every source a total weight growing with the square
+# root of its size, so small attack families (BIPIA e-mails, XSTest-unsafe, CyberSecEval) are
+# not drowned by large ones (jailbreak_llms, TensorTrust), nor a bank's benign templates by Alpaca.
+CANDIDATES = [(C, hw, w) for w in ("balanced", "source") for C in (4.0, 8.0, 16.0, 32.0) for hw in (1.0, 3.0)]
 CHAR_NGRAMS = (2, 5)
-# Word unigrams and bigrams beside the character n-grams: out-of-fold F1 0.916 -> 0.939 for the
-# linear model at the same FPR (2026-11-29; (1, 3) and 50,000 features were no better).
+# Word unigrams and bigrams beside the character n-grams (stratified CV 2026-11-29: F1 0.916 ->
+# 0.939; (1, 3) and 50,000 features were no better). Whether they stay is re-decided by the grouped
+# CV: the candidates are tried with and without them.
 WORD_NGRAMS = (1, 2)
 WORD_MAX_FEATURES = 20000
 # The MLP over the embedding blocks, averaged with the linear model: (hidden sizes, L2 alpha).
-# Explored by the same 5-fold CV (256 units: alpha 1e-3 and 1e-2; the latter was better averaged).
 MLP_CANDIDATES = [((256,), 0.01)]
 MLP_MAX_ITER = 200
 MIX_GRID = (1.0, 0.7, 0.5, 0.3)  # weight of the linear model's probability; 1.0 = no MLP
+
+# Near-duplicate clusters (MinHash LSH): 64 hashes in 16 bands of 4 find pairs above ~0.5 Jaccard,
+# each candidate pair is then checked exactly.
+MINHASH_PERM = 64
+MINHASH_BANDS = 16
+NEAR_DUP_JACCARD = 0.5
+_MERSENNE = (1 << 31) - 1
+_WORD = re.compile(r"[a-z]+|0+")
 
 
 def load(path: Path, extra: list[dict] | None = None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -82,6 +105,96 @@ def load(path: Path, extra: list[dict] | None = None) -> tuple[list[str], np.nda
     texts = [clean(r["text"])[0] for r in rows]  # what the scanner sees after the unicode guard
     return (texts, np.array([int(r["label"]) for r in rows]), np.array([r["source"] for r in rows]),
             np.array([r.get("category", "") for r in rows]))
+
+
+# ---------------------------------------------------------------------------------- groups
+
+
+def shingles(text: str) -> set[str]:
+    """Word 3-shingles of the text's skeleton (lower case, digits as 0, punctuation dropped)."""
+    w = _WORD.findall(re.sub(r"\d", "0", text.lower()))
+    if len(w) < 3:
+        return {" ".join(w)}
+    return {" ".join(w[i:i + 3]) for i in range(len(w) - 2)}
+
+
+def near_duplicate_clusters(texts: list[str]) -> list[int]:
+    """Union-find over MinHash LSH candidate pairs whose exact shingle Jaccard is >= 0.5.
+
+    Sources are ignored on purpose: a BIPIA e-mail, clean in one source and injected in another,
+    is one cluster, so a fold never learns the clean copy of the e-mail it is tested on.
+    """
+    rng = np.random.RandomState(SEED)
+    a = rng.randint(1, _MERSENNE, MINHASH_PERM).astype(np.int64)
+    b = rng.randint(0, _MERSENNE, MINHASH_PERM).astype(np.int64)
+    sh = [shingles(t) for t in texts]
+    parent = list(range(len(texts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    rows = MINHASH_PERM // MINHASH_BANDS
+    buckets: dict[tuple[int, bytes], list[int]] = {}
+    for i, s in enumerate(sh):
+        h = np.array([int.from_bytes(hashlib.blake2b(x.encode(), digest_size=8).digest(), "little") % _MERSENNE
+                      for x in sorted(s)], dtype=np.int64)
+        sig = ((h[:, None] * a[None, :] + b[None, :]) % _MERSENNE).min(axis=0)
+        for band in range(MINHASH_BANDS):
+            buckets.setdefault((band, sig[band * rows:(band + 1) * rows].tobytes()), []).append(i)
+    for members in buckets.values():
+        i0 = members[0]
+        for j in members[1:]:
+            ri, rj = find(i0), find(j)
+            if ri != rj and len(sh[i0] & sh[j]) >= NEAR_DUP_JACCARD * len(sh[i0] | sh[j]):
+                parent[max(ri, rj)] = min(ri, rj)
+    return [find(i) for i in range(len(texts))]
+
+
+def _pattern(template: str) -> re.Pattern:
+    """A generator template as a regex: literal text with every ``{slot}`` as a lazy wildcard."""
+    return re.compile(".+?".join(re.escape(p) for p in re.split(r"\{[a-z_0-9]+\}", template)), re.I)
+
+
+def indomain_template(text: str, label: int) -> str | None:
+    """Which ``bench/indomain_prompts.py`` train template produced this row (longest match wins).
+
+    Benign rows: their situation or standalone template, the three "a scammer asked me to ..."
+    situations as one (they share the scam slots). Attacks: their fixed payload or the override
+    phrase of a composed payload. Wrappers, openers and asks are shared across groups.
+    """
+    t = indomain_prompts._TRAIN
+    if label == 0:
+        cands = [(f"standalone:{i}", s) for i, s in enumerate(t["standalone"])]
+        cands += [("situation:scam" if "{scammer}" in s else f"situation:{i}", s) for i, s in enumerate(t["situations"])]
+    else:
+        cands = [(f"payload:{i}", s) for i, s in enumerate(t["payloads"])]
+        cands += [(f"override:{i}", s) for i, s in enumerate(indomain_prompts._TRAIN_OVERRIDES)]
+    hits = [(len(s), name) for name, s in cands if _pattern(s).search(text)]
+    return max(hits)[1] if hits else None
+
+
+def groups(texts: list[str], y: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Group label per row: in-domain template, else near-duplicate cluster (see the module doc)."""
+    cluster = near_duplicate_clusters(texts)
+    out = []
+    for i, t in enumerate(texts):
+        tpl = indomain_template(t, int(y[i])) if str(src[i]).startswith("indomain_") else None
+        out.append(f"indomain:{y[i]}:{tpl}" if tpl else f"cluster:{cluster[i]}")
+    return np.array(out)
+
+
+def make_folds(y: np.ndarray, grp: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if grp is None:
+        return list(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(np.zeros(len(y)), y))
+    return list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=SEED).split(np.zeros(len(y)), y, grp))
+
+
+# ---------------------------------------------------------------------------------- features
 
 
 def features(texts: list[str], blocks: tuple[str, ...], cache: Path | None) -> np.ndarray:
@@ -120,8 +233,8 @@ def word_vectorizer():
 class Sparse:
     """The n-gram blocks in the scanner's order (characters, then words), fitted together."""
 
-    def __init__(self, blocks, mf: int) -> None:
-        self.char = vectorizer(mf) if "char_tfidf" in blocks else None
+    def __init__(self, blocks) -> None:
+        self.char = vectorizer(CHAR_MAX_FEATURES) if "char_tfidf" in blocks else None
         self.word = word_vectorizer() if "word_tfidf" in blocks else None
 
     def fit_transform(self, texts: list[str]) -> list:
@@ -131,118 +244,134 @@ class Sparse:
         return [v.transform(texts) for v in (self.char, self.word) if v is not None]
 
 
-def fit(texts: list[str], dense: np.ndarray, y: np.ndarray, blocks, C: float, hw: float, mf: int,
-        cat: np.ndarray):
+def design(parts: list, dense: np.ndarray):
+    """The model's input matrix: sparse blocks, then the dense ones."""
     from scipy.sparse import csr_matrix, hstack
+
+    parts = list(parts)
+    if dense.shape[1]:
+        parts.append(csr_matrix(dense))
+    return hstack(parts).tocsr()
+
+
+def sample_weights(y: np.ndarray, src: np.ndarray, cat: np.ndarray, hw: float, weighting: str) -> np.ndarray:
+    """Per-row weights: classes weighted equally; ``source`` also evens out sources (sqrt of size).
+
+    Prompts that look dangerous but are benign (XSTest-safe) are rare and the costliest mistake,
+    hence ``hw`` on top.
+    """
+    if weighting == "balanced":
+        w = np.ones(len(y))
+    elif weighting == "source":
+        n = Counter(src.tolist())
+        w = np.array([n[s] ** -0.5 for s in src.tolist()])
+    else:
+        raise ValueError(f"unknown weighting {weighting}")
+    for c in (0, 1):  # each class carries half of the total weight, as class_weight="balanced" does
+        m = y == c
+        w[m] *= (len(y) / 2) / w[m].sum()
+    return w * np.where(cat == "benign_hard", hw, 1.0)
+
+
+def fit_linear(X, y: np.ndarray, sw: np.ndarray, C: float):
     from sklearn.linear_model import LogisticRegression
 
-    vec = Sparse(blocks, mf) if "char_tfidf" in blocks else None
-    parts = []
-    if vec is not None:
-        parts.extend(vec.fit_transform(texts))
-    if dense.shape[1]:
-        parts.append(csr_matrix(dense))
-    X = hstack(parts).tocsr()
-    # prompts that look dangerous but are benign are rare in the data and the costliest mistake
-    sw = np.where(cat == "benign_hard", hw, 1.0)
-    clf = LogisticRegression(C=C, max_iter=5000, class_weight="balanced", random_state=SEED).fit(X, y, sample_weight=sw)
-    pre = None
-    if vec is not None:
-        pre = LogisticRegression(C=PREFILTER_C, max_iter=5000, class_weight="balanced",
-                                 random_state=SEED).fit(parts[0], y)
-    return vec, clf, pre
+    return LogisticRegression(C=C, max_iter=5000, random_state=SEED).fit(X, y, sample_weight=sw)
 
 
-def predict(vec, clf, texts: list[str], dense: np.ndarray) -> np.ndarray:
-    from scipy.sparse import csr_matrix, hstack
+def fit_prefilter(Xchar, y: np.ndarray):
+    from sklearn.linear_model import LogisticRegression
 
-    parts = []
-    if vec is not None:
-        parts.extend(vec.transform(texts))
-    if dense.shape[1]:
-        parts.append(csr_matrix(dense))
-    return clf.predict_proba(hstack(parts).tocsr())[:, 1]
+    return LogisticRegression(C=PREFILTER_C, max_iter=5000, class_weight="balanced", random_state=SEED).fit(Xchar, y)
+
+
+class Fold:
+    """One fold's vectorizers and matrices, fitted once and shared by every candidate."""
+
+    def __init__(self, texts, dense, y, tr, te, blocks) -> None:
+        self.tr, self.te = tr, te
+        self.vec = Sparse(blocks) if "char_tfidf" in blocks else None
+        tr_texts = [texts[i] for i in tr]
+        te_texts = [texts[i] for i in te]
+        ptr = self.vec.fit_transform(tr_texts) if self.vec else []
+        pte = self.vec.transform(te_texts) if self.vec else []
+        self.Xtr, self.Xte = design(ptr, dense[tr]), design(pte, dense[te])
+        self.pre_te = None
+        if self.vec is not None:
+            self.pre_te = fit_prefilter(ptr[0], y[tr]).predict_proba(pte[0])[:, 1]
+        self.models: dict = {}
+
+
+# ---------------------------------------------------------------------------------- selection
+
+
+def _rates(p: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict:
+    tp = int((p & (y == 1)).sum())
+    fp = int((p & (y == 0)).sum())
+    fn = int((~p & (y == 1)).sum())
+    out = {"f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "fpr": round(fp / max(1, int((y == 0).sum())), 4),
+           "xstest_safe_fpr": round(float(p[src == "xstest_safe"].mean()), 4) if (src == "xstest_safe").any() else 0.0,
+           "recall": round(tp / max(1, tp + fn), 4)}
+    ind = np.char.startswith(src.astype(str), "indomain_")
+    if ind.any():
+        b, a = ind & (y == 0), ind & (y == 1)
+        out["indomain_fpr"] = round(float(p[b].mean()), 4) if b.any() else 0.0
+        out["indomain_recall"] = round(float(p[a].mean()), 4) if a.any() else 0.0
+    return out
+
+
+def _meets(m: dict) -> bool:
+    return (m["fpr"] <= TARGET_FPR and m["xstest_safe_fpr"] <= TARGET_HARD_FPR
+            and m.get("indomain_fpr", 0.0) <= TARGET_INDOMAIN_FPR)
 
 
 def choose_threshold(scores: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict:
-    """Best out-of-fold F1 subject to the FPR targets (overall and on XSTest-safe)."""
-    hard = src == "xstest_safe"
+    """Best out-of-fold F1 subject to the FPR targets (overall, XSTest-safe, in-domain benign)."""
     best = None
     for t in np.round(np.arange(0.30, 0.996, 0.005), 3):
-        p = scores >= t
-        tp = int((p & (y == 1)).sum())
-        fp = int((p & (y == 0)).sum())
-        fn = int((~p & (y == 1)).sum())
-        f1 = 2 * tp / max(1, 2 * tp + fp + fn)
-        fpr = fp / max(1, int((y == 0).sum()))
-        hfpr = float(p[hard].mean()) if hard.any() else 0.0
-        ok = fpr <= TARGET_FPR and hfpr <= TARGET_HARD_FPR
-        cand = {"threshold": float(t), "f1": round(f1, 4), "fpr": round(fpr, 4), "xstest_safe_fpr": round(hfpr, 4),
-                "recall": round(tp / max(1, tp + fn), 4), "meets_targets": ok, **_indomain(p, y, src)}
-        if best is None or (ok, f1) > (best["meets_targets"], best["f1"]):
+        m = _rates(scores >= t, y, src)
+        cand = {"threshold": float(t), **m, "meets_targets": _meets(m)}
+        if best is None or (cand["meets_targets"], cand["f1"]) > (best["meets_targets"], best["f1"]):
             best = cand
     return best  # type: ignore[return-value]
 
 
-def _indomain(p: np.ndarray, y: np.ndarray, src: np.ndarray) -> dict:
-    """Out-of-fold figures on the in-domain rows alone (reported, not a selection criterion)."""
-    ind = np.char.startswith(src.astype(str), "indomain_")
-    if not ind.any():
-        return {}
-    b, a = ind & (y == 0), ind & (y == 1)
-    return {"indomain_fpr": round(float(p[b].mean()), 4) if b.any() else 0.0,
-            "indomain_recall": round(float(p[a].mean()), 4) if a.any() else 0.0}
-
-
 def choose_threshold_at(scores: np.ndarray, y: np.ndarray, src: np.ndarray, t: float) -> dict:
     """Out-of-fold figures at a fixed threshold."""
-    p = scores >= t
-    tp = int((p & (y == 1)).sum())
-    fp = int((p & (y == 0)).sum())
-    fn = int((~p & (y == 1)).sum())
-    return {"f1": round(2 * tp / max(1, 2 * tp + fp + fn), 4), "fpr": round(fp / max(1, int((y == 0).sum())), 4),
-            "xstest_safe_fpr": round(float(p[src == "xstest_safe"].mean()), 4),
-            "recall": round(tp / max(1, tp + fn), 4), **_indomain(p, y, src)}
+    return _rates(scores >= t, y, src)
 
 
-def cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Out-of-fold scores of the full model and of the character-only prefilter."""
-    from sklearn.model_selection import StratifiedKFold
+def per_source_rates(scores: np.ndarray, y: np.ndarray, src: np.ndarray, t: float) -> dict:
+    """Out-of-fold share flagged per source (recall for attack sources, FPR for benign ones)."""
+    return {s: round(float((scores[src == s] >= t).mean()), 4) for s in sorted(set(src.tolist()))}
 
+
+def cross_validate(folds: list[Fold], y, src, cat, C, hw, weighting) -> tuple[dict, np.ndarray]:
+    """Out-of-fold scores of one candidate (its fold models kept on the folds)."""
     oof = np.zeros(len(y))
-    pre_oof = np.ones(len(y))
-    for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(texts, y):
-        vec, clf, pre = fit([texts[i] for i in tr], dense[tr], y[tr], blocks, C, hw, mf, cat[tr])
-        te_texts = [texts[i] for i in te]
-        oof[te] = predict(vec, clf, te_texts, dense[te])
-        if pre is not None:
-            pre_oof[te] = pre.predict_proba(vec.char.transform(te_texts))[:, 1]
-    return choose_threshold(oof, y, src), oof, pre_oof
+    for k, f in enumerate(folds):
+        clf = fit_linear(f.Xtr, y[f.tr], sample_weights(y[f.tr], src[f.tr], cat[f.tr], hw, weighting), C)
+        f.models[(C, hw, weighting)] = clf
+        oof[f.te] = clf.predict_proba(f.Xte)[:, 1]
+    return choose_threshold(oof, y, src), oof
 
 
-def segment_oof(texts, y, cat, dense, blocks, C, hw, mf, cache, mlps=None, lr_weight=1.0) -> np.ndarray:
+def segment_oof(texts, y, folds: list[Fold], key, seg_texts, seg_dense, owner, mlps=None, lr_weight=1.0) -> np.ndarray:
     """Out-of-fold maximum sentence score of every multi-sentence text (0 for single sentences).
 
     ``mlps``: the MLP of each fold (same folds), mixed in as the scanner does.
     """
-    from sklearn.model_selection import StratifiedKFold
-
-    owner, segs = [], []
-    for i, t in enumerate(texts):
-        ss = segments(t)
-        if len(ss) > 1:
-            owner.extend([i] * len(ss))
-            segs.extend(ss)
-    owner_a = np.array(owner)
-    seg_dense = features(segs, blocks, cache)
     best = np.zeros(len(y))
-    for k_fold, (tr, te) in enumerate(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(texts, y)):
-        vec, clf, _ = fit([texts[i] for i in tr], dense[tr], y[tr], blocks, C, hw, mf, cat[tr])
-        rows = np.where(np.isin(owner_a, te))[0]
-        sc = predict(vec, clf, [segs[k] for k in rows], seg_dense[rows])
+    for k, f in enumerate(folds):
+        rows = np.where(np.isin(owner, f.te))[0]
+        if not len(rows):
+            continue
+        sub = [seg_texts[i] for i in rows]
+        X = design(f.vec.transform(sub) if f.vec else [], seg_dense[rows])
+        sc = f.models[key].predict_proba(X)[:, 1]
         if mlps is not None and lr_weight < 1.0:
-            sc = lr_weight * sc + (1 - lr_weight) * mlps[k_fold].predict_proba(seg_dense[rows])[:, 1]
-        np.maximum.at(best, owner_a[rows], sc)
+            sc = lr_weight * sc + (1 - lr_weight) * mlps[k].predict_proba(seg_dense[rows])[:, 1]
+        np.maximum.at(best, owner[rows], sc)
     return best
 
 
@@ -259,15 +388,13 @@ def fit_mlp(dense: np.ndarray, y: np.ndarray, hidden: tuple[int, ...], alpha: fl
                              random_state=SEED).fit(dense, y)
 
 
-def mlp_oof(texts, y, dense, hidden, alpha) -> tuple[np.ndarray, list]:
+def mlp_oof(folds: list[Fold], y, dense, hidden, alpha) -> tuple[np.ndarray, list]:
     """Out-of-fold MLP probabilities (same folds as the linear model) and the fold models."""
-    from sklearn.model_selection import StratifiedKFold
-
     oof = np.zeros(len(y))
     models = []
-    for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(texts, y):
-        m = fit_mlp(dense[tr], y[tr], hidden, alpha)
-        oof[te] = m.predict_proba(dense[te])[:, 1]
+    for f in folds:
+        m = fit_mlp(dense[f.tr], y[f.tr], hidden, alpha)
+        oof[f.te] = m.predict_proba(dense[f.te])[:, 1]
         models.append(m)
     return oof, models
 
@@ -290,7 +417,8 @@ def choose_segment_threshold(oof, seg, y, src, threshold) -> tuple[float | None,
     for ts in SEGMENT_GRID:
         combined = np.where(seg >= ts, 1.0, oof)
         m = choose_threshold_at(combined, y, src, threshold)
-        if m["fpr"] - base["fpr"] <= MAX_SEGMENT_FPR_INCREASE + 1e-12 and m["xstest_safe_fpr"] <= TARGET_HARD_FPR:
+        if (m["fpr"] - base["fpr"] <= MAX_SEGMENT_FPR_INCREASE + 1e-12 and m["xstest_safe_fpr"] <= TARGET_HARD_FPR
+                and m.get("indomain_fpr", 0.0) <= max(TARGET_INDOMAIN_FPR, base.get("indomain_fpr", 0.0))):
             return ts, dict(m, threshold=ts)
     return None, base
 
@@ -319,7 +447,8 @@ def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha
                       "sha256": model_sha256(), "max_tokens": EMBED_MAX_TOKENS, "max_segments": MAX_SEGMENTS},
         "training": {"data": "shared/data/injection/train.jsonl", "sha256": train_sha, "folds": FOLDS,
                      "seed": SEED, "config": config, "cv": cv,
-                     "selection": f"best out-of-fold F1 with FPR <= {TARGET_FPR} and XSTest-safe FPR <= {TARGET_HARD_FPR}",
+                     "selection": (f"best out-of-fold F1 with FPR <= {TARGET_FPR}, XSTest-safe FPR <= "
+                                   f"{TARGET_HARD_FPR} and in-domain benign FPR <= {TARGET_INDOMAIN_FPR}"),
                      "script": "bench/train_injection.py"},
     }
     if indomain:
@@ -344,8 +473,9 @@ def main() -> None:
     ap.add_argument("--check", action="store_true",
                     help="retrain into a scratch file and fail unless it is byte-identical to --out")
     ap.add_argument("--no-mlp", action="store_true", help="linear model only (no MLP over the embeddings)")
-    ap.add_argument("--no-words", action="store_true",
-                    help="no word n-gram block (the model committed before 2026-11-29 04:00 UTC)")
+    ap.add_argument("--no-words", action="store_true", help="never use the word n-gram block")
+    ap.add_argument("--no-groups", action="store_true",
+                    help="plain stratified folds (templates and near-duplicates may span folds)")
     ap.add_argument("--no-indomain", action="store_true",
                     help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
     args = ap.parse_args()
@@ -359,24 +489,47 @@ def main() -> None:
                  "attacks": TRAIN_SIZES[1], "sha256": digest(extra)} if extra else None)
     texts, y, src, cat = load(args.train, extra)
     print(f"train: {len(texts)} rows, {int(y.sum())} attacks", file=sys.stderr)
-    blocks = tuple(b for b in BLOCKS if not (args.no_words and b == "word_tfidf"))
-    dense = features(texts, blocks, args.cache)
+    grp = None if args.no_groups else groups(texts, y, src)
+    grouping = ({"method": "none (stratified folds)"} if grp is None else {
+        "method": "StratifiedGroupKFold; in-domain rows by generator template, others by MinHash near-duplicate "
+                  f"cluster (word 3-shingles, Jaccard >= {NEAR_DUP_JACCARD})",
+        "groups": len(set(grp.tolist())), "largest_group": max(Counter(grp.tolist()).values()),
+        "indomain_groups": len({g for g in grp.tolist() if g.startswith("indomain:")}),
+        "indomain_unmatched": int(sum(1 for g, s in zip(grp.tolist(), src.tolist())
+                                      if s.startswith("indomain_") and not g.startswith("indomain:")))})
+    print(f"  groups: {grouping}", file=sys.stderr)
+    split = make_folds(y, grp)
+    full_blocks = BLOCKS
+    dense = features(texts, full_blocks, args.cache)
+    block_sets = [full_blocks] if args.no_words else [full_blocks, tuple(b for b in full_blocks if b != "word_tfidf")]
+    block_sets = [b for i, b in enumerate(block_sets) if b not in block_sets[:i]]
     results = []
-    for C, hw, mf in (CANDIDATES[:1] if args.quick else CANDIDATES):
+    fold_sets: dict = {}
+    for blocks in block_sets:
         t0 = time.time()
-        cv, oof, pre_oof = cross_validate(texts, y, src, cat, dense, blocks, C, hw, mf)
-        print(f"  {'+'.join(blocks)} C={C} hard-weight={hw} mf={mf}: {cv} ({time.time() - t0:.0f}s)", file=sys.stderr)
-        results.append(((cv["meets_targets"], cv["f1"]), C, hw, mf, cv, oof, pre_oof))
+        fold_sets[blocks] = folds = [Fold(texts, dense, y, tr, te, blocks) for tr, te in split]
+        print(f"  folds for {'+'.join(blocks)} built in {time.time() - t0:.0f}s", file=sys.stderr)
+        for C, hw, weighting in (CANDIDATES[:1] if args.quick else CANDIDATES):
+            t0 = time.time()
+            cv, oof = cross_validate(folds, y, src, cat, C, hw, weighting)
+            print(f"  {'+'.join(blocks)} C={C} hard-weight={hw} {weighting}: {cv} ({time.time() - t0:.0f}s)",
+                  file=sys.stderr)
+            results.append(((cv["meets_targets"], cv["f1"]), blocks, (C, hw, weighting), cv, oof))
     results.sort(key=lambda r: r[0], reverse=True)
-    _, C, hw, mf, cv, oof, pre_oof = results[0]
+    _, blocks, key, cv, oof = results[0]
+    C, hw, weighting = key
+    folds = fold_sets[blocks]
+    pre_oof = np.ones(len(y))
+    for f in folds:
+        if f.pre_te is not None:
+            pre_oof[f.te] = f.pre_te
     lr_oof = oof
     mix = {"lr_weight": 1.0, "hidden": None, "alpha": None, "cv": cv}
     mix_results = []
     mlp_folds = None
-    dense_any = dense.shape[1] > 0
-    for hidden, alpha in (MLP_CANDIDATES if dense_any and not args.no_mlp else []):
+    for hidden, alpha in (MLP_CANDIDATES if dense.shape[1] and not args.no_mlp else []):
         t0 = time.time()
-        m_oof, models = mlp_oof(texts, y, dense, hidden, alpha)
+        m_oof, models = mlp_oof(folds, y, dense, hidden, alpha)
         for w in MIX_GRID:
             mcv = choose_threshold(w * lr_oof + (1 - w) * m_oof, y, src)
             mix_results.append({"lr_weight": w, "hidden": list(hidden), "alpha": alpha, "cv": mcv})
@@ -393,17 +546,29 @@ def main() -> None:
               prefilter_benign_skipped=round(float((pre_oof[y == 0] < skip).mean()), 4),
               prefilter_all_skipped=round(float((pre_oof < skip).mean()), 4),
               cascade=choose_threshold_at(cascade, y, src, cv["threshold"]))
-    seg = segment_oof(texts, y, cat, dense, blocks, C, hw, mf, args.cache, mlp_folds, mix["lr_weight"])
-    seg_threshold, seg_cv = choose_segment_threshold(np.where(pre_oof < skip, pre_oof, oof), seg, y, src,
-                                                     cv["threshold"])
+    owner, seg_texts = [], []
+    for i, t in enumerate(texts):
+        ss = segments(t)
+        if len(ss) > 1:
+            owner.extend([i] * len(ss))
+            seg_texts.extend(ss)
+    seg_dense = features(seg_texts, blocks, args.cache)
+    seg = segment_oof(texts, y, folds, key, seg_texts, seg_dense, np.array(owner), mlp_folds, mix["lr_weight"])
+    seg_threshold, seg_cv = choose_segment_threshold(cascade, seg, y, src, cv["threshold"])
     cv["segments"] = seg_cv
-    print(f"  chosen: {cv}", file=sys.stderr)
-    vec, clf, pre = fit(texts, dense, y, blocks, C, hw, mf, cat)
+    final_oof = np.where(seg >= seg_threshold, 1.0, cascade) if seg_threshold is not None else cascade
+    cv["per_source"] = per_source_rates(final_oof, y, src, cv["threshold"])
+    print(f"  chosen: {'+'.join(blocks)} C={C} hard-weight={hw} {weighting}: {cv}", file=sys.stderr)
+    vec = Sparse(blocks) if "char_tfidf" in blocks else None
+    parts = vec.fit_transform(texts) if vec else []
+    clf = fit_linear(design(parts, dense), y, sample_weights(y, src, cat, hw, weighting), C)
+    pre = fit_prefilter(parts[0], y) if vec is not None else None
     final_mlp = fit_mlp(dense, y, mix["hidden"], mix["alpha"]) if mix["lr_weight"] < 1.0 else None
     words = {"word_ngrams": list(WORD_NGRAMS), "word_max_features": WORD_MAX_FEATURES} if "word_tfidf" in blocks else {}
-    config = {"C": C, "hard_benign_weight": hw, "char_max_features": mf, "char_ngrams": list(CHAR_NGRAMS), **words,
-              "class_weight": "balanced", "candidates": [
-                  {"C": r[1], "hard_benign_weight": r[2], "char_max_features": r[3], "cv": r[4]} for r in results],
+    config = {"C": C, "hard_benign_weight": hw, "weighting": weighting, "char_max_features": CHAR_MAX_FEATURES,
+              "char_ngrams": list(CHAR_NGRAMS), **words, "grouping": grouping, "candidates": [
+                  {"blocks": list(r[1]), "C": r[2][0], "hard_benign_weight": r[2][1], "weighting": r[2][2],
+                   "cv": r[3]} for r in results],
               "mlp_candidates": mix_results}
     model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha, indomain)
     if final_mlp is not None:
@@ -416,17 +581,17 @@ def main() -> None:
     # the exported JSON must score exactly what sklearn scores
     check = InjectionClassifier(model)
     idx = np.arange(0, len(texts), max(1, len(texts) // 200))
-    ours = np.array(check.scores([texts[i] for i in idx], dense=dense[idx]))
-    ref = predict(vec, clf, [texts[i] for i in idx], dense[idx])
+    sub = [texts[i] for i in idx]
+    ours = np.array(check.scores(sub, dense=dense[idx]))
+    ref = clf.predict_proba(design(vec.transform(sub) if vec else [], dense[idx]))[:, 1]
     if final_mlp is not None:
         ref = mix["lr_weight"] * ref + (1 - mix["lr_weight"]) * final_mlp.predict_proba(dense[idx])[:, 1]
     drift = float(np.max(np.abs(ours - ref)))
     if drift > 1e-4:  # the MLP is stored as float32
         raise SystemExit(f"exported model disagrees with sklearn by {drift}")
     if pre is not None and skip > 0:  # the cascade as served: prefilter first, embedder only when needed
-        sub = [texts[i] for i in idx[:60]]
-        served = np.array(check.scores(sub))
-        pre_ref = pre.predict_proba(vec.char.transform(sub))[:, 1]
+        served = np.array(check.scores(sub[:60]))
+        pre_ref = pre.predict_proba(vec.char.transform(sub[:60]))[:, 1]
         expect = np.where(pre_ref < skip, pre_ref, ref[:60])
         drift = float(np.max(np.abs(served - expect)))
         if drift > 1e-4:
@@ -440,8 +605,8 @@ def main() -> None:
         raise SystemExit(0 if want == got else 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
-    print(json.dumps({"out": str(args.out), "blocks": blocks, "C": C, "hard_benign_weight": hw, "cv": cv,
-                      "mlp": {k: v for k, v in mix.items() if k != "cv"},
+    print(json.dumps({"out": str(args.out), "blocks": blocks, "C": C, "hard_benign_weight": hw,
+                      "weighting": weighting, "cv": cv, "mlp": {k: v for k, v in mix.items() if k != "cv"},
                       "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
                       "bytes": args.out.stat().st_size, **_cost(started)}, indent=2))
 
