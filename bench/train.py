@@ -27,6 +27,13 @@ tokens. Each mode runs in its own subprocess so peak memory is per mode:
   support chats, system prompt dropped, 2 canaries x 16): non-DP and DP (eps 8, subject
   level) in one process each, per-phase seconds (DP set-up and noise calibration, steps,
   held-out evaluation, accountant calls). ``--demo-steps`` (default 8) shortens it.
+* ``precision`` — fp32 vs bf16 mixed precision (``TrainConfig.precision``, bf16 autocast
+  around forwards) on the #4 demo's bank fine-tune: same seed, same data, ``--demo-steps``
+  steps (default 10; the cosine schedule spans those steps) in one process per precision:
+  per-step wall, CPU seconds, the training loss of every step and the held-out loss before
+  and after, side by side; then greedy generation of the #4 demo's 4 held-out questions with
+  the base model, fp32 vs under bf16 autocast: seconds and whether every answer is the same
+  string. ``--precision-list fp32,bf16`` picks the precisions.
 
 Peak memory is reported twice: the whole process (includes GGUF dequantisation at load), and
 the training phase alone (VmHWM reset via /proc/self/clear_refs after loading).
@@ -224,6 +231,98 @@ def demo_child(mode: str, threads: int, steps: int, cache_dir: str) -> dict:
             "dp": r.dp, "load_avg": os.getloadavg()}
 
 
+def precision_child(prec: str, threads: int, steps: int, cache_dir: str) -> dict:
+    """The #4 demo's bank fine-tune for ``steps`` steps at ``prec``; then demo generation."""
+    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "examples"))
+    import torch
+
+    from strongroom.training import generate, load_base, resolve_base, split_records, train
+    from strongroom.training.base_cache import BaseCache
+    from strongroom.training.pipeline import TrainRequest, filter_records
+    from strongroom.training.precision import autocast
+
+    torch.set_num_threads(threads)
+    cache = BaseCache(Path(cache_dir) / "cache", bytes.fromhex(os.environ["BENCH_CACHE_KEY"]),
+                      "bench")
+    model, tok = load_base(resolve_base("smollm2-135m-instruct"), cache=cache)
+    lines = (REPO / "examples/data/support.jsonl").read_text().splitlines()
+    recs = filter_records([json.loads(x) for x in lines], ["domain=bank"])
+    train_r, eval_r = split_records(recs, 0.02)
+    cfg = TrainRequest(dataset="demo", out="demo", max_steps=steps, max_seq_len=224,
+                       batch_size=8, lr=2e-3, lora_r=16, eval_fraction=0.02,
+                       threads=threads, precision=prec).train_config()
+    t0, c0 = time.perf_counter(), _cpu_s()
+    r = train(model, tok, train_r, eval_r, cfg, progress=False)
+    total, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    rows = [m for m in r.metrics if "step_time_s" in m]
+    evals = [m["eval_loss"] for m in r.metrics if "eval_loss" in m]
+    out = {"precision": prec, "resolved": r.config["precision"], "steps": len(rows),
+           "train_s": total, "train_cpu_s": cpu, "step_s": [m["step_time_s"] for m in rows],
+           "loss": [m["loss"] for m in rows], "eval_start": evals[0], "eval_end": evals[-1],
+           "load_avg_after_train": os.getloadavg()}
+    if not os.environ.get("BENCH_GENERATE"):
+        return out
+    # Generation with the *base* model (the demo's base answers), fp32 then bf16 autocast.
+    from demo_train import QUESTIONS, institution_of, pick_questions, system_prompts  # noqa
+
+    qa = [json.loads(x) for x in
+          (REPO / "examples/data/policy_qa.jsonl").read_text().splitlines() if x.strip()]
+    questions = pick_questions(qa, institution_of("bank"))
+    systems = system_prompts()
+    base, btok = load_base(resolve_base("smollm2-135m-instruct"), cache=cache)
+    gen = {}
+    for gp in ("fp32", "bf16"):
+        t1, c1 = time.perf_counter(), _cpu_s()
+        with autocast(gp, torch.device("cpu")):
+            answers = [generate(base, btok, q["question"], max_new_tokens=100,
+                                system=systems[q["institution"]]) for q in questions]
+        gen[gp] = {"s": time.perf_counter() - t1, "cpu_s": _cpu_s() - c1, "answers": answers}
+    out["generate"] = gen
+    out["load_avg"] = os.getloadavg()
+    return out
+
+
+def precision_modes(a: argparse.Namespace) -> dict:
+    """fp32 vs bf16 on the #4 demo fine-tune (see the module docstring)."""
+    import secrets
+    import tempfile
+
+    out: dict = {}
+    d = tempfile.TemporaryDirectory(prefix="bench-base-cache-")
+    env = dict(os.environ, BENCH_CACHE_KEY=secrets.token_hex(32))
+    precs = a.precision_list.split(",")
+    for i, prec in enumerate(precs):
+        last = {"BENCH_GENERATE": "1"} if i == len(precs) - 1 else {}
+        r = out[prec] = _run_child(f"prec-{prec}", a, "--demo-steps", str(a.demo_steps),
+                                   "--cache-dir", d.name, env=dict(env, **last))
+        steady = r["step_s"][1:] or r["step_s"]
+        print(f"{prec:5s} (resolved {r['resolved']}) {r['steps']} steps: train {r['train_s']:.1f} s "
+              f"wall {r['train_cpu_s']:.1f} s CPU, {sum(steady) / len(steady):.2f} s/step after "
+              f"the first; held-out loss {r['eval_start']:.4f} -> {r['eval_end']:.4f}  "
+              f"load avg {r['load_avg_after_train'][0]:.2f}", flush=True)
+    d.cleanup()
+    if len(precs) == 2:
+        x, y = (out[p] for p in precs)
+        print(f"{'step':>4s} " + " ".join(f"{p + ' loss':>10s}" for p in precs)
+              + " " + " ".join(f"{p + ' s':>8s}" for p in precs))
+        for i, (lx, ly) in enumerate(zip(x["loss"], y["loss"])):
+            print(f"{i + 1:4d} {lx:10.4f} {ly:10.4f} {x['step_s'][i]:8.2f} {y['step_s'][i]:8.2f}")
+        sx, sy = x["step_s"][1:] or x["step_s"], y["step_s"][1:] or y["step_s"]
+        out["step_ratio"] = (sum(sx) / len(sx)) / (sum(sy) / len(sy))
+        out["cpu_ratio"] = x["train_cpu_s"] / max(1e-9, y["train_cpu_s"])
+        print(f"{precs[0]} / {precs[1]}: per-step wall {out['step_ratio']:.2f}x, training CPU "
+              f"{out['cpu_ratio']:.2f}x", flush=True)
+    g = out[precs[-1]]["generate"]
+    same = [p == q for p, q in zip(g["fp32"]["answers"], g["bf16"]["answers"])]
+    print(f"generate (base, 4 demo questions, 100 new tokens): fp32 {g['fp32']['s']:.1f} s wall "
+          f"{g['fp32']['cpu_s']:.1f} s CPU, bf16 {g['bf16']['s']:.1f} s wall "
+          f"{g['bf16']['cpu_s']:.1f} s CPU; identical answers {sum(same)}/{len(same)}",
+          flush=True)
+    out["generate_identical"] = same
+    return out
+
+
 def child(mode: str, steps: int, threads: int, a: argparse.Namespace | None = None) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
@@ -417,13 +516,19 @@ def main() -> None:
     ap.add_argument("--dp-lr", type=float, default=None,
                     help="learning rate (default: the pipeline's DP default, 1e-3)")
     ap.add_argument("--dp-epsilon", type=float, default=8.0)
-    ap.add_argument("--demo-steps", type=int, default=8)
+    ap.add_argument("--demo-steps", type=int, default=None,
+                    help="steps of the demo fine-tunes (default 8; 10 for --modes precision)")
+    ap.add_argument("--precision-list", default="fp32,bf16")
     ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.demo_steps is None:
+        a.demo_steps = 10 if "precision" in a.modes.split(",") else 8
     if a.child:
         if a.child.startswith("load-"):
             out = load_child(a.child, a.threads, a.cache_dir)
+        elif a.child.startswith("prec-"):
+            out = precision_child(a.child[5:], a.threads, a.demo_steps, a.cache_dir)
         elif a.child.startswith("demo-"):
             out = demo_child(a.child, a.threads, a.demo_steps, a.cache_dir)
         else:
@@ -438,6 +543,9 @@ def main() -> None:
     if "demo" in modes:
         res.update(demo_modes(a))
         modes.remove("demo")
+    if "precision" in modes:
+        res["precision"] = precision_modes(a)
+        modes.remove("precision")
     for mode in modes:
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), HF_HUB_OFFLINE="1")
         extra = ["--dp-records", str(a.dp_records), "--dp-steps", str(a.dp_steps),
