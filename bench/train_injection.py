@@ -75,10 +75,12 @@ MAX_SEGMENT_FPR_INCREASE = 0.0015  # sentence-level scoring may add at most this
 BLOCKS = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max")
 CHAR_MAX_FEATURES = 30000
 # (C, weight of the hard benign prompts (category benign_hard), weighting): "balanced" weighs the
-# two classes equally; "source" also gives every source a total weight growing with the square
-# root of its size, so small attack families (BIPIA e-mails, XSTest-unsafe, CyberSecEval) are
-# not drowned by large ones (jailbreak_llms, TensorTrust), nor a bank's benign templates by Alpaca.
-CANDIDATES = [(C, hw, w) for w in ("balanced", "source") for C in (4.0, 8.0, 16.0, 32.0) for hw in (1.0, 3.0)]
+# two classes equally; "source_sqrt" also gives every source a total weight growing with the
+# square root of its size, "source_equal" the same total to every source of a class, so small
+# attack families (BIPIA e-mails, XSTest-unsafe, CyberSecEval) are not drowned by large ones
+# (jailbreak_llms, TensorTrust), nor a bank's benign templates by Alpaca.
+WEIGHTINGS = ("balanced", "source_sqrt", "source_equal")
+CANDIDATES = [(C, hw, w) for w in WEIGHTINGS for C in (4.0, 8.0, 16.0, 32.0) for hw in (1.0, 3.0)]
 CHAR_NGRAMS = (2, 5)
 # Word unigrams and bigrams beside the character n-grams (stratified CV 2026-11-29: F1 0.916 ->
 # 0.939; (1, 3) and 50,000 features were no better). Whether they stay is re-decided by the grouped
@@ -255,18 +257,16 @@ def design(parts: list, dense: np.ndarray):
 
 
 def sample_weights(y: np.ndarray, src: np.ndarray, cat: np.ndarray, hw: float, weighting: str) -> np.ndarray:
-    """Per-row weights: classes weighted equally; ``source`` also evens out sources (sqrt of size).
+    """Per-row weights: classes weighted equally; ``source_*`` also evens out sources (see WEIGHTINGS).
 
     Prompts that look dangerous but are benign (XSTest-safe) are rare and the costliest mistake,
     hence ``hw`` on top.
     """
-    if weighting == "balanced":
-        w = np.ones(len(y))
-    elif weighting == "source":
-        n = Counter(src.tolist())
-        w = np.array([n[s] ** -0.5 for s in src.tolist()])
-    else:
+    if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting}")
+    n = Counter(src.tolist())
+    power = {"balanced": 0.0, "source_sqrt": -0.5, "source_equal": -1.0}[weighting]
+    w = np.array([float(n[s]) ** power for s in src.tolist()])
     for c in (0, 1):  # each class carries half of the total weight, as class_weight="balanced" does
         m = y == c
         w[m] *= (len(y) / 2) / w[m].sum()

@@ -64,15 +64,17 @@ def test_no_group_spans_folds() -> None:
     assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(700))
 
 
-@pytest.mark.parametrize("weighting", ["balanced", "source"])
+@pytest.mark.parametrize("weighting", ["balanced", "source_sqrt", "source_equal"])
 def test_sample_weights_balance_the_classes(weighting: str) -> None:
     y = np.array([0] * 90 + [1] * 10 + [1] * 40)
     src = np.array(["alpaca"] * 80 + ["xstest_safe"] * 10 + ["bipia"] * 10 + ["jailbreak"] * 40)
     cat = np.array(["benign"] * 80 + ["benign_hard"] * 10 + ["attack"] * 50)
     w = T.sample_weights(y, src, cat, 1.0, weighting)
     assert w[y == 0].sum() == pytest.approx(w[y == 1].sum())
-    if weighting == "source":  # a small attack source counts more per row than a large one
+    if weighting.startswith("source"):  # a small attack source counts more per row than a large one
         assert w[90] > w[100]
+        if weighting == "source_equal":  # and as much in total
+            assert w[90:100].sum() == pytest.approx(w[100:].sum())
     else:
         assert w[90] == pytest.approx(w[100])
     hard = T.sample_weights(y, src, cat, 3.0, weighting)

@@ -21,10 +21,12 @@ MLP is used, and with what weight, is a cross-validated choice recorded in the J
 Training data: ``train.jsonl`` plus seeded synthetic bank, insurer and clinic prompts from
 ``bench/indomain_prompts.py`` (benign ones with names, cards, diagnoses and legitimate talk of
 scams, and injections wrapped in the same context), because a detector that has only seen
-generic benign instructions blocks a bank's own customers. Cross-validation on that set chose
-the blocks, the regularisation, the weight of the hard benign prompts and the threshold
-(``bench/train_injection.py``, figures in the JSON's ``training`` section). A character-only
-``prefilter`` lets clearly benign prompts skip MiniLM.
+generic benign instructions blocks a bank's own customers. Grouped cross-validation on that set
+(no generator template and no near-duplicate cluster on both sides of a fold, so it measures
+what a new template does, not template recall) chose the blocks, the regularisation, the
+sample weights and the threshold, under targets on the overall, XSTest-safe and in-domain
+false-positive rates (``bench/train_injection.py``, figures in the JSON's ``training`` section).
+A character-only ``prefilter`` lets clearly benign prompts skip MiniLM.
 
 The weights are plain JSON (``data/injection_classifier.json``), written by
 ``bench/train_injection.py`` (never from test.jsonl or the in-domain probe split) and
