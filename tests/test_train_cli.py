@@ -56,10 +56,17 @@ def test_train_card_generate_export_via_cli(runtime, home, tiny_base, tmp_path):
                        *TRAIN, "--json"], env))
     info = json.loads(res.stdout)
     assert info["version"] == 1 and info["summary"]["steps"] == 6
+    assert info["summary"]["precision"] in ("fp32", "bf16")  # what ran, never "auto"
+    assert info["train_config"]["precision"] == info["summary"]["precision"]
+    bad = run_cli(["train", "--dataset", "toy", "--out", "m", "--base", str(tiny_base), *TRAIN,
+                   "--precision", "fp16"], env)
+    assert bad.returncode != 0 and "precision must be auto, fp32 or bf16" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     assert info["lineage"]["dataset"] == "toy" and info["base_model"]["files"]
 
     card = _ok(run_cli(["models", "card", "m"], env)).stdout
     assert card.startswith("---") and "# Model card: m" in card
+    assert f"**Precision:** {info['summary']['precision']}" in card
     prompt = "what color is the cat 2 ?"
     answer = _ok(run_cli(["generate", "m", prompt, "--max-new-tokens", "5", "--json"], env))
     assert json.loads(answer.stdout)["model"] == "m"

@@ -114,5 +114,5 @@ def describe(precision: str) -> str:
                 "parameters, gradients, optimizer state, loss reductions and any DP clipping "
                 "in float32")
     if precision == "fp32":
-        return "float32 throughout"
+        return "fp32: float32 throughout"
     return f"unknown ({precision})"
