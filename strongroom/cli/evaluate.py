@@ -44,6 +44,10 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", help="Records per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples and candidates."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (bf16 where the CPU has AMX/AVX512-BF16 or the GPU "
+                                       "bf16), fp32 or bf16. Canary ranks stay exact (fp32 "
+                                       "re-scoring near the secret)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Evaluate MODEL; store the results encrypted with it and write them into its card.
@@ -66,7 +70,7 @@ def evaluate(
         redteam_templated=redteam_templated, redteam_benign=redteam_benign,
         fairness_scenarios=fairness_scenarios, max_new_tokens=max_new_tokens,
         batch_size=batch_size, seed=seed, threads=threads, policy_file=policy,
-        progress=not quiet,
+        progress=not quiet, precision=precision,
     )
     req.validate()
     if html is not None and not html.parent.is_dir():

@@ -104,6 +104,10 @@ class CanaryExposure:
     scored_in_full: int = 0
     pruned: int = 0
     distribution_sample: int = 0
+    precision: str = "fp32"
+    rescored_fp32: int = 0
+    bf16_max_error: float | None = None
+    bf16_error_bound: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -136,10 +140,41 @@ TIE = 1e-4  # nats: batch shape changes float sums by about this much; a real ti
 PRUNE_MARGIN = 1e-3
 
 
+#: bf16 scoring (``precision="bf16"``): an upper bound, in nats, on |bf16 score - fp32 score|
+#: of one candidate. Measured on SmolLM2-135M (bench/eval.py --mode scoring, 2 contexts x
+#: 1,000 ten-digit candidates, decoder matmuls in bf16, logits fp32): worst 0.32, typical
+#: 0.03-0.05, bias up to 0.075. The bound is that worst case times ~2.2.
+BF16_ERROR_BOUND = 0.7
+#: Fail closed: if any candidate re-scored in fp32 (calibration sample, the band around the
+#: secret, the secret) shows an error above BF16_ERROR_BOUND / BF16_SAFETY_FACTOR, the wide
+#: factor is not trusted for this model and the canary is ranked in fp32 from scratch.
+BF16_SAFETY_FACTOR = 2.0
+#: Candidates of the distribution sample re-scored in fp32 to measure the error on every canary
+#: (also when no candidate falls near the secret).
+BF16_CALIBRATION = 64
+
+
+class Bf16TooCoarse(Exception):
+    """bf16 scores of this model strayed further from fp32 than the error bound allows."""
+
+
+@dataclass
+class _Tally:
+    """Greater and tied counts against the secret's score, and the fp32 checks done."""
+
+    greater: float = 0.0
+    ties: float = 0.0
+
+    def add(self, scores: np.ndarray, secret: float) -> None:
+        self.greater += float(np.sum(scores > secret + TIE))
+        self.ties += float(np.sum(np.abs(scores - secret) <= TIE))
+
+
 def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
                     candidates: Sequence[Sequence[int]], *, distribution_sample: int,
-                    batch_size: int = 256, progress: Callable[[int], None] | None = None
-                    ) -> tuple[float, float, np.ndarray, dict[str, int]]:
+                    batch_size: int = 256, progress: Callable[[int], None] | None = None,
+                    precision: str = "fp32", error_bound: float = BF16_ERROR_BOUND
+                    ) -> tuple[float, float, np.ndarray, dict[str, Any]]:
     """Exact mid-rank of the secret among the candidates, scoring as few of them as it can.
 
     The secret and a random ``distribution_sample`` of candidates are scored in full (for the
@@ -149,8 +184,36 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
     scored further. A strongly memorised secret skips most candidates; otherwise most are
     scored in full. All scoring is packed trie scoring (``trie_logprobs``) with ``batch_size``
     trie nodes per forward pass.
-    Returns (rank, secret score, sample scores, counts).
+
+    ``precision="bf16"``: the same, with every candidate scored under ``bf16_compute``; the
+    secret, a calibration sample and every candidate whose bf16 score lies within
+    ``error_bound`` (+ TIE) of the secret's fp32 score are re-scored in fp32 and compared in
+    fp32. Outside that band a bf16 score decides (a candidate off by at most the bound cannot
+    cross the secret), so the rank is the fp32 rank; if a re-scored candidate shows an error
+    above ``error_bound / BF16_SAFETY_FACTOR`` the whole canary is ranked again in fp32.
+    Returns (rank, secret score (fp32), sample scores, counts and precision details).
     """
+    if precision == "bf16":
+        try:
+            return _rank_bf16(model, prefix, secret, candidates,
+                              distribution_sample=distribution_sample, batch_size=batch_size,
+                              progress=progress, error_bound=error_bound)
+        except Bf16TooCoarse as exc:
+            rank, score, sample, counts = _rank_fp32(
+                model, prefix, secret, candidates, distribution_sample=distribution_sample,
+                batch_size=batch_size, progress=None)
+            counts.update(precision="fp32 (bf16 fallback)", bf16_max_error=float(str(exc)))
+            return rank, score, sample, counts
+    if precision != "fp32":
+        raise BadInput("precision must be fp32 or bf16 once resolved")
+    return _rank_fp32(model, prefix, secret, candidates, distribution_sample=distribution_sample,
+                      batch_size=batch_size, progress=progress)
+
+
+def _rank_fp32(model: Any, prefix: Sequence[int], secret: Sequence[int],
+               candidates: Sequence[Sequence[int]], *, distribution_sample: int,
+               batch_size: int, progress: Callable[[int], None] | None
+               ) -> tuple[float, float, np.ndarray, dict[str, Any]]:
     from strongroom.evaluation.scoring import trie_logprobs
 
     n = len(candidates)
@@ -159,8 +222,8 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
     first = trie_logprobs(model, prefix, [secret, *candidates[:k]], chunk_tokens=chunk,
                           progress=progress)
     secret_score, sample = float(first[0]), first[1:]
-    greater = float(np.sum(sample > secret_score + TIE))
-    ties = float(np.sum(np.abs(sample - secret_score) <= TIE))
+    tally = _Tally()
+    tally.add(sample, secret_score)
     rest = candidates[k:]
     pruned = full = 0
     if rest:
@@ -174,33 +237,116 @@ def rank_candidates(model: Any, prefix: Sequence[int], secret: Sequence[int],
         exact = np.array([len(c) <= PRUNE_DEPTH for c in rest])
         need = [i for i, bd in enumerate(bounds)
                 if not exact[i] and bd >= secret_score - PRUNE_MARGIN]
-        done = bounds[exact]
-        greater += float(np.sum(done > secret_score + TIE))
-        ties += float(np.sum(np.abs(done - secret_score) <= TIE))
+        tally.add(bounds[exact], secret_score)
         pruned = len(rest) - len(need) - int(exact.sum())
         if progress:
             progress(len(rest) - len(need))
         if need:
             sc = trie_logprobs(model, prefix, [rest[i] for i in need], chunk_tokens=chunk,
                                progress=progress)
-            greater += float(np.sum(sc > secret_score + TIE))
-            ties += float(np.sum(np.abs(sc - secret_score) <= TIE))
+            tally.add(sc, secret_score)
             full = len(need)
-    rank = 1.0 + greater + ties / 2.0
-    counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k}
+    rank = 1.0 + tally.greater + tally.ties / 2.0
+    counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k,
+              "precision": "fp32", "fit_secret_score": secret_score}
+    return rank, secret_score, sample, counts
+
+
+def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
+               candidates: Sequence[Sequence[int]], *, distribution_sample: int,
+               batch_size: int, progress: Callable[[int], None] | None, error_bound: float
+               ) -> tuple[float, float, np.ndarray, dict[str, Any]]:
+    """``rank_candidates`` with bf16 scores and an fp32 band around the secret (see there).
+
+    Soundness: with |bf16 - fp32| <= E for every candidate, a bf16 score below
+    secret_fp32 - TIE - E means an fp32 score below secret_fp32 - TIE (counted below), above
+    secret_fp32 + TIE + E means above secret_fp32 + TIE (counted greater); anything between
+    is re-scored in fp32. A depth-4 bound is an upper bound of the full score in fp32, so a
+    bf16 bound below secret_fp32 - TIE - E prunes exactly what fp32 pruning could.
+    """
+    from strongroom.evaluation.precision import bf16_compute
+    from strongroom.evaluation.scoring import trie_logprobs
+
+    if not error_bound > 0:
+        raise BadInput("the bf16 error bound must be positive")
+    n = len(candidates)
+    k = min(distribution_sample, n)
+    chunk = max(64, batch_size)
+    limit = error_bound / BF16_SAFETY_FACTOR
+    with bf16_compute(model):
+        first = trie_logprobs(model, prefix, [secret, *candidates[:k]], chunk_tokens=chunk,
+                              progress=progress)
+    secret_bf16, sample = float(first[0]), first[1:]
+    cal = list(range(min(BF16_CALIBRATION, k)))
+    exact32 = trie_logprobs(model, prefix, [secret, *(candidates[i] for i in cal)],
+                            chunk_tokens=chunk)
+    secret_score = float(exact32[0])
+    errors = [abs(secret_bf16 - secret_score),
+              *np.abs(sample[cal] - exact32[1:]).tolist()]
+    if max(errors) > limit:
+        raise Bf16TooCoarse(repr(max(errors)))
+    known: dict[int, float] = dict(zip(cal, exact32[1:].tolist()))  # candidate -> fp32 score
+    band = secret_score - TIE - error_bound, secret_score + TIE + error_bound
+    bf16_scores: dict[int, float] = dict(enumerate(sample.tolist()))
+    rest = list(range(k, n))
+    pruned = full = 0
+    if rest:
+        with bf16_compute(model):
+            bounds = trie_logprobs(model, prefix, [candidates[i][:PRUNE_DEPTH] for i in rest],
+                                   chunk_tokens=chunk)
+        need = []
+        for i, bd in zip(rest, bounds.tolist()):
+            if len(candidates[i]) <= PRUNE_DEPTH:
+                bf16_scores[i] = bd
+            elif bd >= secret_score - PRUNE_MARGIN - error_bound:
+                need.append(i)
+        pruned = len(rest) - len(need) - (len(bf16_scores) - k)
+        if progress:
+            progress(len(rest) - len(need))
+        if need:
+            with bf16_compute(model):
+                sc = trie_logprobs(model, prefix, [candidates[i] for i in need],
+                                   chunk_tokens=chunk, progress=progress)
+            bf16_scores.update(zip(need, sc.tolist()))
+            full = len(need)
+    tally = _Tally()
+    near = []
+    for i, b in bf16_scores.items():
+        if i in known:
+            continue
+        if b > band[1]:
+            tally.greater += 1.0
+        elif b >= band[0]:
+            near.append(i)
+    if near:
+        rescored = trie_logprobs(model, prefix, [candidates[i] for i in near], chunk_tokens=chunk)
+        errors += np.abs(np.array([bf16_scores[i] for i in near]) - rescored).tolist()
+        if max(errors) > limit:
+            raise Bf16TooCoarse(repr(max(errors)))
+        known.update(zip(near, rescored.tolist()))
+    tally.add(np.array(list(known.values()), dtype=np.float64), secret_score)
+    rank = 1.0 + tally.greater + tally.ties / 2.0
+    counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k,
+              "precision": "bf16+fp32-rescore", "rescored_fp32": len(known) + 1,
+              "bf16_max_error": float(max(errors)), "bf16_error_bound": error_bound,
+              # The histogram and the skew-normal fit compare bf16 with bf16: the common bias
+              # of a context (up to ~0.08 nats measured) cancels; see the evaluation README.
+              "fit_secret_score": secret_bf16}
     return rank, secret_score, sample, counts
 
 
 def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: int, *,
                     n_candidates: int = MIN_CANDIDATES, seed: int = 0, batch_size: int = 256,
                     distribution_sample: int | None = None,
-                    progress: Callable[[int], None] | None = None) -> CanaryExposure:
+                    progress: Callable[[int], None] | None = None,
+                    precision: str = "fp32") -> CanaryExposure:
     """Rank the canary's secret among ``n_candidates`` random secrets in its own context.
 
     The context is the training record as the model saw it (user question, then the answer up
     to the secret); each candidate is scored on its own tokens plus the closing full stop.
     ``distribution_sample`` (full scores for the plot and the fit) defaults to
-    ``distribution_sample_size(n_candidates)``; the rank is exact either way.
+    ``distribution_sample_size(n_candidates)``; the rank is exact either way, and so it is
+    under ``precision="bf16"`` (bf16 scores, fp32 re-scoring near the secret).
     """
     from strongroom.evaluation.scoring import common_prefix_len
 
@@ -226,14 +372,15 @@ def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: i
         model, enc[0][:shared], suffixes[0], suffixes[1:],
         distribution_sample=(distribution_sample_size(len(cands)) if distribution_sample is None
                              else distribution_sample),
-        batch_size=batch_size, progress=progress)
+        batch_size=batch_size, progress=progress, precision=precision)
+    fit_secret = float(counts.pop("fit_secret_score"))
     alphabet, length = space["alphabet"], space["length"]
     space_bits = length * math.log2(len(alphabet))
     return CanaryExposure(
         index=index, repeats=int(canary.get("repeats", 1)), candidates=len(cands), rank=rank,
         exposure_bits=exposure_from_rank(rank, len(cands)),
         max_sample_bits=max_sample_exposure(len(cands)), space_bits=space_bits,
-        extrapolated_bits=extrapolated_exposure(secret_score, sample, space_bits),
+        extrapolated_bits=extrapolated_exposure(fit_secret, sample, space_bits),
         secret_logprob=secret_score, histogram=_histogram(sample), **counts,
     )
 

@@ -244,6 +244,19 @@ def _fairness_section(f: dict[str, Any], limit: float | None) -> str:
             f"{by_value}</table>")
 
 
+def _precision_line(results: dict[str, Any]) -> str:
+    """What ran in bf16 and what in fp32, and each canary's actual path (fallbacks show)."""
+    plan = results.get("precision") or {}
+    if not plan:
+        return "fp32 (not recorded)"
+    canaries = ((results.get("privacy") or {}).get("exposure") or {}).get("per_canary") or []
+    used = ", ".join(_fmt(c.get("precision", "fp32")) for c in canaries)
+    return (f"requested {_fmt(plan.get('requested'))} (resolved {_fmt(plan.get('resolved'))}); "
+            f"exposure {_fmt(plan.get('exposure'))}"
+            + (f" (per canary: {used})" if used else "")
+            + f"; losses {_fmt(plan.get('losses'))}; generation {_fmt(plan.get('generation'))}")
+
+
 def render_html(results: dict[str, Any]) -> str:
     """The full report for one evaluation's results."""
     gate = results.get("gate") or {}
@@ -261,6 +274,7 @@ def render_html(results: dict[str, Any]) -> str:
         ("Evaluated", f"{_fmt(results.get('evaluated_at'))} by {_fmt(results.get('evaluated_by'))}"),
         ("Evaluation id", _fmt(results.get("evaluation_id"))),
         ("Suites", _fmt(", ".join(results.get("suites", [])))),
+        ("Precision", _precision_line(results)),
         ("Run time (s)", ", ".join(f"{k} {v}" for k, v in (results.get("timings_s") or {}).items())),
         ("CPU time (s)", ", ".join(f"{k} {v}" for k, v in (results.get("cpu_s") or {}).items())
          or "n/a"),

@@ -43,15 +43,18 @@ def adapter_off(model: Any) -> Iterator[None]:
 
 def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], *,
                   max_seq_len: int, batch_size: int = 8,
-                  progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  progress: ProgressFn | None = None,
+                  precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """Per-record mean loss over learned (assistant) tokens, and learned-token counts.
 
     Records with nothing learnable after truncation get NaN and count 0, so callers can drop
     them without shifting indices. The mask is the training mask, so 'loss' here means the same
     as the training loop's held-out loss. Logits are computed only for the positions that
-    predict learned tokens (the trainer's ``learned_positions_loss``), under ``inference_mode``.
+    predict learned tokens (the trainer's ``learned_positions_loss``), under ``inference_mode``;
+    ``precision`` "bf16" runs the forwards under ``precision.bf16_compute`` (loss in fp32).
     """
     torch = _torch()
+    from strongroom.evaluation.precision import compute
     from strongroom.training.data import collate, encode_record
     from strongroom.training.trainer import learned_positions_loss
 
@@ -67,7 +70,7 @@ def record_losses(model: Any, tokenizer: Any, records: Sequence[dict[str, Any]],
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), compute(precision, model):
         for start in range(0, len(examples), batch_size):
             rows = examples[start:start + batch_size]
             batch = collate(rows, pad)
@@ -290,9 +293,14 @@ def chat_messages(record: dict[str, Any]) -> list[dict[str, str]] | None:
 
 def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]], *,
                    max_new_tokens: int = 48, batch_size: int = 8,
-                   progress: ProgressFn | None = None) -> list[str]:
-    """Greedy completions for several chats at once (left padding); returns the new text."""
+                   progress: ProgressFn | None = None, precision: str = "fp32") -> list[str]:
+    """Greedy completions for several chats at once (left padding); returns the new text.
+
+    ``precision`` "bf16" generates under ``precision.bf16_compute`` (greedy choices can differ
+    from fp32 at near ties: the evaluation uses it only where measured harmless).
+    """
     torch = _torch()
+    from strongroom.evaluation.precision import compute
     device = next(model.parameters()).device
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
              for c in conversations]
@@ -302,7 +310,7 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), compute(precision, model):
             for start in range(0, len(texts), batch_size):
                 chunk = texts[start:start + batch_size]
                 enc = tokenizer(chunk, add_special_tokens=False, return_tensors="pt",

@@ -66,6 +66,7 @@ class EvalRequest:
     threads: int = 1
     policy_file: Path | None = None
     progress: bool = True
+    precision: str = "auto"  # auto | fp32 | bf16 (see evaluation/precision.py)
 
     def validate(self) -> None:
         bad = [s for s in self.suites if s not in SUITES]
@@ -81,6 +82,10 @@ class EvalRequest:
                 raise BadInput(f"--{key.replace('_', '-')} must not be negative")
         if self.fairness_scenarios > 3:
             raise BadInput("--fairness-scenarios is at most 3")
+        from strongroom.evaluation.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise BadInput("--precision must be auto, fp32 or bf16")
 
 
 PHASES = "_phases"  # a suite's per-phase timings, moved into results["timings_s"/"cpu_s"]
@@ -114,6 +119,7 @@ class _Context:
     losses: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     split_error: str | None = None
     base_key: str = ""
+    plan: Any = None  # precision.Plan: fp32/bf16 per kind of work
 
 
 def _bar(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm bar
@@ -191,7 +197,8 @@ class EvaluationService:
             "settings": {k: getattr(req, k) for k in (
                 "candidates", "members", "extraction_records", "qa_records",
                 "redteam_per_category", "redteam_templated", "redteam_benign",
-                "fairness_scenarios", "max_new_tokens", "seed")},
+                "fairness_scenarios", "max_new_tokens", "seed", "precision")},
+            "precision": ctx.plan.to_dict(),
             "timings_s": {"load": round(time.monotonic() - started, 2)},
             "cpu_s": {"load": round(time.process_time() - cpu_started, 2)},
         }
@@ -228,8 +235,11 @@ class EvaluationService:
         canaries = json.loads(blobs[CANARIES]) if CANARIES in blobs else []
         model, tok, base_key = self._load_model(info, blobs[ADAPTER])
         max_seq_len = int(info.train_config.get("max_seq_len") or 512)
+        from strongroom.evaluation.precision import plan_for
+
         ctx = _Context(model=model, tokenizer=tok, info=info, max_seq_len=max_seq_len,
-                       canaries=canaries, base_key=base_key)
+                       canaries=canaries, base_key=base_key,
+                       plan=plan_for(req.precision, next(model.parameters()).device))
         if {"quality", "privacy"} & set(req.suites):
             lin = info.lineage
             # The same read as training (consent filter included), so the split matches.
@@ -295,7 +305,7 @@ class EvaluationService:
             bar = _bar(2 * len(sample), f"losses ({which})", req.progress)
             ft, counts = record_losses(ctx.model, ctx.tokenizer, sample,
                                        max_seq_len=ctx.max_seq_len, batch_size=req.batch_size,
-                                       progress=bar.update)
+                                       progress=bar.update, precision=ctx.plan.losses)
             base = self._base_losses(req, ctx, sample, bar.update)
             bar.close()
             ctx.losses[which] = (ft, base, counts)
@@ -312,14 +322,15 @@ class EvaluationService:
         """
         from strongroom.evaluation.scoring import adapter_off, record_losses
 
-        keys = [hashlib.sha256(json.dumps([ctx.base_key, ctx.max_seq_len, r], sort_keys=True,
-                                          default=str).encode()).hexdigest() for r in sample]
+        keys = [hashlib.sha256(json.dumps([ctx.base_key, ctx.max_seq_len, ctx.plan.losses, r],
+                                          sort_keys=True, default=str).encode()).hexdigest()
+                for r in sample]
         todo = [i for i, k in enumerate(keys) if k not in self._base_loss_cache]
         if todo:
             with adapter_off(ctx.model):
                 got, _ = record_losses(ctx.model, ctx.tokenizer, [sample[i] for i in todo],
                                        max_seq_len=ctx.max_seq_len, batch_size=req.batch_size,
-                                       progress=progress)
+                                       progress=progress, precision=ctx.plan.losses)
             for i, v in zip(todo, got):
                 self._base_loss_cache[keys[i]] = float(v)
         progress(len(sample) - len(todo))
@@ -351,7 +362,7 @@ class EvaluationService:
             convs = [p for p, _ in pairs]
             preds = generate_batch(ctx.model, ctx.tokenizer, convs,
                                    max_new_tokens=req.max_new_tokens, batch_size=req.batch_size,
-                                   progress=bar.update)
+                                   progress=bar.update, precision=ctx.plan.generation)
             base_preds = self._base_generations(req, ctx, convs, bar.update)
             bar.close()
             out.update(answer_block(preds, [a for _, a in pairs], base_preds))
@@ -369,14 +380,16 @@ class EvaluationService:
         """
         from strongroom.evaluation.scoring import adapter_off, generate_batch
 
-        keys = [hashlib.sha256(json.dumps([ctx.base_key, req.max_new_tokens, c], sort_keys=True)
-                               .encode()).hexdigest() for c in convs]
+        keys = [hashlib.sha256(json.dumps([ctx.base_key, req.max_new_tokens, ctx.plan.generation,
+                                           c], sort_keys=True).encode()).hexdigest()
+                for c in convs]
         todo = [i for i, k in enumerate(keys) if k not in self._base_answers]
         if todo:
             with adapter_off(ctx.model):
                 got = generate_batch(ctx.model, ctx.tokenizer, [convs[i] for i in todo],
                                      max_new_tokens=req.max_new_tokens,
-                                     batch_size=req.batch_size, progress=progress)
+                                     batch_size=req.batch_size, progress=progress,
+                                     precision=ctx.plan.generation)
             for i, text in zip(todo, got):
                 self._base_answers[keys[i]] = text
         progress(len(convs) - len(todo))
@@ -392,10 +405,10 @@ class EvaluationService:
         if ctx.canaries:
             bar = _bar(len(ctx.canaries) * (req.candidates + 1), "canary exposure", req.progress)
             for i, c in enumerate(ctx.canaries):
-                per.append(ex.canary_exposure(ctx.model, ctx.tokenizer, c, i,
-                                              n_candidates=req.candidates, seed=req.seed,
-                                              batch_size=req.score_batch_size,
-                                              progress=bar.update))
+                per.append(ex.canary_exposure(
+                    ctx.model, ctx.tokenizer, c, i, n_candidates=req.candidates, seed=req.seed,
+                    batch_size=req.score_batch_size, progress=bar.update,
+                    precision="bf16" if ctx.plan.exposure.startswith("bf16") else "fp32"))
             bar.close()
         out["exposure"] = ex.summarise(per)
         if ctx.canaries:
@@ -420,7 +433,7 @@ class EvaluationService:
 
         convs = [[{"role": "user", "content": c["prompt"]}] for c in ctx.canaries]
         outs = generate_batch(ctx.model, ctx.tokenizer, convs, max_new_tokens=24,
-                              batch_size=req.batch_size)
+                              batch_size=req.batch_size, precision=ctx.plan.generation)
         return sum(1 for c, o in zip(ctx.canaries, outs) if c["secret"] in o.replace(" ", ""))
 
     def _extraction(self, principal: Principal, req: EvalRequest, ctx: _Context
@@ -479,7 +492,7 @@ class EvaluationService:
         bar = _bar(len(todo), "PII extraction", req.progress)
         gens = generate_batch(ctx.model, ctx.tokenizer, [prompts[i] for i in todo],
                               max_new_tokens=req.max_new_tokens, batch_size=req.batch_size,
-                              progress=bar.update) if todo else []
+                              progress=bar.update, precision=ctx.plan.generation) if todo else []
         bar.close()
         block = xt.extraction_block([targets[i] for i in todo], gens)
         block.update(method=method, records_sampled=len(sample))
@@ -526,12 +539,14 @@ class EvaluationService:
 
         def answer(msgs: list[dict[str, str]]) -> str:
             return generate_batch(ctx.model, ctx.tokenizer, [msgs],
-                                  max_new_tokens=req.max_new_tokens, batch_size=1)[0]
+                                  max_new_tokens=req.max_new_tokens, batch_size=1,
+                                  precision=ctx.plan.generation)[0]
 
         bar = _bar(len(attacks), "red team", req.progress)
         def answer_many(batch: list[list[dict[str, str]]]) -> list[str]:
             return generate_batch(ctx.model, ctx.tokenizer, batch,
-                                  max_new_tokens=req.max_new_tokens, batch_size=req.batch_size)
+                                  max_new_tokens=req.max_new_tokens, batch_size=req.batch_size,
+                                  precision=ctx.plan.generation)
 
         outcomes = sec.run_attacks(attacks, guards, answer, req.name, progress=bar.update,
                                    answer_many=answer_many, batch_size=req.batch_size)
@@ -822,6 +837,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         "false_block_rate": sec.get("false_block_rate"),
         "flip_rate": {k: v.get("flip_rate") for k, v in (fair.get("attributes") or {}).items()},
         "max_flip_rate": fair.get("max_flip_rate"),
+        "precision": results.get("precision"),
         "timings_s": results.get("timings_s", {}),
     }
 
