@@ -315,3 +315,25 @@ def test_base_model_results_are_shared_between_models_of_one_base(world):
                   "privacy.membership", "privacy.extraction"):
         assert shared["timings_s"][phase] >= 0 and shared["cpu_s"][phase] >= 0, phase
     assert "_phases" not in shared["privacy"] and "_phases" not in shared["quality"]
+
+
+# Last: its privacy-only evaluations become model m's latest.
+def test_bf16_evaluation_ranks_canaries_exactly_and_records_precision(world):
+    rt, admin, svc = world["rt"], world["admin"], world["svc"]
+    runs = {p: svc.evaluate(admin, _req("m", suites=("privacy",), precision=p))
+            for p in ("fp32", "bf16")}
+    assert runs["fp32"]["precision"]["exposure"] == "fp32"
+    assert runs["bf16"]["precision"] == {"requested": "bf16", "resolved": "bf16",
+                                         "exposure": "bf16+fp32-rescore",
+                                         "losses": runs["bf16"]["precision"]["losses"],
+                                         "generation": runs["bf16"]["precision"]["generation"]}
+    per = {p: r["privacy"]["exposure"]["per_canary"] for p, r in runs.items()}
+    assert [c["rank"] for c in per["bf16"]] == [c["rank"] for c in per["fp32"]]
+    assert all(c["precision"] in ("bf16+fp32-rescore", "fp32 (bf16 fallback)")
+               for c in per["bf16"])
+    assert {c["precision"] for c in per["fp32"]} == {"fp32"}
+    with pytest.raises(BadInput):
+        svc.evaluate(admin, _req("m", precision="fp16"))
+    from strongroom.evaluation.report import render_html
+
+    assert "exposure bf16+fp32-rescore" in render_html(runs["bf16"])
