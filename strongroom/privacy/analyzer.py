@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from strongroom.privacy import heuristics as H
+from strongroom.privacy.nergate import SegmentReader
 from strongroom.privacy.nlp import LABEL_MAP, NerBackend, NerEntity
 from strongroom.privacy.layout import (address_cue_spans, contact_block_spans, country_spans, given_name_spans,
                                        locality_spans, lower_doc_name_spans, lower_name_spans, table_cell_spans,
@@ -56,13 +57,19 @@ class AnalyzerConfig:
     allow: set[str] = field(default_factory=set)  # casefolded exact values never reported
     deny: dict[str, str] = field(default_factory=dict)  # value -> entity type, always reported
     propagate: bool = True
+    # the model reads only segments that could hold a name, place, organisation or date
+    # (strongroom.privacy.nergate); False makes it read every text whole
+    ner_gate: bool = True
 
 
 class Analyzer:
     def __init__(self, ner: NerBackend | None, config: AnalyzerConfig,
-                 extra: Iterable[PatternRecognizer] = (), raw_cache: dict[str, tuple[list[Span], list[NerEntity]]] | None = None) -> None:
+                 extra: Iterable[PatternRecognizer] = (), raw_cache: dict[str, tuple[list[Span], list[NerEntity]]] | None = None,
+                 reader: SegmentReader | None = None) -> None:
         self.ner = ner
         self.config = config
+        # an engine shares one reader (and its segment cache) between its analyzers
+        self._reader = (reader or SegmentReader()) if config.ner_gate else None
         recs = builtin_recognizers() + H.address_recognizers() + H.org_recognizers() + list(extra)
         wanted = config.entities
         self.recognizers = [r for r in recs if wanted is None or r.entity_type in wanted or r.entity_type in ALWAYS_REMOVE]
@@ -125,10 +132,17 @@ class Analyzer:
                     continue
                 for off, chunk in _chunks(t):
                     pieces.append((t, off, chunk))
-            need = [k for k, (_t, _o, c) in enumerate(pieces) if _HAS_LETTER.search(c)]
             ner_out: list[list[NerEntity]] = [[] for _ in pieces]
+            need = [k for k, (_t, _o, c) in enumerate(pieces) if _HAS_LETTER.search(c)]
             if self.ner is not None and need:
-                for k, ents in zip(need, self.ner.pipe([pieces[k][2] for k in need], batch_size=batch_size)):
+                # with the gate, the model reads only the sentences that could hold an entity we
+                # use, each distinct sentence once (strongroom.privacy.nergate); else texts whole
+                texts_ = [pieces[k][2] for k in need]
+                if self._reader is not None:
+                    read = self._reader.read(self.ner, texts_, batch_size=batch_size)
+                else:
+                    read = self.ner.pipe(texts_, batch_size=batch_size)
+                for k, ents in zip(need, read):
                     ner_out[k] = ents
             raw: dict[str, list[Span]] = {t: [] for t in todo}
             ents_of: dict[str, list[NerEntity]] = {}

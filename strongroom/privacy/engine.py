@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from strongroom.errors import BadInput
 from strongroom.privacy.analyzer import ALWAYS_REMOVE, Analyzer, AnalyzerConfig
+from strongroom.privacy.nergate import SegmentReader
 from strongroom.privacy.nlp import NerEntity, get_ner
 from strongroom.privacy.operators import MARKER_RE, OperatorSpec, Transformer
 from strongroom.privacy.policy import Policy, load_policy, normalise_allow
@@ -63,17 +64,19 @@ class DeidEngine:
         self.vault = vault
         self.ner = get_ner(policy.nlp_model, policy.token_model_dir)
         raw_cache: dict = {}
+        reader = SegmentReader()
         self.analyzer = Analyzer(self.ner, AnalyzerConfig(
             entities=set(policy.entities), default_threshold=policy.default_threshold,
-            thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny)),
-            extra=policy.patterns, raw_cache=raw_cache)
+            thresholds=dict(policy.thresholds), allow=set(policy.allow), deny=dict(policy.deny),
+            ner_gate=policy.ner_gate), extra=policy.patterns, raw_cache=raw_cache, reader=reader)
         # the re-scan ignores per-entity policy thresholds (a policy that raised one must not hide a
         # confident finding from the verdict) and reports down to the lowest detection threshold
         # (so that the second pass can remove what the first missed); _rescan sorts them out
         floor = min([policy.default_threshold, policy.residual_threshold, *policy.thresholds.values()])
         self.residual_analyzer = Analyzer(self.ner, AnalyzerConfig(
             entities=set(policy.entities), default_threshold=floor,
-            allow=set(policy.allow), deny=dict(policy.deny)), extra=policy.patterns, raw_cache=raw_cache)
+            allow=set(policy.allow), deny=dict(policy.deny), ner_gate=policy.ner_gate),
+            extra=policy.patterns, raw_cache=raw_cache, reader=reader)
         self.transformer = Transformer(self._secret, vault, tag_placeholders=tag_placeholders,
                                        day_first=policy.day_first)
         # record streams: the re-scan's model re-reads only edited sentences (strongroom.privacy.rescan);
@@ -104,7 +107,8 @@ class DeidEngine:
 
         return {"ner": self.ner.describe(), "registry": "strongroom pattern registry (presidio-style)",
                 "recognizers": len(self.analyzer.recognizers), "presidio-analyzer": v("presidio-analyzer"),
-                "python-stdnum": v("python-stdnum"), "phonenumbers": v("phonenumbers"), "policy": self.policy.name}
+                "python-stdnum": v("python-stdnum"), "phonenumbers": v("phonenumbers"), "policy": self.policy.name,
+                "ner_gate": self.policy.ner_gate}
 
     # ---- text ----
     def analyze(self, text: str) -> list[Span]:

@@ -43,6 +43,7 @@ class Policy:
     patterns: list[PatternRecognizer] = field(default_factory=list)
     nlp_model: str = "auto"
     token_model_dir: str | None = None
+    ner_gate: bool = True  # the NER model reads only segments that could hold an entity (privacy.nergate)
     keep_years: bool = True
     day_first: bool = False
     residual_threshold: float = 0.85
@@ -73,6 +74,7 @@ class Policy:
                 "default_threshold": self.default_threshold, "thresholds": dict(sorted(self.thresholds.items())),
                 "allow_count": len(self.allow), "deny_count": len(self.deny),
                 "patterns": [p.name for p in self.patterns], "nlp_model": self.nlp_model,
+                "ner_gate": self.ner_gate,
                 "keep_years": self.keep_years, "overridden": self.overridden}
 
 
@@ -172,6 +174,7 @@ def load_policy(name_or_path: str | Path = DEFAULT_POLICY) -> Policy:
         thresholds=thresholds, allow=allow, deny=deny, patterns=patterns,
         nlp_model=str(pick("nlp_model", "auto")),
         token_model_dir=pick("token_model_dir", None),
+        ner_gate=bool(pick("ner_gate", True)),
         keep_years=bool(pick("keep_years", True)),
         day_first=bool(pick("day_first", False)),
         residual_threshold=float(pick("residual_threshold", 0.85)),
