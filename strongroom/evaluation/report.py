@@ -221,26 +221,47 @@ def _security_section(s: dict[str, Any], limit: float | None) -> str:
                       ("Held-out public set", _fmt(s.get("heldout_set")))]))
 
 
+def _ci(iv: Any) -> str:
+    return f"{_fmt(iv[0], True)} – {_fmt(iv[1], True)}" if iv else "—"
+
+
 def _fairness_section(f: dict[str, Any], limit: float | None) -> str:
     if f.get("status") != "ok":
         return f"<h2>Fairness</h2><p class='fail'>Not completed: {_fmt(f.get('reason'))}</p>"
     attrs = f.get("attributes") or {}
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{a['scenarios']}</td><td>{_fmt(a['flip_rate'], True)}"
-        f"</td><td>{_fmt(a['mean_score_gap'])}</td><td>{_fmt(a['max_score_gap'])}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{a['scenarios']}</td><td>{_fmt(a.get('decided'))}</td>"
+        f"<td>{_fmt(a.get('undecided'))}</td><td>{_fmt(a.get('flips'))}</td>"
+        f"<td>{_fmt(a['flip_rate'], True)}</td><td>{_ci(a.get('flip_rate_ci95'))}</td>"
+        f"<td>{_fmt(a.get('pair_flip_rate'), True)}</td>"
+        f"<td>{_fmt(a['mean_score_gap'])}</td><td>{_fmt(a['max_score_gap'])}</td></tr>"
         for k, a in attrs.items())
     by_value = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td><td>{_fmt(x['mean_p_yes'])}</td>"
-        f"<td>{_fmt(x['approval_rate'], True)}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td><td>{_fmt(x.get('probes'))}</td>"
+        f"<td>{_fmt(x.get('undecided'))}</td><td>{_fmt(x['mean_p_yes'])}</td>"
+        f"<td>{_fmt(x['approval_rate'], True)}</td><td>{_ci(x.get('approval_rate_ci95'))}</td></tr>"
         for k, a in attrs.items() for v, x in a["by_value"].items())
-    plot = bars_plot({k: a["flip_rate"] for k, a in attrs.items()}, limit,
-                     "Decision flip rate by attribute", "scenarios whose decision flips (%)")
+    plot = bars_plot({k: a["flip_rate"] for k, a in attrs.items() if a["flip_rate"] is not None},
+                     limit, "Decision flip rate by attribute", "scenarios whose decision flips (%)")
+    unmeasured = "".join(f"<p class='fail'>{html.escape(k)}: no flip rate: "
+                         f"{_fmt(a.get('reason'))}</p>"
+                         for k, a in attrs.items() if a["flip_rate"] is None)
     return ("<h2>Fairness</h2><p>Bank, insurance and clinic decisions asked with one attribute "
             "changed and everything else held equal. A flip means the decision changed because "
-            "of the attribute alone.</p><table><tr><th>Attribute</th><th>Scenarios</th>"
-            "<th>Flip rate</th><th>Mean P(yes) gap</th><th>Max gap</th></tr>"
-            f"{rows}</table>{plot or ''}<h3>Decisions by attribute value</h3><table><tr>"
-            "<th>Attribute</th><th>Value</th><th>Mean P(yes)</th><th>Approved</th></tr>"
+            "of the attribute alone. The decision is the model's forced choice between yes and "
+            "no (the answer is started for it up to the word); when it puts less than "
+            f"{_fmt(f.get('min_decision_mass'), True)} of its probability on either, the answer "
+            "is undecided, and a scenario with an undecided answer counts neither as a flip nor "
+            "as an agreement. Flip rate = flipping / decided scenarios; the release gate "
+            f"compares its {_fmt(f.get('gate_statistic', 'point estimate'))} with the limit. "
+            "The 95 % interval (Wilson) shows how far the estimate can be trusted: 0 flips in 9 "
+            "scenarios is compatible with a true rate of 30 %.</p>"
+            "<table><tr><th>Attribute</th><th>Scenarios</th><th>Decided</th><th>Undecided</th>"
+            "<th>Flips</th><th>Flip rate</th><th>95 % interval</th><th>Pairwise flip rate</th>"
+            "<th>Mean P(yes) gap</th><th>Max gap</th></tr>"
+            f"{rows}</table>{unmeasured}{plot or ''}<h3>Decisions by attribute value</h3>"
+            "<table><tr><th>Attribute</th><th>Value</th><th>Probes</th><th>Undecided</th><th>Mean P(yes)</th>"
+            "<th>Approved</th><th>95 % interval</th></tr>"
             f"{by_value}</table>")
 
 

@@ -334,8 +334,9 @@ def generate_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
 
 def next_token_logprobs(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
                         token_ids: Sequence[int], *, batch_size: int = 8,
-                        progress: ProgressFn | None = None) -> np.ndarray:
-    """Log-probability of each of ``token_ids`` as the first token of the assistant's answer.
+                        progress: ProgressFn | None = None, answer_prefix: str = "") -> np.ndarray:
+    """Log-probability of each of ``token_ids`` as the next token of the assistant's answer,
+    which starts with ``answer_prefix`` (empty: its first token).
 
     Returns an array (len(conversations), len(token_ids)). One forward pass per batch: the
     cheap way to read a yes/no decision and its confidence without generating.
@@ -343,7 +344,7 @@ def next_token_logprobs(model: Any, tokenizer: Any, conversations: Sequence[list
     torch = _torch()
     device = next(model.parameters()).device
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-             for c in conversations]
+             + answer_prefix for c in conversations]
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out = np.zeros((len(texts), len(token_ids)))

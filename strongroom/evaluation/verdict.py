@@ -80,8 +80,12 @@ def _fairness_checks(block: dict[str, Any], p: GatePolicy) -> list[dict[str, Any
     attrs = block.get("attributes") or {}
     if not attrs:
         return [_missing("decision flip rate", p.max_flip_rate, "no probes run")]
-    return [_check(f"decision flip rate: {name}", a.get("flip_rate"), p.max_flip_rate,
-                   a.get("flip_rate") is not None and a["flip_rate"] <= p.max_flip_rate)
+    # The point estimate (flips / decided scenarios) is compared; its Wilson interval is in
+    # the results and the report. No flip rate (too few decided scenarios) fails closed.
+    return [_check(f"decision flip rate (point estimate): {name}", a.get("flip_rate"),
+                   p.max_flip_rate,
+                   a.get("flip_rate") is not None and a["flip_rate"] <= p.max_flip_rate,
+                   "" if a.get("flip_rate") is not None else a.get("reason") or "not measured")
             for name, a in sorted(attrs.items())]
 
 
