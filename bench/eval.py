@@ -88,6 +88,8 @@ def bench_models(a: argparse.Namespace) -> dict:
     models = (("raw", "support", []), ("deid", "support-deid", []), ("dp", "support-deid", dp))
     out: dict = {"config": vars(a), "models": {}, "timings": timings}
     for name, ds, extra in models:
+        if name not in a.models:
+            continue
         base = list(train)
         if "--max-steps" in extra:
             i = base.index("--max-steps")
@@ -99,38 +101,48 @@ def bench_models(a: argparse.Namespace) -> dict:
         info = json.loads(sr(args, env).stdout)
         out["models"][name] = {"train_s": round(time.monotonic() - t0, 1),
                                "summary": info["summary"], "privacy": info["privacy"]}
-        t0 = time.monotonic()
-        res = json.loads(sr(["eval", name, "--suites", a.suites, "--candidates",
-                             str(a.candidates), "--members", str(a.members),
-                             "--extraction-records", str(a.extraction_records),
-                             "--qa-records", str(a.qa_records),
-                             "--max-new-tokens", str(a.max_new_tokens),
-                             "--threads", str(a.threads), "--precision", a.precision,
-                             "--quiet", "--json", "--html",
-                             str(REPO / "bench" / "out" / f"eval-{name}.html")], env).stdout)
-        m = out["models"][name]
-        m["eval_s"] = round(time.monotonic() - t0, 1)
-        m["timings_s"] = res["timings_s"]
-        m["cpu_s"] = res.get("cpu_s", {})
-        m["exposure_per_canary"] = [
-            {k: c.get(k) for k in ("rank", "exposure_bits", "scored_in_full", "pruned",
-                                   "distribution_sample")}
-            for c in p_of(res).get("exposure", {}).get("per_canary", [])]
-        p, q = res.get("privacy", {}), res.get("quality", {})
-        m.update(
-            exposure_mean_bits=p.get("exposure", {}).get("mean_bits"),
-            exposure_max_bits=p.get("exposure", {}).get("max_bits"),
-            exposure_ceiling_bits=p.get("exposure", {}).get("max_sample_bits"),
-            membership_auc=p.get("membership", {}).get("max_auc"),
-            extraction_rate=p.get("extraction", {}).get("rate"),
-            extraction_attempted=p.get("extraction", {}).get("records_attempted"),
-            heldout_perplexity=q.get("heldout_perplexity"),
-            base_heldout_perplexity=q.get("base_heldout_perplexity"),
-            attack_success=res.get("security", {}).get("overall_success_rate"),
-            max_flip_rate=res.get("fairness", {}).get("max_flip_rate"),
-            gate_passed=res["gate"]["passed"])
-        print(json.dumps({name: m}, default=str), flush=True)
+        out["models"][name].update(_eval_model(a, env, name, a.precisions[0]))
+        for prec in a.precisions[1:]:  # the same model again: ratios within one run
+            out["models"][name][f"precision_{prec}"] = _eval_model(a, env, name, prec)
+        print(json.dumps({name: out["models"][name]}, default=str), flush=True)
     return out
+
+
+def _eval_model(a: argparse.Namespace, env: dict[str, str], name: str, precision: str) -> dict:
+    """One ``strongroom eval`` of model ``name``: headline numbers, timings, precision used."""
+    t0 = time.monotonic()
+    res = json.loads(sr(["eval", name, "--suites", a.suites, "--candidates",
+                         str(a.candidates), "--members", str(a.members),
+                         "--extraction-records", str(a.extraction_records),
+                         "--qa-records", str(a.qa_records),
+                         "--max-new-tokens", str(a.max_new_tokens),
+                         "--threads", str(a.threads), "--precision", precision,
+                         "--quiet", "--json", "--html",
+                         str(REPO / "bench" / "out" / f"eval-{name}-{precision}.html")],
+                        env).stdout)
+    m: dict = {"precision": res.get("precision")}
+    m["eval_s"] = round(time.monotonic() - t0, 1)
+    m["timings_s"] = res["timings_s"]
+    m["cpu_s"] = res.get("cpu_s", {})
+    m["exposure_per_canary"] = [
+        {k: c.get(k) for k in ("rank", "exposure_bits", "scored_in_full", "pruned",
+                               "distribution_sample", "precision", "rescored_fp32",
+                               "bf16_max_error", "extrapolated_bits")}
+        for c in p_of(res).get("exposure", {}).get("per_canary", [])]
+    p, q = res.get("privacy", {}), res.get("quality", {})
+    m.update(
+        exposure_mean_bits=p.get("exposure", {}).get("mean_bits"),
+        exposure_max_bits=p.get("exposure", {}).get("max_bits"),
+        exposure_ceiling_bits=p.get("exposure", {}).get("max_sample_bits"),
+        membership_auc=p.get("membership", {}).get("max_auc"),
+        extraction_rate=p.get("extraction", {}).get("rate"),
+        extraction_attempted=p.get("extraction", {}).get("records_attempted"),
+        heldout_perplexity=q.get("heldout_perplexity"),
+        base_heldout_perplexity=q.get("base_heldout_perplexity"),
+        attack_success=res.get("security", {}).get("overall_success_rate"),
+        max_flip_rate=res.get("fairness", {}).get("max_flip_rate"),
+        gate_passed=res["gate"]["passed"])
+    return m
 
 
 def p_of(res: dict) -> dict:
@@ -324,7 +336,10 @@ def main() -> None:
     ap.add_argument("--quantiles", type=float, nargs="+", default=[0.0, 0.05, 0.5],
                     help="precision mode: where the secret sits among the candidates' scores")
     ap.add_argument("--generations", type=int, default=8, help="precision mode: prompts")
-    ap.add_argument("--precision", default="auto", help="models mode: strongroom eval --precision")
+    ap.add_argument("--precisions", nargs="+", default=["auto"],
+                    help="models mode: strongroom eval --precision for each, on the same model")
+    ap.add_argument("--models", nargs="+", default=["raw", "deid", "dp"],
+                    choices=("raw", "deid", "dp"), help="models mode: which to train")
     ap.add_argument("--records", type=int, default=1500)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seq-len", type=int, default=256)
