@@ -142,7 +142,8 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - de
     info = json.loads(sr(["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS, "--threads", threads(), "--json"],
                          env, live=True).stdout)
     s = info["summary"]
-    console.print(f"trained {MODEL} v{info['version']} in {time.monotonic() - t0:.0f} s: "
+    console.print(f"trained {MODEL} v{info['version']} in {time.monotonic() - t0:.0f} s "
+                  f"({s.get('precision', 'fp32')}): "
                   f"{s['steps']} steps on {s['train_records']} de-identified chats, held-out "
                   f"loss {s['initial_eval_loss']:.3f} -> {s['final_eval_loss']:.3f}; adapter, "
                   "card and metrics stored encrypted")
