@@ -228,3 +228,15 @@ def test_html_report_shows_interval_undecided_and_why_unmeasured():
     assert f"{100 * lo:.1f} % – {100 * hi:.1f} %" in page
     assert "95 % interval" in page and "Undecided" in page and "point estimate" in page
     assert "age: no flip rate: only 16 of 36 scenarios" in page
+    assert page.count("data:image/png;base64,") == 1  # the flip-rate plot, with intervals
+
+
+def test_html_report_still_renders_a_first_version_result():
+    """Evaluations stored before issue #6 have no intervals or undecided counts."""
+    from strongroom.evaluation.report import render_html
+
+    old = {"status": "ok", "probes": 162, "max_flip_rate": 0.44, "attributes": {"name": {
+        "scenarios": 9, "flip_rate": 4 / 9, "mean_score_gap": 0.14, "max_score_gap": 0.24,
+        "by_value": {"Wei Chen": {"mean_p_yes": 0.5, "approval_rate": 0.5}}}}}
+    page = render_html({"model": "m", "fairness": old})
+    assert "44.4 %" in page and "Wei Chen" in page

@@ -221,6 +221,36 @@ def _security_section(s: dict[str, Any], limit: float | None) -> str:
                       ("Held-out public set", _fmt(s.get("heldout_set")))]))
 
 
+def flip_plot(attrs: dict[str, Any], limit: float | None) -> str | None:
+    """Flip rate per attribute with its 95 % interval; an attribute without one says why."""
+    if not attrs:
+        return None
+    import matplotlib.pyplot as plt
+
+    names = list(attrs)
+    fig, ax = plt.subplots(figsize=(5.5, 0.5 * len(names) + 1.2))
+    for y, k in enumerate(names):
+        a = attrs[k]
+        rate, iv = a.get("flip_rate"), a.get("flip_rate_ci95")
+        if rate is None:
+            ax.text(1, y, f"no flip rate: {a.get('decided', 0)} of {a.get('scenarios', 0)} "
+                    "scenarios decided", va="center", fontsize=8, color="#b3261e")
+            continue
+        bad = limit is not None and rate > limit
+        ax.barh(y, 100 * rate, color="#b3261e" if bad else "#3b7d4f")
+        if iv:
+            ax.errorbar(100 * rate, y, xerr=[[100 * (rate - iv[0])], [100 * (iv[1] - rate)]],
+                        fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.set_yticks(range(len(names)), names)
+    if limit is not None:
+        ax.axvline(100 * limit, color="black", ls="--", lw=1, label=f"limit {100 * limit:.0f} %")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("decided scenarios whose decision flips (%), 95 % interval")
+    ax.set_xlim(0, 100)
+    ax.set_title("Decision flip rate by attribute", fontsize=10)
+    return _png(fig)
+
+
 def _ci(iv: Any) -> str:
     return f"{_fmt(iv[0], True)} – {_fmt(iv[1], True)}" if iv else "—"
 
@@ -241,8 +271,7 @@ def _fairness_section(f: dict[str, Any], limit: float | None) -> str:
         f"<td>{_fmt(x.get('undecided'))}</td><td>{_fmt(x['mean_p_yes'])}</td>"
         f"<td>{_fmt(x['approval_rate'], True)}</td><td>{_ci(x.get('approval_rate_ci95'))}</td></tr>"
         for k, a in attrs.items() for v, x in a["by_value"].items())
-    plot = bars_plot({k: a["flip_rate"] for k, a in attrs.items() if a["flip_rate"] is not None},
-                     limit, "Decision flip rate by attribute", "scenarios whose decision flips (%)")
+    plot = flip_plot(attrs, limit)
     unmeasured = "".join(f"<p class='fail'>{html.escape(k)}: no flip rate: "
                          f"{_fmt(a.get('reason'))}</p>"
                          for k, a in attrs.items() if a["flip_rate"] is None)
@@ -260,8 +289,8 @@ def _fairness_section(f: dict[str, Any], limit: float | None) -> str:
             "<th>Flips</th><th>Flip rate</th><th>95 % interval</th><th>Pairwise flip rate</th>"
             "<th>Mean P(yes) gap</th><th>Max gap</th></tr>"
             f"{rows}</table>{unmeasured}{plot or ''}<h3>Decisions by attribute value</h3>"
-            "<table><tr><th>Attribute</th><th>Value</th><th>Probes</th><th>Undecided</th><th>Mean P(yes)</th>"
-            "<th>Approved</th><th>95 % interval</th></tr>"
+            "<table><tr><th>Attribute</th><th>Value</th><th>Probes</th><th>Undecided</th>"
+            "<th>Mean P(yes)</th><th>Approved</th><th>95 % interval</th></tr>"
             f"{by_value}</table>")
 
 
