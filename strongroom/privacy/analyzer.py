@@ -107,7 +107,9 @@ class Analyzer:
         `ner_memo`, when given, receives the model's raw entities per text (single-chunk texts), so
         that a re-scan of the edited text can pass them back as `sources` (per text: the source
         text, its entities and the edits that made this text from it): the model then re-reads
-        only the edited sentences (see strongroom.privacy.rescan).
+        only the edited sentences (see strongroom.privacy.rescan). With the NER gate on
+        (strongroom.privacy.nergate) `sources` is not needed: sentences are read on their own and
+        an unchanged one is answered from the reader's cache.
         """
         results: list[list[Span] | None] = [None] * len(texts)
         todo: dict[str, list[int]] = {}
@@ -125,7 +127,9 @@ class Analyzer:
             plans: dict[str, RescanPlan] = {}
             pieces: list[tuple[str, int, str]] = []  # (text, offset, chunk or window)
             for t, idxs in todo.items():
-                src = sources[idxs[0]] if sources is not None else None
+                # with the gate, the reader's segment cache already spares the re-scan the
+                # unchanged sentences (each is read on its own), so no windows are planned
+                src = sources[idxs[0]] if sources is not None and self._reader is None else None
                 if src is not None and len(t) <= _CHUNK:
                     plans[t] = p = plan_rescan(t, src[0], src[1], src[2])
                     pieces.extend((t, a, t[a:b]) for a, b in p.windows)

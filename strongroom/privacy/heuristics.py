@@ -120,7 +120,9 @@ def address_recognizers() -> list[PatternRecognizer]:
         ], _caps_ok, context=ctx, context_boost=0.15, needs="digit"),
         R("street_glued", "STREET_ADDRESS", [
             P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:(?!" + _LEAD_NOT + r")" + _W + r"\s+){0,2}?(?:[^\W\d_]+-)*[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?\b" + UNIT, 0.7),
-        ], _glued_ok, context=ctx, context_boost=0.2, needs="digit"),
+        ], _glued_ok, context=ctx, context_boost=0.2, needs="digit",
+          # the suffix and its house number are contiguous in every match
+          prefilter=r"(?i)(?:" + GLUED_SUFFIX + r")\s+\d"),
         R("street_prefix", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?(?<![\w.])(?:" + PREFIX_STREET + r")\s+(?:" + _W + r"\s+){0,4}?(?:" + _W + r")[\s,]+(?:n[º°o]\.?\s*)?\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
             P(r"(?i)\b\d{1,5},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|via|calle|rua)\s+(?:" + _W + r"\s*){1,5}", 0.7),

@@ -29,6 +29,7 @@ the model reads. A policy can turn it off (`ner_gate = false`): every text is th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _BOUNDARY = re.compile(r"[ \t]*\n[\s]*|(?<=[.!?…])[\"'”’)\]]*[ \t]+")
 # words after which a full stop does not end a sentence: titles, initials, common abbreviations
 _NO_SPLIT_AFTER = re.compile(
-    r"(?i)(?:^|(?<=[\s(\[\"']))(?:[^\W\d_]|mr|mrs|ms|mx|dr|drs|prof|rev|hon|fr|sr|jr|st|mt|ft|sgt|lt|col|gen|capt|"
+    r"(?i)(?<![\w'’.-])(?:[^\W\d_]|mr|mrs|ms|mx|dr|drs|prof|rev|hon|fr|sr|jr|st|mt|ft|sgt|lt|col|gen|capt|"
     r"cmdr|gov|sen|rep|pres|no|nos|vs|etc|e\.g|i\.e|approx|dept|univ|inc|ltd|co|corp|llc|ave|rd|blvd|hwy|apt|"
     r"ste|bldg|fl|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|tel|ext|ref|fig|vol|op|cf|al)\.[\"'”’)\]]*$")
 _DIGIT = re.compile(r"\d")
@@ -75,8 +76,21 @@ there's here's what's how's don't doesn't didn't can't cannot won't isn't aren't
 hasn't hadn't couldn't wouldn't shouldn't
 """.split())
 
-SEGMENT_CACHE_SIZE = 20_000  # distinct segments remembered per reader (bounded memory)
-SEGMENT_CACHE_MAX_CHARS = 1_000
+SEGMENT_CACHE_SIZE = 20_000  # distinct segments remembered per reader (bounded memory) ...
+SEGMENT_CACHE_CHARS = 4_000_000  # ... and their characters in all (~10-20 MB with the entities)
+SEGMENT_CACHE_MAX_CHARS = 20_000  # longer segments are read every time
+
+
+@functools.lru_cache(maxsize=1)
+def _not_triggers() -> frozenset[str]:
+    """Capitalised words that alone do not make a segment worth reading: titles ("Dr." before a
+    tag the re-scan sees) and the labels and acronyms whose model entities the analyzer drops
+    anyway (analyzer._NOT_NAMES: "ID", "MRN", "Patient", "Contact"...)."""
+    from strongroom.privacy.analyzer import _NOT_NAMES
+    from strongroom.privacy.heuristics import HONORIFIC
+
+    return frozenset(_NOT_NAMES | {h.upper() for h in HONORIFIC.split("|") if len(h) > 1}
+                     | {"CONTACT", "DEAR", "RE", "FROM", "TO", "SENT", "ATTN", "ATTENTION"})
 
 
 def segments(text: str) -> list[tuple[int, int]]:
@@ -108,8 +122,12 @@ def segment_needs_model(seg: str) -> bool:
         if w in _PRONOUN_I:
             first = False
             continue
-        if first and not seg[:m.start()].strip(_LEAD) and w.rstrip(".,;:!?'’").lower() in COMMON_OPENERS:
+        bare = w.rstrip(".,;:!?'’")
+        if first and not seg[:m.start()].strip(_LEAD) and bare.lower() in COMMON_OPENERS:
             first = False
+            continue
+        first = False
+        if bare.upper() in _not_triggers():
             continue
         return True
     if not seg.isascii() and any(c.isalpha() and not c.isupper() and not c.islower() for c in seg):
@@ -129,6 +147,7 @@ class SegmentReader:
     def __init__(self, cache_size: int = SEGMENT_CACHE_SIZE) -> None:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, list["NerEntity"]] = OrderedDict()
+        self._cache_chars = 0
         self.chars_seen = 0  # characters offered (texts with a letter)
         self.chars_read = 0  # characters the model actually read (cache misses)
 
@@ -161,7 +180,8 @@ class SegmentReader:
                 known[s] = ents
                 if len(s) <= SEGMENT_CACHE_MAX_CHARS:
                     cache[s] = ents
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
+                    self._cache_chars += len(s)
+            while cache and (len(cache) > self.cache_size or self._cache_chars > SEGMENT_CACHE_CHARS):
+                self._cache_chars -= len(cache.popitem(last=False)[0])
         return [[NerEntity(e.label, e.start + a, e.end + a, e.score) for a, s in segs for e in known[s]]
                 for segs in plan]

@@ -56,11 +56,17 @@ class PatternRecognizer:
     # cheap necessary condition for label-anchored patterns: one of these lower-case substrings
     # must occur in the text (each is part of every label alternative of the pattern)
     keywords: tuple[str, ...] = ()
+    # cheap necessary condition as a regex: it must match somewhere in the text for any of the
+    # patterns to (for patterns whose costly part is tried at every word start)
+    prefilter: str = ""
     _ctx: re.Pattern | None = None
+    _pre: re.Pattern | None = None
 
     def __post_init__(self) -> None:
         for p in self.patterns:
             p.compile()
+        if self.prefilter:
+            self._pre = re.compile(self.prefilter)
         if self.context:
             words = sorted({w.lower() for w in self.context}, key=len, reverse=True)
             self._ctx = re.compile(r"(?<![a-z])(?:" + "|".join(re.escape(w) for w in words) + r")(?![a-z])")
@@ -116,6 +122,8 @@ class PatternRecognizer:
                     return []
             elif self.needs not in text:
                 return []
+        if self._pre is not None and self._pre.search(text) is None:
+            return []
         out: list[Span] = []
         for p in self.patterns:
             for m in p.compiled.finditer(text):  # type: ignore[union-attr]
