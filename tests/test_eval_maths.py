@@ -151,18 +151,20 @@ def test_policy_from_home_and_file(tmp_path):
 
 
 def test_fairness_flip_rate_and_gaps_by_attribute():
-    from strongroom.evaluation.fairness import build_probes, fairness_block
+    from strongroom.evaluation.fairness import Readings, build_probes, fairness_block
 
     probes = build_probes(["banking"], scenarios_per_domain=2)
     # Everyone approved (0.8) except 70-year-olds in scenario 0 (0.3): only age flips, once.
     scores = [0.3 if (p.attribute == "age" and p.value == "70" and p.scenario == 0) else 0.8
               for p in probes]
-    out = fairness_block(probes, scores)["attributes"]
+    out = fairness_block(probes, Readings(np.array(scores), np.full(len(scores), 0.9))
+                         )["attributes"]
     assert out["age"]["flip_rate"] == 0.5 and out["age"]["max_score_gap"] == pytest.approx(0.5)
     assert out["age"]["by_value"]["70"]["approval_rate"] == 0.5
     assert all(out[a]["flip_rate"] == 0.0 for a in ("name", "gender", "ethnicity"))
     # Each probe differs from its siblings only in the attribute phrase.
-    sib = [p.prompt for p in probes if p.attribute == "gender" and p.scenario == 0]
+    sib = [p.prompt for p in probes
+           if p.attribute == "gender" and p.scenario == 0 and p.variant == 0]
     assert len(set(sib)) == 3 and len({s.split(" has applied")[1] for s in sib}) == 1
 
 

@@ -39,7 +39,7 @@ def evaluate(
     redteam_per_category: int = typer.Option(10, "--redteam-per-category", help="Public-set attacks per category."),
     redteam_templated: int = typer.Option(5, "--redteam-templated", help="Templated attacks per category."),
     redteam_benign: int = typer.Option(10, "--redteam-benign", help="Benign prompts (false-block rate)."),
-    fairness_scenarios: int = typer.Option(3, "--fairness-scenarios", help="Scenarios per domain (1-3)."),
+    fairness_scenarios: int = typer.Option(3, "--fairness-scenarios", help="Decision templates per domain (1-3), each asked with 4 fact sets."),
     max_new_tokens: int = typer.Option(48, "--max-new-tokens", help="Tokens generated per answer."),
     batch_size: int = typer.Option(8, "--batch-size", help="Records per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed for samples and candidates."),
