@@ -95,3 +95,16 @@ def test_threshold_respects_the_indomain_fpr_target() -> None:
     best = T.choose_threshold(scores, y, src)
     assert best["meets_targets"] and best["indomain_fpr"] <= T.TARGET_INDOMAIN_FPR
     assert best["threshold"] > 0.6
+
+
+def test_committed_weights_were_selected_by_grouped_cv() -> None:
+    """The shipped model's threshold and settings came from grouped folds, under the in-domain target."""
+    from strongroom.serving.guards.injection import load_default
+
+    training = load_default().meta["training"]
+    grouping = training["config"]["grouping"]
+    assert grouping["method"].startswith("StratifiedGroupKFold")
+    assert grouping["indomain_unmatched"] == 0 and grouping["indomain_groups"] > 20
+    cv = training["cv"]
+    assert cv["meets_targets"] and cv["indomain_fpr"] <= T.TARGET_INDOMAIN_FPR
+    assert cv["threshold"] == load_default().threshold
