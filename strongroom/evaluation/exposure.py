@@ -108,6 +108,7 @@ class CanaryExposure:
     rescored_fp32: int = 0
     bf16_max_error: float | None = None
     bf16_error_bound: float | None = None
+    bf16_bias: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -143,7 +144,8 @@ PRUNE_MARGIN = 1e-3
 #: bf16 scoring (``precision="bf16"``): an upper bound, in nats, on |bf16 score - fp32 score|
 #: of one candidate. Measured on SmolLM2-135M (bench/eval.py --mode scoring, 2 contexts x
 #: 1,000 ten-digit candidates, decoder matmuls in bf16, logits fp32): worst 0.32, typical
-#: 0.03-0.05, bias up to 0.075. The bound is that worst case times ~2.2.
+#: 0.03-0.05, bias up to 0.075 (taken off per canary, see ``_rank_bf16``). The bound is that
+#: worst case times ~2.2.
 BF16_ERROR_BOUND = 0.7
 #: Fail closed: if any candidate re-scored in fp32 (calibration sample, the band around the
 #: secret, the secret) shows an error above BF16_ERROR_BOUND / BF16_SAFETY_FACTOR, the wide
@@ -258,7 +260,8 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
                ) -> tuple[float, float, np.ndarray, dict[str, Any]]:
     """``rank_candidates`` with bf16 scores and an fp32 band around the secret (see there).
 
-    Soundness: with |bf16 - fp32| <= E for every candidate, a bf16 score below
+    Soundness: with |bf16 - bias - fp32| <= E for every candidate (bias: the calibration
+    sample's mean error, a property of the context), a bf16 score below
     secret_fp32 - TIE - E means an fp32 score below secret_fp32 - TIE (counted below), above
     secret_fp32 + TIE + E means above secret_fp32 + TIE (counted greater); anything between
     is re-scored in fp32. A depth-4 bound is an upper bound of the full score in fp32, so a
@@ -281,12 +284,23 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
     exact32 = trie_logprobs(model, prefix, [secret, *(candidates[i] for i in cal)],
                             chunk_tokens=chunk)
     secret_score = float(exact32[0])
-    errors = [abs(secret_bf16 - secret_score),
-              *np.abs(sample[cal] - exact32[1:]).tolist()]
+    # A context shifts every candidate's bf16 score alike (measured up to ~0.08 nats): the
+    # calibration sample's mean error is taken off full-length scores, and the bound applies
+    # to what is left. Scores of other lengths keep the shift inside their margin.
+    raw = np.array([secret_bf16 - secret_score, *(sample[cal] - exact32[1:]).tolist()])
+    bias = float(raw.mean())
+    errors = np.abs(raw - bias).tolist()
     if max(errors) > limit:
         raise Bf16TooCoarse(repr(max(errors)))
     known: dict[int, float] = dict(zip(cal, exact32[1:].tolist()))  # candidate -> fp32 score
     band = secret_score - TIE - error_bound, secret_score + TIE + error_bound
+    full_len = len(secret)
+    slack = {True: 0.0, False: abs(bias)}  # extra margin when the shift does not apply
+
+    def adjusted(i: int, b: float) -> tuple[float, float]:
+        same = len(candidates[i]) == full_len
+        return (b - bias if same else b), slack[same]
+
     bf16_scores: dict[int, float] = dict(enumerate(sample.tolist()))
     rest = list(range(k, n))
     pruned = full = 0
@@ -298,7 +312,7 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
         for i, bd in zip(rest, bounds.tolist()):
             if len(candidates[i]) <= PRUNE_DEPTH:
                 bf16_scores[i] = bd
-            elif bd >= secret_score - PRUNE_MARGIN - error_bound:
+            elif bd >= secret_score - PRUNE_MARGIN - error_bound - abs(bias):
                 need.append(i)
         pruned = len(rest) - len(need) - (len(bf16_scores) - k)
         if progress:
@@ -314,13 +328,15 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
     for i, b in bf16_scores.items():
         if i in known:
             continue
-        if b > band[1]:
+        b, extra = adjusted(i, b)
+        if b > band[1] + extra:
             tally.greater += 1.0
-        elif b >= band[0]:
+        elif b >= band[0] - extra:
             near.append(i)
     if near:
         rescored = trie_logprobs(model, prefix, [candidates[i] for i in near], chunk_tokens=chunk)
-        errors += np.abs(np.array([bf16_scores[i] for i in near]) - rescored).tolist()
+        errors += [abs(adjusted(i, bf16_scores[i])[0] - f) for i, f in zip(near, rescored.tolist())
+                   if len(candidates[i]) == full_len]
         if max(errors) > limit:
             raise Bf16TooCoarse(repr(max(errors)))
         known.update(zip(near, rescored.tolist()))
@@ -329,6 +345,7 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
     counts = {"scored_in_full": k + full, "pruned": pruned, "distribution_sample": k,
               "precision": "bf16+fp32-rescore", "rescored_fp32": len(known) + 1,
               "bf16_max_error": float(max(errors)), "bf16_error_bound": error_bound,
+              "bf16_bias": bias,
               # The histogram and the skew-normal fit compare bf16 with bf16: the common bias
               # of a context (up to ~0.08 nats measured) cancels; see the evaluation README.
               "fit_secret_score": secret_bf16}
