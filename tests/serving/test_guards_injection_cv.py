@@ -53,15 +53,15 @@ def test_scam_report_templates_are_one_group() -> None:
 
 
 def test_no_group_spans_folds() -> None:
-    grp = np.array([f"g{i // 7}" for i in range(700)])
-    y = np.array([(i // 7) % 3 == 0 for i in range(700)], dtype=int)
+    grp = np.array([f"g{i // 7}" for i in range(350)])
+    y = np.array([(i // 7) % 3 == 0 for i in range(350)], dtype=int)
     seen: dict[str, int] = {}
     folds = T.make_folds(y, grp)
     assert len(folds) == T.FOLDS
     for k, (_, te) in enumerate(folds):
         for g in set(grp[te].tolist()):
             assert seen.setdefault(g, k) == k
-    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(700))
+    assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(350))
 
 
 @pytest.mark.parametrize("weighting", ["balanced", "source_sqrt", "source_equal"])
