@@ -121,16 +121,20 @@ def run_presidio(texts: list[str]) -> tuple[list[list[tuple[str, int, int]]], fl
     return out, len(texts) / (time.perf_counter() - t), pkg, len(texts) / (time.process_time() - c)
 
 
-def run_strongroom(texts: list[str], policy: str) -> tuple[list[list[tuple[str, int, int]]], float, dict, float]:
+def run_strongroom(texts: list[str], policy: str, ner_gate: bool = True) -> tuple[list[list[tuple[str, int, int]]], float, dict, float]:
     """Strongroom's predictions, docs per wall second, detector versions, docs per CPU second.
 
     Both sides run in this one process, single-threaded: CPU seconds are what the work cost,
     wall seconds also count time the shared machine gave to others (compare both)."""
+    import dataclasses
+
     from strongroom.privacy import DeidEngine, load_policy
 
-    eng = DeidEngine(load_policy(policy), secret=b"b" * 32)
+    eng = DeidEngine(dataclasses.replace(load_policy(policy), ner_gate=ner_gate), secret=b"b" * 32)
     eng.analyzer.analyze_batch(texts[:32])
     eng.analyzer._cache.clear()  # the warm-up must not pre-answer the measured texts
+    if eng.analyzer._reader is not None:
+        eng.analyzer._reader._cache.clear()
     t, c = time.perf_counter(), time.process_time()
     spans = eng.analyzer.analyze_batch(texts)
     dps = len(texts) / (time.perf_counter() - t)
@@ -150,13 +154,15 @@ def quality(args: argparse.Namespace) -> dict:
             row["presidio"] = {"model": pkg, "docs_per_s": round(dps, 1), "docs_per_cpu_s": round(cdps, 1),
                                **score(docs, preds)}
         for pol in args.policies:
-            preds, dps, det, cdps = run_strongroom(texts, pol)
-            row[f"strongroom:{pol}"] = {"docs_per_s": round(dps, 1), "docs_per_cpu_s": round(cdps, 1),
-                                        **score(docs, preds)}
-            results["detector_versions"] = det
+            for gate in ((True, False) if args.compare_gate else (True,)):
+                preds, dps, det, cdps = run_strongroom(texts, pol, gate)
+                row[f"strongroom:{pol}" + ("" if gate else ":gate-off")] = {
+                    "docs_per_s": round(dps, 1), "docs_per_cpu_s": round(cdps, 1), **score(docs, preds)}
+                if gate:
+                    results["detector_versions"] = det
         if "presidio" in row:
-            for pol in args.policies:
-                r = row[f"strongroom:{pol}"]
+            for key in [k for k in row if k.startswith("strongroom:")]:
+                r = row[key]
                 r["speedup_vs_presidio"] = round(r["docs_per_s"] / row["presidio"]["docs_per_s"], 2)
                 r["cpu_speedup_vs_presidio"] = round(r["docs_per_cpu_s"] / row["presidio"]["docs_per_cpu_s"], 2)
         row["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -289,7 +295,9 @@ def _child(spec: dict) -> dict:
         while not stop.wait(spec["sample_s"]):
             sample()
 
-    eng = DeidEngine(load_policy(spec["policy"]), secret=b"b" * 32)
+    import dataclasses
+
+    eng = DeidEngine(dataclasses.replace(load_policy(spec["policy"]), ner_gate=spec.get("ner_gate", True)), secret=b"b" * 32)
     th = threading.Thread(target=loop, daemon=True)
     t0 = time.perf_counter()
     c0 = me.cpu_times()
@@ -319,8 +327,8 @@ def _child(spec: dict) -> dict:
             "rss_timeline [s, parent MB, max worker MB, workers]": samples}
 
 
-def _child_run(inp: str, out: str, workers: int, policy: str, sample_s: float = 2.0) -> dict:
-    spec = {"inp": inp, "out": out, "workers": workers, "policy": policy, "sample_s": sample_s}
+def _child_run(inp: str, out: str, workers: int, policy: str, sample_s: float = 2.0, ner_gate: bool = True) -> dict:
+    spec = {"inp": inp, "out": out, "workers": workers, "policy": policy, "sample_s": sample_s, "ner_gate": ner_gate}
     p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if p.returncode:
         raise SystemExit(f"benchmark child failed: {p.stderr.strip().splitlines()[-1:] }")
@@ -335,17 +343,21 @@ def big(args: argparse.Namespace) -> dict:
         make_big(inp, args.big_mb)
     size = inp.stat().st_size / 1024 / 1024
     out = {"file_mb": round(size, 1), "policy": args.big_policy, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
-    for w in args.workers:
-        outp = tmpdir / f"out_w{w}.jsonl"
-        r = _child_run(str(inp), str(outp), w, args.big_policy, args.sample_s)
+    runs = [(w, True) for w in args.workers] + ([(1, False)] if args.compare_gate else [])
+    for w, gate in runs:
+        outp = tmpdir / f"out_w{w}{'' if gate else '_gate_off'}.jsonl"
+        r = _child_run(str(inp), str(outp), w, args.big_policy, args.sample_s, gate)
         r["mb_per_s"] = round(size / r["seconds"], 3)
         r["records_per_s"] = round(r["records"] / r["seconds"], 1)
         r["records_per_cpu_s"] = round(r["records"] / max(1e-9, r["cpu_s_parent"] + r["cpu_s_workers"]), 1)
         r["projected_minutes_per_gb"] = round(1024 / r["mb_per_s"] / 60, 1)
         r["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-        out[f"workers_{w}"] = r
+        out[f"workers_{w}" + ("" if gate else "_gate_off")] = r
         if not args.keep_output:
             outp.unlink(missing_ok=True)
+    if "workers_1" in out and "workers_1_gate_off" in out:
+        # the NER gate's effect on the file path, within this one run
+        out["gate_records_per_cpu_s_ratio"] = round(out["workers_1"]["records_per_cpu_s"] / out["workers_1_gate_off"]["records_per_cpu_s"], 2)
     if "workers_1" in out and "workers_2" in out:
         out["speedup_2_vs_1"] = round(out["workers_1"]["seconds"] / out["workers_2"]["seconds"], 2)
         # on a shared machine the wall-clock speed-up is capped by the CPU the run actually got:
@@ -366,6 +378,9 @@ def main() -> None:
     ap.add_argument("--tmp", default=None, help="where the generated input (reused) and outputs go")
     ap.add_argument("--sample-s", type=float, default=2.0, help="RSS/CPU sampling interval of the big run")
     ap.add_argument("--keep-output", action="store_true")
+    ap.add_argument("--compare-gate", action="store_true",
+                    help="also run with the NER gate off (policy ner_gate=false), in the same run: quality "
+                         "rows ':gate-off', and a one-worker big-file run 'workers_1_gate_off'")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "deid.json"))
     args = ap.parse_args()

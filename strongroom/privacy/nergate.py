@@ -45,6 +45,8 @@ _NO_SPLIT_AFTER = re.compile(
     r"cmdr|gov|sen|rep|pres|no|nos|vs|etc|e\.g|i\.e|approx|dept|univ|inc|ltd|co|corp|llc|ave|rd|blvd|hwy|apt|"
     r"ste|bldg|fl|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|tel|ext|ref|fig|vol|op|cf|al)\.[\"'”’)\]]*$")
 _DIGIT = re.compile(r"\d")
+_WORD = re.compile(r"\S+")
+MIN_WORDS = 3
 _DATE_WORD = re.compile(r"(?i)(?<![^\W\d_])(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|june?|july?|aug(?:ust)?|"
                         r"sep(?:t|tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?|mon(?:day)?|tue(?:s|sday)?|"
                         r"wed(?:nesday)?|thu(?:rs|rsday)?|fri(?:day)?|sat(?:urday)?|sun(?:day)?)(?![^\W\d_])")
@@ -94,18 +96,46 @@ def _not_triggers() -> frozenset[str]:
 
 
 def segments(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each line or sentence of `text`, boundary whitespace excluded."""
+    """(start, end) of each line or sentence of `text`, boundary whitespace excluded.
+
+    A sentence of fewer than MIN_WORDS words is joined to the next one in the same line (or the
+    previous one, at the line's end): alone, "Thanks, Rebecca." gives the model too little
+    context (it read "Rebecca" as a place; with the next sentence, as a person).
+    """
     out: list[tuple[int, int]] = []
     pos = 0
+    line_end: list[bool] = []  # whether the boundary after each segment is a line break
     for m in _BOUNDARY.finditer(text):
-        if "\n" not in m.group() and _NO_SPLIT_AFTER.search(text, max(pos, m.start() - 12), m.start()):
+        newline = "\n" in m.group()
+        if not newline and _NO_SPLIT_AFTER.search(text, max(pos, m.start() - 12), m.start()):
             continue
         if m.start() > pos:
             out.append((pos, m.start()))
+            line_end.append(newline)
+        elif newline and line_end:
+            line_end[-1] = True
         pos = m.end()
     if pos < len(text):
         out.append((pos, len(text)))
-    return out
+        line_end.append(True)
+    if len(out) < 2:
+        return out
+    merged: list[tuple[int, int]] = []
+    merged_end: list[bool] = []
+    carry: int | None = None  # start of a short sentence waiting for the next one in its line
+    for (a, b), eol in zip(out, line_end):
+        a = a if carry is None else carry
+        carry = None
+        if not eol and len(_WORD.findall(text, a, b)) < MIN_WORDS:
+            carry = a
+            continue
+        if (eol and merged and not merged_end[-1] and len(_WORD.findall(text, a, b)) < MIN_WORDS):
+            merged[-1] = (merged[-1][0], b)  # a short last sentence joins the previous one
+            merged_end[-1] = True
+            continue
+        merged.append((a, b))
+        merged_end.append(eol)
+    return merged
 
 
 def segment_needs_model(seg: str) -> bool:

@@ -51,6 +51,13 @@ def test_segments_keep_titles_and_initials_with_the_name():
     assert parts == ["Referred to Dr. Amal Haddad at St. Mary's.", "J. R. Okafor agreed.", "Next line"]
 
 
+def test_a_short_sentence_is_read_with_its_neighbour():
+    # alone, "Thanks, Rebecca." gave the model too little context to call Rebecca a person
+    text = "Thanks, Rebecca. I have noted the change on your profile.\nThanks, Omar."
+    parts = [text[a:b] for a, b in segments(text)]
+    assert parts == ["Thanks, Rebecca. I have noted the change on your profile.", "Thanks, Omar."]
+
+
 class _RecordingNer:
     """Tags every capitalised word after the first as PERSON; records what it was asked to read."""
 
