@@ -228,11 +228,12 @@ def test_cli_eval_json_html_and_promote_refusal(world, tmp_path):
     html = tmp_path / "report.html"
     res = run_cli(["eval", "never", "m", "--suites", "privacy,fairness", "--candidates", "200",
                    "--members", "8", "--extraction-records", "4", "--fairness-scenarios", "1",
-                   "--max-new-tokens", "4", "--quiet", "--json", "--html", str(html)], env,
-                  timeout=300)
+                   "--max-new-tokens", "4", "--precision", "fp32", "--quiet", "--json",
+                   "--html", str(html)], env, timeout=300)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)  # several models: a list, one report each
     assert [r["model"] for r in out] == ["never", "m"]
+    assert all(r["precision"]["requested"] == r["precision"]["exposure"] == "fp32" for r in out)
     assert all(r["suites"] == ["privacy", "fairness"] and not r["gate"]["passed"] for r in out)
     for name in ("never", "m"):
         page = (tmp_path / f"report-{name}.html").read_text()
@@ -242,6 +243,8 @@ def test_cli_eval_json_html_and_promote_refusal(world, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     res = run_cli(["eval", "never", "--suites", "privacy,bogus"], env)
     assert res.returncode == 2 and "--suites" in res.stderr
+    res = run_cli(["eval", "never", "--precision", "fp16"], env)
+    assert res.returncode == 2 and "--precision" in res.stderr
 
 
 def test_pruned_ranking_equals_brute_force():

@@ -346,10 +346,11 @@ def _rank_bf16(model: Any, prefix: Sequence[int], secret: Sequence[int],
               "precision": "bf16+fp32-rescore", "rescored_fp32": len(known) + 1,
               "bf16_max_error": float(max(errors)), "bf16_error_bound": error_bound,
               "bf16_bias": bias,
-              # The histogram and the skew-normal fit compare bf16 with bf16: the common bias
-              # of a context (up to ~0.08 nats measured) cancels; see the evaluation README.
-              "fit_secret_score": secret_bf16}
-    return rank, secret_score, sample, counts
+              # The histogram and the skew-normal fit: the secret's fp32 score against the bf16
+              # sample less the context's shift (what is left: ~0.03-0.05 nats of noise on a
+              # spread of ~1.4-1.8; see the evaluation README).
+              "fit_secret_score": secret_score}
+    return rank, secret_score, sample - bias, counts
 
 
 def canary_exposure(model: Any, tokenizer: Any, canary: dict[str, Any], index: int, *,
