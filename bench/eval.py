@@ -150,13 +150,10 @@ def p_of(res: dict) -> dict:
 
 
 def bench_scoring(a: argparse.Namespace) -> dict:
-    import random
-
     import numpy as np
     import torch
 
-    from strongroom.evaluation.exposure import random_candidates
-    from strongroom.evaluation.scoring import common_prefix_len, suffix_logprobs, trie_logprobs
+    from strongroom.evaluation.scoring import suffix_logprobs, trie_logprobs
     from strongroom.training import load_base, resolve_base
     from strongroom.training._env import set_threads
 

@@ -324,7 +324,7 @@ def test_base_model_results_are_shared_between_models_of_one_base(world):
 
 # Last: its privacy-only evaluations become model m's latest.
 def test_bf16_evaluation_ranks_canaries_exactly_and_records_precision(world):
-    rt, admin, svc = world["rt"], world["admin"], world["svc"]
+    admin, svc = world["admin"], world["svc"]
     runs = {p: svc.evaluate(admin, _req("m", suites=("privacy",), precision=p))
             for p in ("fp32", "bf16")}
     assert runs["fp32"]["precision"]["exposure"] == "fp32"
