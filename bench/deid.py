@@ -5,6 +5,9 @@
     .venv/bin/python bench/deid.py --data --big-mb 1024 --workers 2 --tmp /var/tmp/deid
                                                         # the 1 GB constant-memory run: RSS of parent and
                                                         # workers over time, MB/s, records/s, CPU s per worker
+    .venv/bin/python bench/deid.py --big-mb 5 --workers 1 2 --compare-gate
+                                                        # also the NER gate off (policy ner_gate=false) in the
+                                                        # same run: quality rows ':gate-off', 'workers_1_gate_off'
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
