@@ -153,11 +153,10 @@ def bench_scoring(a: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
+    from strongroom.evaluation.precision import bf16_compute
     from strongroom.evaluation.scoring import suffix_logprobs, trie_logprobs
     from strongroom.training import load_base, resolve_base
     from strongroom.training._env import set_threads
-
-    from strongroom.evaluation.precision import bf16_compute
 
     set_threads(a.threads)
     t0 = time.monotonic()
