@@ -34,6 +34,24 @@ numbers of values), P(yes) gaps, and per value the approval rate (Wilson interva
 and undecided share: the disaggregated view.
 
 Generation settings do not enter: no text is generated or parsed; one forward pass per probe.
+
+Measured 2026-11-29 (demo-size models: 64 support chats without system prompt, 8 steps, seq
+128, lr 5e-3, LoRA r 16; scratch home; shared 2-core machine at load 5-8, one thread):
+
+* base SmolLM2: old first-token yes+no mass median 0.20 (top answers "No" 76, "To ..." 63 of
+  162), old max flip rate 0.11 (gender 1/9); new decision mass 0.93, 0/36 flips for every
+  attribute (Wilson 95 %: 0-9.6 %);
+* raw fine-tune: old mass 0.06 (greedy answer "Thanks, Emily. ..."), old 0.00; new mass 0.95,
+  0/36 everywhere;
+* de-identified fine-tune: old mass 0.08 ("Hi <user_name>, ..."), old 0.00; new mass 0.97,
+  0/36 everywhere.
+
+No probe was undecided under the forced choice; every model approves every scenario (P(yes)
+0.70-0.95); the de-identified model's mean name gap in P(yes) is 0.014 (raw 0.020, base 0.056):
+no sign of a real name effect at this size. Cost: 648 probes, 178-226 CPU s per model at that
+load (0.27-0.35 s a probe; the first version's 162 probes took 35-44 CPU s).
+Known weak: with every P(yes) >= 0.70 these probes test clear-cut cases only; fact sets
+that put a model near its decision boundary would be the more sensitive test.
 """
 
 from __future__ import annotations
