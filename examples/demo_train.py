@@ -29,9 +29,12 @@ Precision: ``strongroom train`` defaults to ``--precision auto``, bf16 mixed pre
 with AMX/AVX512-BF16 (this one), fp32 elsewhere; the line after training says which ran. Same
 40 steps, no extra steps for the cheaper precision. This step alone (fresh home, 1 thread,
 load average 6-9 from other jobs, 2026-11-29) in bf16: held-out loss 2.483 -> 0.207, the
-fine-tuned model stated the right figures for 3 of 4 questions, the base model 0 of 4 (the last
-quiet fp32 run: 2 of 4, 0 of 4); 467 CPU s for the whole step (training and both generate
-calls). Per step, on the first 10 steps side by side (``bench/train.py --modes precision``):
+fine-tuned model stated the right figures for 3 of 4 questions, the base model 0 of 4; 467 CPU s
+for the whole step (training and both generate calls). The same step with ``--precision fp32``
+right after (fresh home, load 3-6): held-out loss 2.557 -> 0.207, 2 of 4 vs 0 of 4 (as in the
+last quiet fp32 run), 590 CPU s. Each fresh home draws its own held-out split (subject refs
+are keyed per home: 505 vs 503 training chats), so 3 vs 2 is within noise: bf16 did not
+weaken the proof, it is not evidence that it helps. Per step, on the first 10 steps side by side (``bench/train.py --modes precision``):
 1.45x less training CPU in bf16, losses within 1.5 % of fp32's (see
 strongroom/training/README.md "Precision"). Generation stays fp32 (bf16 autocast made it
 slower and changed the answers).
