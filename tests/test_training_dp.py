@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from strongroom.errors import BadInput
+from strongroom.training.checkpoint import CrashingCheckpointStore, SimulatedCrash
 from strongroom.training import (
-    DPConfig, DPEngine, MemoryCheckpointStore, TrainConfig, TrainingGuardError, apply_lora,
+    DPConfig, DPEngine, TrainConfig, TrainingGuardError, apply_lora,
     encode_records, split_records, tiny_llama, toy_records, train,
 )
 from strongroom.training.lora import (
@@ -131,18 +132,9 @@ def test_dp_resume_equals_uninterrupted():
     model, tok = tiny_llama()
     full = train(model, tok, *data, TrainConfig(**conf), progress=False)
 
-    class Crash(Exception):
-        pass
-
-    class CrashingStore(MemoryCheckpointStore):
-        def save(self, step, blob):
-            super().save(step, blob)
-            if step == 3:
-                raise Crash
-
-    store = CrashingStore()
+    store = CrashingCheckpointStore(crash_at=3)
     model, tok = tiny_llama()
-    with pytest.raises(Crash):
+    with pytest.raises(SimulatedCrash):
         train(model, tok, *data, TrainConfig(**conf), checkpoint_store=store, progress=False)
     model, tok = tiny_llama()
     res = train(model, tok, *data, TrainConfig(**conf), checkpoint_store=store, resume=True,

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from strongroom.errors import BadInput
+from strongroom.training.checkpoint import CrashingCheckpointStore, SimulatedCrash
 from strongroom.training import (
-    DPConfig, DPEngine, MemoryCheckpointStore, TrainConfig, apply_lora, build_model_card,
+    DPConfig, DPEngine, TrainConfig, apply_lora, build_model_card,
     encode_records, split_records, tiny_llama, toy_records, train,
 )
 from strongroom.training import precision as prec
@@ -137,18 +138,9 @@ def test_bf16_resume_is_exact_and_refuses_another_precision(data):
     model, tok = tiny_llama()
     full = train(model, tok, *data, cfg(**conf), progress=False)
 
-    class Crash(Exception):
-        pass
-
-    class CrashingStore(MemoryCheckpointStore):
-        def save(self, step, blob):
-            super().save(step, blob)
-            if step == 3:
-                raise Crash
-
-    store = CrashingStore()
+    store = CrashingCheckpointStore(crash_at=3)
     model, tok = tiny_llama()
-    with pytest.raises(Crash):
+    with pytest.raises(SimulatedCrash):
         train(model, tok, *data, cfg(**conf), checkpoint_store=store, progress=False)
     model, tok = tiny_llama()
     with pytest.raises(BadInput, match="different training config"):

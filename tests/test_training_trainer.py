@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from strongroom.errors import BadInput, IntegrityError
+from strongroom.training.checkpoint import CrashingCheckpointStore, SimulatedCrash
 from strongroom.training import (
     DirectoryCheckpointStore, MemoryCheckpointStore, TrainConfig, split_records, tiny_llama,
     toy_records, train,
@@ -62,18 +63,9 @@ def test_resume_equals_uninterrupted(data):
                  progress=False)
     assert sorted(full_store.blobs) == [4, 8, 12]
 
-    class Crash(Exception):
-        pass
-
-    class CrashingStore(MemoryCheckpointStore):
-        def save(self, step, blob):
-            super().save(step, blob)
-            if step == 8:
-                raise Crash
-
-    store = CrashingStore()
+    store = CrashingCheckpointStore(crash_at=8)
     model, tok = tiny_llama()
-    with pytest.raises(Crash):
+    with pytest.raises(SimulatedCrash):
         train(model, tok, *data, cfg(checkpoint_every=4, grad_accumulation=2,
                                      early_stopping_patience=5), checkpoint_store=store,
               progress=False)

@@ -47,6 +47,23 @@ class MemoryCheckpointStore:
         return step, self.blobs[step]
 
 
+class SimulatedCrash(Exception):
+    """Raised by :class:`CrashingCheckpointStore`: stands in for a process killed mid-run."""
+
+
+class CrashingCheckpointStore(MemoryCheckpointStore):
+    """A fake for resume tests: keeps the checkpoint of ``crash_at`` and then "dies" there."""
+
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.crash_at = int(crash_at)
+
+    def save(self, step: int, blob: bytes) -> None:
+        super().save(step, blob)
+        if int(step) == self.crash_at:
+            raise SimulatedCrash(f"simulated crash after checkpoint {step}")
+
+
 class DirectoryCheckpointStore:
     """Plain files ``step-00000042.ckpt``, written atomically. NOT encrypted: tests/dev only.
 
