@@ -15,17 +15,21 @@ from __future__ import annotations
 import re
 import secrets as _secrets
 import threading
+import weakref
 from functools import lru_cache
 from typing import Any
 
 from strongroom.serving.guards.actions import act
 from strongroom.serving.guards.base import RequestContext, Stage
+from strongroom.serving.guards.batcher import Batcher
 from strongroom.serving.guards.hits import Hit, rewrite
 from strongroom.serving.guards.secrets import INPUT_TYPES as SECRET_IN
 from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_OUT
 
 TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*?)_(\d{1,6})>")
 _LOCK = threading.Lock()
+#: most texts in one batched engine call (spaCy's gain flattens out near 8-16 short texts)
+BATCH_TEXTS = 16
 
 
 @lru_cache(maxsize=4)
@@ -36,9 +40,49 @@ def default_engine(policy: str = "hipaa-safe-harbor") -> Any:
     return DeidEngine(policy, secret=_secrets.token_bytes(32))
 
 
-def _analyze(engine: Any, text: str) -> list:
+def _analyze_many(engine: Any, texts: list[str]) -> list[list]:
+    """Spans per text, in one engine call (one spaCy batch) when the engine can batch.
+
+    ``analyze_batch`` of the engine's analyzer without ``groups`` scores each text on its own
+    (a name found in one text is not carried to another), so a text gets the same spans alone
+    or batched with other requests' texts; it runs inside the engine's spaCy memory zone, as
+    ``DeidEngine.analyze`` does. An engine without these (a test double) is called per text.
+    """
     with _LOCK:  # spaCy and the engine's detection cache are shared by worker threads
-        return engine.analyze(text)
+        batch = getattr(engine, "analyze_batch", None)
+        if batch is not None:
+            return list(batch(texts))
+        analyzer = getattr(engine, "analyzer", None)
+        zone = getattr(engine, "_zone", None)
+        if len(texts) > 1 and analyzer is not None and zone is not None \
+                and hasattr(analyzer, "analyze_batch"):
+            with zone():
+                return list(analyzer.analyze_batch(texts))
+        return [engine.analyze(t) for t in texts]
+
+
+_BATCHERS: "weakref.WeakKeyDictionary[Any, Batcher]" = weakref.WeakKeyDictionary()
+_BATCHERS_LOCK = threading.Lock()
+
+
+def _batcher(engine: Any) -> Batcher:
+    """One batcher per engine: input and output texts of concurrent requests share a call."""
+    with _BATCHERS_LOCK:
+        b = _BATCHERS.get(engine)
+        if b is None:
+            ref = weakref.ref(engine)  # the batcher must not keep its engine alive
+            b = _BATCHERS[engine] = Batcher(lambda texts: _analyze_many(ref(), texts),
+                                            max_items=BATCH_TEXTS)
+        return b
+
+
+def _analyze(engine: Any, text: str) -> list:
+    """The engine's spans for ``text``; merged with concurrent requests' texts (``Batcher``)."""
+    try:
+        b = _batcher(engine)
+    except TypeError:  # an engine that cannot be weakly referenced: no batching
+        return _analyze_many(engine, [text])[0]
+    return b.run([text])[0]
 
 
 class PiiScanner:
