@@ -370,6 +370,65 @@ def big(args: argparse.Namespace) -> dict:
     return out
 
 
+def _prompts(n: int, seed: int = 11) -> list[str]:
+    """Short chat prompts and answers like the gateway's PII guard sees (fixed seed)."""
+    import random
+
+    from faker import Faker
+
+    fk = Faker("en_US")
+    Faker.seed(seed)
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        v = _values(fk)
+        out.append(rnd.choice(_CHAT_Q + _ANSWERS).format(**v))
+    return out
+
+
+def snapshot(outdir: Path, mb: int, tmp: Path) -> None:
+    """Every output the speed work must leave byte-identical: spans (type, offsets, score,
+    recognizer) and de-identified text for both shared sets under both policies, the engine's
+    per-text analyze() on short chat prompts (the gateway guard's call), and a generated JSONL
+    through deidentify_file (output file and report). Compare two snapshots with `diff -r`."""
+    from strongroom.privacy import DeidEngine
+
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    def dump(path: Path, rows: list) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    def sp(spans: list) -> list:
+        return [[s.entity_type, s.start, s.end, round(s.score, 6), s.recognizer, s.operator, s.replacement] for s in spans]
+
+    for pol in ("hipaa-safe-harbor", "training"):
+        eng = DeidEngine(pol, secret=b"b" * 32)
+        for name in ("presidio_synth_v2.json", "presidio_generated_large.json"):
+            texts = [d["full_text"] for d in load(name)]
+            res = eng.deidentify_batch(texts)
+            dump(outdir / f"{name}.{pol}.jsonl", [[r.text, sp(r.spans)] for r in res])
+        prompts = _prompts(400)
+        eng = DeidEngine(pol, secret=b"b" * 32)
+        rows = []
+        for t in prompts:
+            rows.append([sp(eng.analyze(t)), eng.deidentify_text(t).text, sp(eng.residual_scan(t))])
+        dump(outdir / f"prompts.{pol}.jsonl", rows)
+    if mb:
+        tmp.mkdir(parents=True, exist_ok=True)
+        inp = tmp / f"big_{mb}mb.jsonl"
+        if not inp.exists():
+            make_big(inp, mb)
+        for w in (1, 2):
+            eng = DeidEngine("hipaa-safe-harbor", secret=b"b" * 32)
+            rep = eng.deidentify_file(str(inp), str(outdir / f"big_{mb}mb.w{w}.jsonl"), workers=w)
+            d = rep.to_dict()
+            d.pop("elapsed_s", None)
+            d.pop("workers", None)
+            (outdir / f"big_{mb}mb.w{w}.report.json").write_text(json.dumps(d, indent=1, sort_keys=True, default=str))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="*", default=["presidio_synth_v2.json", "presidio_generated_large.json"])
@@ -384,11 +443,18 @@ def main() -> None:
     ap.add_argument("--compare-gate", action="store_true",
                     help="also run with the NER gate off (policy ner_gate=false), in the same run: quality "
                          "rows ':gate-off', and a one-worker big-file run 'workers_1_gate_off'")
+    ap.add_argument("--snapshot", default=None, metavar="DIR",
+                    help="write every output speed work must keep byte-identical (spans and text of both sets "
+                         "under both policies, short prompts, a --big-mb file at 1 and 2 workers) to DIR; "
+                         "compare two snapshots with diff -r")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "deid.json"))
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
+        return
+    if args.snapshot:
+        snapshot(Path(args.snapshot), args.big_mb, Path(args.tmp or tempfile.mkdtemp(prefix="deid-snap-")))
         return
     res: dict = {}
     if args.data:
