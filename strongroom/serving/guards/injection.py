@@ -11,7 +11,11 @@ Features (each a block; the committed model says which it uses):
 - ``tok_max``: the element-wise maximum over the same pass's token embeddings, so one
   injected sentence in a long e-mail, or one harmful word, is not averaged away;
 - ``seg_max``: the element-wise maximum of the embeddings of the text's sentences (costs one
-  embedding per sentence; available, not used by the committed model).
+  embedding per sentence; available, not used by the committed model);
+- ``layer1_mean`` ... ``layer5_mean``: the token mean of an intermediate MiniLM layer, from the
+  same forward pass (no extra cost). The last layer is trained for sentence similarity, which
+  blurs "how do I make a bomb" into "how do I make a cake"; the middle layers keep more of the
+  words and their local context, and grouped cross-validation found them worth 2 F1 points.
 
 Model: logistic regression over all blocks, optionally averaged (``mlp.lr_weight``) with a
 one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64), which can
@@ -75,7 +79,8 @@ def segments(text: str) -> list[str]:
     return merged
 
 
-DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max")
+LAYER_BLOCKS = {f"layer{k}_mean": k for k in range(1, 6)}  # block name -> MiniLM hidden state
+DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max", *LAYER_BLOCKS)
 EMBED_DIM = 384  # all-MiniLM-L6-v2's width: each embedding block is this many features
 
 
@@ -86,8 +91,9 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
     """
     if not any(b in blocks for b in DENSE_BLOCKS):
         return np.zeros((len(texts), 0))
-    from strongroom.serving.guards.embedder import pooled
+    from strongroom.serving.guards.embedder import pooled_layers
 
+    layers = [LAYER_BLOCKS[b] for b in blocks if b in LAYER_BLOCKS]
     batch: list[str] = list(texts)
     seg_at: list[tuple[int, int]] = []
     if "seg_max" in blocks:
@@ -98,7 +104,7 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
                 batch.extend(ss)
             else:
                 seg_at.append((i, i + 1))
-    mean, mx = pooled(batch)
+    mean, mx, lay = pooled_layers(batch, layers)
     n = len(texts)
     cols: list[np.ndarray] = []
     for b in blocks:
@@ -108,6 +114,8 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
             cols.append(mx[:n])
         elif b == "seg_max":
             cols.append(np.stack([mean[a:z].max(axis=0) for a, z in seg_at]))
+        elif b in LAYER_BLOCKS:
+            cols.append(lay[:n, layers.index(LAYER_BLOCKS[b])])
     return np.hstack(cols).astype(np.float64)
 
 
