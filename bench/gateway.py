@@ -280,7 +280,7 @@ def _wait_port(port: int, proc: Any, timeout: float = 180) -> None:
 
 
 @contextmanager
-def child(args: list[str], port: int) -> Iterator[None]:
+def child(args: list[str], port: int) -> Iterator[int]:
     import signal
     import subprocess
 
@@ -289,7 +289,7 @@ def child(args: list[str], port: int) -> Iterator[None]:
                             cwd=REPO)
     try:
         _wait_port(port, proc)
-        yield
+        yield proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -319,9 +319,29 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
     rt.settings.serving = replace(rt.settings.serving, **settings)
     opts = ServeOptions(models=["mock"], backend="upstream", upstream_url=upstream,
                         allow_unpromoted=True)
+    bopts = json.loads(os.environ.get("BENCH_GATEWAY_OPTS") or "{}")
+    if not bopts.get("batch", True):  # --no-batch: every guard call alone, as before batching
+        from strongroom.serving.guards import pii
+
+        pii.BATCH_TEXTS = 1
     backend = UpstreamBackend(upstream, ["mock"])
     gw = build_gateway(rt, None, opts, backend=backend,
                        guards=NullGuards() if guards_mode == "none" else None)
+    pipelines = list(gw.guards.values()) if isinstance(gw.guards, dict) else [gw.guards]
+    if not bopts.get("batch", True):
+        for pl in pipelines:
+            if hasattr(pl, "memo"):
+                pl.memo._batcher.max_items = 1  # noqa: SLF001
+    if bopts.get("freeze", True):  # what `strongroom serve` does: warm the guards, gc.freeze
+        from strongroom.serving.server import prepare_process
+
+        prepare_process(gw)
+    else:  # --no-freeze: the same warm-up, the collector left as it is
+        for pl in pipelines:
+            if hasattr(pl, "warm"):
+                pl.warm()
+    if bopts.get("switch_interval"):
+        sys.setswitchinterval(float(bopts["switch_interval"]))
     spans_out = os.environ.get("BENCH_GATEWAY_SPANS")  # a path: per-span timings as JSON
     spans = install_spans(gw) if spans_out else None
     config = _uvicorn_config(create_app(gw), tls_context(rt, opts), log_level="error")
@@ -437,6 +457,24 @@ def install_spans(gw: Any) -> dict[str, list[list[float]]]:
         add("request", time.perf_counter() - w0, 0.0)
 
     app_mod.CallMiddleware.__call__ = mw
+
+    import gc
+
+    gc_start: dict[int, tuple[float, float]] = {}
+    # lists made now: a collection can start inside ``add`` (holding its lock), so the
+    # callback takes no lock and only appends to a list that already exists
+    gc_lists = [spans.setdefault(f"gc.gen{g}", []) for g in range(3)]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:  # collections, on whichever thread
+        me = threading.get_ident()
+        if phase == "start":
+            gc_start[me] = (time.perf_counter(), time.thread_time())
+        elif me in gc_start:
+            w0, c0 = gc_start.pop(me)
+            gc_lists[info["generation"]].append(
+                [(time.perf_counter() - w0) * 1000, (time.thread_time() - c0) * 1000])
+
+    gc.callbacks.append(on_gc)
     return spans
 
 
@@ -445,6 +483,8 @@ def span_table(spans: dict[str, list[list[float]]]) -> dict[str, dict[str, float
     n = max(1, len(spans.get("request", [])))
     out = {}
     for name, vals in spans.items():
+        if not vals:
+            continue
         wall = [v[0] for v in vals]
         cpu = [v[1] for v in vals]
         out[name] = {"calls_per_request": round(len(vals) / n, 2), "p50_ms": pct(wall, 0.5),
@@ -455,17 +495,44 @@ def span_table(spans: dict[str, list[list[float]]]) -> dict[str, dict[str, float
 
 @contextmanager
 def gateway_stack(rt: Any, args: argparse.Namespace, settings: dict[str, Any]
-                  ) -> Iterator[tuple[str, str]]:
-    """(mock upstream URL, gateway URL), each server in its own process."""
+                  ) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """(mock upstream URL, gateway URL, {"mock": pid, "gateway": pid}), each server in its
+    own process; the gateway gets the bench's --switch-interval/--no-batch/--no-freeze."""
     up_port, gw_port = _free_port(), _free_port()
     up = f"http://127.0.0.1:{up_port}"
     vary = ["--vary"] if getattr(args, "prompts", "fixed") == "varied" else []
+    os.environ["BENCH_GATEWAY_OPTS"] = json.dumps(bench_opts(args))
     with child(["_mock", "--port", str(up_port), "--backend-ms", str(args.backend_ms), *vary],
-               up_port):
+               up_port) as mock_pid:
         with child(["_gateway", "--home", str(rt.settings.home), "--port", str(gw_port),
                     "--upstream", up, "--guards", args.guards,
-                    "--settings", json.dumps(settings)], gw_port):
-            yield up, f"https://127.0.0.1:{gw_port}"
+                    "--settings", json.dumps(settings)], gw_port) as gw_pid:
+            yield up, f"https://127.0.0.1:{gw_port}", {"mock": mock_pid, "gateway": gw_pid}
+
+
+def bench_opts(args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway-process variations under test (recorded with every result)."""
+    return {"batch": not getattr(args, "no_batch", False),
+            "freeze": not getattr(args, "no_freeze", False),
+            "switch_interval": getattr(args, "switch_interval", None)}
+
+
+class CpuMeter:
+    """CPU seconds (user + sys) of the client (this process) and each server process."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self.now()
+
+    def now(self) -> dict[str, float]:
+        out = {"client": _cpu_s(), **{k: _cpu_s(p) for k, p in self.pids.items()}}
+        if "gateway" in self.pids:
+            out["gateway_runqueue_wait"] = _runqueue_wait_s(self.pids["gateway"])
+        return out
+
+    def ms_per_request(self, n: int) -> dict[str, float]:
+        end = self.now()
+        return {k: round((end[k] - self.start[k]) * 1000 / max(1, n), 2) for k in end}
 
 
 # ----------------------------------------------------------------------------- modes
@@ -478,21 +545,25 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
                 "workers": max(8, args.concurrency), "queue_size": 4 * args.concurrency}
     with bench_home() as rt:
         _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
-        with gateway_stack(rt, args, settings) as (up, url):
+        with gateway_stack(rt, args, settings) as (up, url, pids):
             with client(rt, up, None) as direct, client(rt, url, key) as through:
                 warm = seq_bodies[-10:]
                 sequential(direct, warm, 10), sequential(through, warm, 10)  # warm-up
                 d_lat, g_lat = [], []
                 cpu0 = _tree_cpu_s()
+                gw_cpu0 = _cpu_s(pids["gateway"])
                 for i in range(args.requests // 10):  # interleaved: same machine state
                     chunk = seq_bodies[10 * i:10 * i + 10] if len(seq_bodies) > 1 else seq_bodies
                     d_lat += sequential(direct, chunk, 10)
                     g_lat += sequential(through, chunk, 10)
                 seq_cpu = _tree_cpu_s() - cpu0
+                seq_gw_ms = (_cpu_s(pids["gateway"]) - gw_cpu0) * 1000 / max(1, len(g_lat))
             d_thr = concurrent(lambda: client(rt, up, None), conc_bodies, args.concurrency,
                                args.seconds)
+            meter = CpuMeter(pids)
             g_thr = concurrent(lambda: client(rt, url, key), conc_bodies, args.concurrency,
                                args.seconds)
+            conc_cpu = meter.ms_per_request(sum(g_thr["counts"].values()))
     res = {
         "guards": args.guards, "prompts": args.prompts, "backend_ms": args.backend_ms,
         "requests": len(d_lat), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -505,6 +576,10 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
         "direct_rps": d_thr["ok_per_s"], "gateway_rps": g_thr["ok_per_s"],
         "throughput_ratio": g_thr["ok_per_s"] / d_thr["ok_per_s"] if d_thr["ok_per_s"] else None,
         "gateway_codes": g_thr["counts"],
+        "gateway_cpu_ms_per_request_sequential": seq_gw_ms,
+        "cpu_ms_per_request_concurrent": conc_cpu,
+        "gateway_p50_ms_concurrent": g_thr["p50_ms"], "direct_p50_ms_concurrent": d_thr["p50_ms"],
+        "bench_opts": bench_opts(args),
     }
     print(f"overhead (guards={args.guards}, prompts={args.prompts}, backend {args.backend_ms} ms; "
           f"load average {load_before[0]:.1f} -> {res['loadavg_after'][0]:.1f}; CPU "
@@ -513,6 +588,10 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
           f"{res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms; throughput "
           f"{res['gateway_rps']:.1f}/{res['direct_rps']:.1f} req/s = ratio "
           f"{res['throughput_ratio']:.3f} at {args.concurrency} clients")
+    print(f"  gateway CPU per request: {seq_gw_ms:.1f} ms sequential, "
+          f"{conc_cpu['gateway']:.1f} ms at {args.concurrency} clients (client "
+          f"{conc_cpu['client']:.1f}, mock {conc_cpu['mock']:.1f}); p50 under load "
+          f"{g_thr['p50_ms']:.0f} ms vs direct {d_thr['p50_ms']:.0f} ms; {bench_opts(args)}")
     return res
 
 
@@ -528,9 +607,12 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with bench_home() as rt:
             _, key = rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)
-            with gateway_stack(rt, args, settings) as (_up, url):
+            with gateway_stack(rt, args, settings) as (_up, url, pids):
                 with client(rt, url, key) as through:
+                    sequential(through, bodies(args.prompts, 5, seed=99), 5)  # warm-up: TLS, first use
+                    meter = CpuMeter(pids)
                     lat = sequential(through, body, args.requests)
+                    cpu = meter.ms_per_request(len(lat))
     finally:
         os.environ.pop("BENCH_GATEWAY_SPANS", None)
     spans = json.loads(out_file.read_text())
@@ -543,7 +625,8 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
     load_after = os.getloadavg()
     res = {"guards": args.guards, "prompts": args.prompts, "backend_ms": args.backend_ms,
            "requests": len(lat), "client_p50_ms": pct(lat, 0.5), "loadavg_before": load_before,
-           "loadavg_after": load_after, "spans": table, "loop_rest_p50_ms_approx": rest}
+           "loadavg_after": load_after, "spans": table, "loop_rest_p50_ms_approx": rest,
+           "cpu_ms_per_request": cpu, "bench_opts": bench_opts(args)}
     print(f"spans (guards={args.guards}, prompts={args.prompts}, backend {args.backend_ms} ms, {len(lat)} sequential "
           f"requests; load average {load_before[0]:.1f} -> {load_after[0]:.1f}); client p50 "
           f"{res['client_p50_ms']:.2f} ms")
@@ -553,6 +636,7 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {name:26s} {m['calls_per_request']:9.2f} {m['p50_ms']:8.3f} {m['p99_ms']:8.3f} "
               f"{m['cpu_p50_ms']:8.3f} {m['cpu_ms_per_request']:10.3f}")
     print(f"  {'loop rest (approx.)':26s} {'':9s} {rest:8.3f}")
+    print(f"  CPU ms per request by process: {cpu}; {bench_opts(args)}")
     return res
 
 
@@ -577,6 +661,21 @@ def _tree_cpu_s() -> float:
         except (OSError, ValueError, IndexError):
             pass
     return total
+
+
+def _runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` spent runnable but waiting for a CPU (schedstat).
+
+    What separates "the gateway's code is slow" from "the gateway was ready and the machine
+    had no free core" (other processes, the bench client, the mock backend on the same cores).
+    Threads that have exited are not counted (the gateway's pools keep theirs)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
 
 
 def _cpu_s(pid: int | None = None) -> float:
@@ -767,7 +866,7 @@ def run_load(args: argparse.Namespace) -> dict[str, Any]:
     with bench_home() as rt:
         keys = [rt.identity.create_api_key(roles=["app"], expires_in=None, user_id=None)[1]
                 for _ in range(4)]
-        with gateway_stack(rt, args, settings) as (_up, url):
+        with gateway_stack(rt, args, settings) as (_up, url, _pids):
             n = iter(range(10**9))
             res = concurrent(lambda: client(rt, url, keys[next(n) % len(keys)]), body,
                              args.clients, args.seconds)
@@ -823,6 +922,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--rpm", type=int, default=0, help="per-key requests/minute in load mode")
     ap.add_argument("--queue-size", type=int, default=64)
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="the gateway process's sys.setswitchinterval (s); default Python's 0.005")
+    ap.add_argument("--no-batch", action="store_true",
+                    help="guard calls one request at a time (as before guards.batcher)")
+    ap.add_argument("--no-freeze", action="store_true",
+                    help="no gc.freeze after start-up (as before server.prepare_process)")
     ap.add_argument("--tag", default="", help="store the result under MODE:TAG in gateway.json")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,25 @@ class GuardPipeline:
                 m["content"] = self._run(ctx, scanner, lambda m=m, s=scanner: s.scan(m["content"], ctx))
         return out
 
+    def warm(self) -> None:
+        """Load what the scanners load lazily (the embedding model behind the injection
+        classifier, spaCy's first-call state) by guarding one harmless exchange; no memo
+        scope, so nothing is remembered. Server start-up calls it before ``gc.freeze``."""
+        from strongroom.serving.guards.injection import DENSE_BLOCKS
+
+        ctx = RequestContext(request_id="warm-up", model="warm-up", can_view_pii=False)
+        clf = getattr(self.injection, "classifier", None)
+        if any(b in (getattr(clf, "blocks", None) or ()) for b in DENSE_BLOCKS):
+            from strongroom.serving.guards.embedder import warm
+
+            warm()
+        try:
+            self.check_input([{"role": "user", "content": "What time does the branch open?"}],
+                             ctx)
+            self.check_output("The branch opens at nine in the morning.", ctx)
+        except GuardBlocked:
+            pass  # a verdict on the warm-up text changes nothing; a crash still propagates
+
     # ---- output ----
     def check_output(self, text: str, ctx: RequestContext) -> str:
         """The answer the client may see (whole-answer form of ``output_stream``)."""
