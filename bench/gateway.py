@@ -527,7 +527,12 @@ class CpuMeter:
     def now(self) -> dict[str, float]:
         out = {"client": _cpu_s(), **{k: _cpu_s(p) for k, p in self.pids.items()}}
         if "gateway" in self.pids:
-            out["gateway_runqueue_wait"] = _runqueue_wait_s(self.pids["gateway"])
+            pid = self.pids["gateway"]
+            out["gateway_runqueue_wait"] = _runqueue_wait_s(pid)
+            # uvicorn's event loop runs on the main thread (tid == pid)
+            fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out["gateway_loop_thread"] = (int(fields[11]) + int(fields[12])) / os.sysconf(
+                "SC_CLK_TCK")
         return out
 
     def ms_per_request(self, n: int) -> dict[str, float]:

@@ -362,12 +362,12 @@ def create_app(gw: Gateway) -> FastAPI:
                         batch.pop()
                     if not batch:
                         continue
-                    out = await gw.in_thread(gw.stream_step, guard, "".join(batch))
+                    out = await gw.in_guard_thread(gw.stream_step, guard, "".join(batch))
                     if out:
                         sent.append(out)
                         yield event(out)
                 gen: Generation = fut.result()
-                tail = await gw.in_thread(gw.stream_step, guard, None)
+                tail = await gw.in_guard_thread(gw.stream_step, guard, None)
                 if tail:
                     sent.append(tail)
                     yield event(tail)

@@ -95,8 +95,14 @@ class Gateway:
         self.metrics = GatewayMetrics(self.models)
         self.queue = WorkQueue(options.workers, options.queue_size,
                                on_depth=self.metrics.queue_depth.set)
-        # Auth lookups, guard scans and audit writes block (SQLite, flock, models): off the loop.
+        # Auth lookups and audit writes block (SQLite, flock): off the loop, on their own
+        # threads, so that a burst of CPU-heavy guard scans cannot hold up the audit record of a
+        # request that is done. Guard scans of streamed requests get a bounded pool of their own
+        # (the non-streamed ones run inside the generation job, on the queue's workers); the
+        # concurrent scans it allows are what guards.batcher merges into one model call.
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sr-io")
+        self._guard_pool = ThreadPoolExecutor(max_workers=guard_threads(options.workers),
+                                              thread_name_prefix="sr-guard")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -111,8 +117,13 @@ class Gateway:
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
+    async def in_guard_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a guard step (CPU-heavy: NER, embeddings) on the guard pool, off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._guard_pool, fn, *args)
+
     def close(self) -> None:
         self.queue.shutdown()
+        self._guard_pool.shutdown(wait=True, cancel_futures=True)
         self._io.shutdown(wait=True, cancel_futures=True)
         self.backend.close()
 
@@ -187,7 +198,7 @@ class Gateway:
 
     async def guard_input(self, messages: list[dict[str, str]], ctx: RequestContext
                           ) -> list[dict[str, str]]:
-        return await self.in_thread(self._guard_input, messages, ctx)
+        return await self.in_guard_thread(self._guard_input, messages, ctx)
 
     def check_input(self, messages: list[dict[str, str]], ctx: RequestContext
                     ) -> list[dict[str, str]]:
@@ -211,7 +222,7 @@ class Gateway:
         return out
 
     async def guard_output(self, text: str, ctx: RequestContext) -> str:
-        return await self.in_thread(self._guard_output, text, ctx)
+        return await self.in_guard_thread(self._guard_output, text, ctx)
 
     def _guard_output(self, text: str, ctx: RequestContext) -> str:
         try:
@@ -361,6 +372,13 @@ class Gateway:
             self.metrics.suspensions.inc()
         except StrongroomError:
             pass  # already revoked or audit down: the request itself was already refused
+
+
+def guard_threads(workers: int) -> int:
+    """Threads for streamed requests' guard scans: as many as generation workers (each
+    stream scans between its chunks), at least 2, at most 16 (the scans hold the GIL for much
+    of their time, so more threads only queue; the batcher merges what waits)."""
+    return max(2, min(16, int(workers)))
 
 
 def _finding(f: Finding) -> dict[str, Any]:
