@@ -8,6 +8,12 @@
     .venv/bin/python bench/deid.py --big-mb 5 --workers 1 2 --compare-gate
                                                         # also the NER gate off (policy ner_gate=false) in the
                                                         # same run: quality rows ':gate-off', 'workers_1_gate_off'
+    .venv/bin/python bench/deid.py --data --prompts 300 # the gateway PII guard's call: analyze() on 300 distinct
+                                                        # short prompts one at a time, p50/p90 wall and CPU ms
+    .venv/bin/python bench/deid.py --snapshot DIR --big-mb 3
+                                                        # every output speed work must leave byte-identical, to
+                                                        # compare with `diff -r` (the 2-worker file is not
+                                                        # reproducible run to run: see big_*.w2 below)
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
@@ -386,6 +392,39 @@ def _prompts(n: int, seed: int = 11) -> list[str]:
     return out
 
 
+def prompt_latency(n: int, policy: str) -> dict:
+    """The gateway PII guard's call: DeidEngine.analyze on one short chat prompt or answer at a
+    time (distinct texts, caches emptied first), single-threaded. Per-call wall and CPU ms."""
+    import statistics
+
+    import torch
+
+    from strongroom.privacy import DeidEngine
+
+    torch.set_num_threads(1)
+    texts = list(dict.fromkeys(_prompts(n * 3, seed=23)))[:n]
+    eng = DeidEngine(policy, secret=b"b" * 32)
+    for t in _prompts(20, seed=1):
+        eng.analyze(t)
+    eng.analyzer._cache.clear()
+    if eng.analyzer._reader is not None:
+        eng.analyzer._reader._cache.clear()
+    wall, cpu = [], []
+    for t in texts:
+        w, c = time.perf_counter(), time.process_time()
+        eng.analyze(t)
+        wall.append((time.perf_counter() - w) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+
+    def q(xs: list[float], p: float) -> float:
+        return round(sorted(xs)[min(len(xs) - 1, int(p * len(xs)))], 3)
+
+    return {"policy": policy, "prompts": len(texts), "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+            "wall_ms_p50": q(wall, 0.5), "wall_ms_p90": q(wall, 0.9), "cpu_ms_p50": q(cpu, 0.5),
+            "cpu_ms_p90": q(cpu, 0.9), "cpu_ms_mean": round(statistics.fmean(cpu), 3),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
 def snapshot(outdir: Path, mb: int, tmp: Path) -> None:
     """Every output the speed work must leave byte-identical: spans (type, offsets, score,
     recognizer) and de-identified text for both shared sets under both policies, the engine's
@@ -447,6 +486,9 @@ def main() -> None:
                     help="write every output speed work must keep byte-identical (spans and text of both sets "
                          "under both policies, short prompts, a --big-mb file at 1 and 2 workers) to DIR; "
                          "compare two snapshots with diff -r")
+    ap.add_argument("--prompts", type=int, default=0, metavar="N",
+                    help="also time DeidEngine.analyze on N distinct short chat prompts one at a time "
+                         "(the gateway PII guard's call): p50/p90 wall and CPU ms")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "deid.json"))
     args = ap.parse_args()
@@ -459,6 +501,8 @@ def main() -> None:
     res: dict = {}
     if args.data:
         res["quality"] = quality(args)
+    if args.prompts:
+        res["prompts"] = prompt_latency(args.prompts, args.big_policy)
     if args.big_mb:
         res["big"] = big(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,23 @@ _LEAD_NOT = (r"(?:address|addr|is|at|to|in|on|of|my|our|the|new|lives?|living|mo
              r"billing|delivery|correspondence|and|from)\b")
 
 
+_DIGIT_AFTER_SPACE = re.compile(r"\d(?<=\s\d)")
+_GLUED_END = re.compile(r"(?i)(?:" + GLUED_SUFFIX + r")\Z")
+
+
+def _glued_gate(text: str) -> bool:
+    """True iff `(?i)(?:GLUED_SUFFIX)\\s+\\d` matches somewhere in `text`, found from the digits
+    after white space (rare) instead of trying fifty suffixes at every position: for each, the
+    suffix must end where that white-space run starts (suffixes end in a letter or a dot)."""
+    for m in _DIGIT_AFTER_SPACE.finditer(text):
+        j = m.start() - 1
+        while j > 0 and text[j - 1].isspace():
+            j -= 1
+        if _GLUED_END.search(text, max(0, j - 10), j) is not None:
+            return True
+    return False
+
+
 def address_recognizers() -> list[PatternRecognizer]:
     R, P = PatternRecognizer, Pattern
     ctx = ["address", "lives at", "live at", "living at", "located at", "reside", "resides", "send to",
@@ -122,24 +139,26 @@ def address_recognizers() -> list[PatternRecognizer]:
             P(r"(?i)(?:\b\d{1,6}\s+)?\b(?:(?!" + _LEAD_NOT + r")" + _W + r"\s+){0,2}?(?:[^\W\d_]+-)*[^\W\d_]*(?:" + GLUED_SUFFIX + r")\s+\d{1,5}[a-zA-Z]?(?:[-/]\d{1,4}[a-zA-Z]?)?\b" + UNIT, 0.7),
         ], _glued_ok, context=ctx, context_boost=0.2, needs="digit",
           # the suffix and its house number are contiguous in every match
-          prefilter=r"(?i)(?:" + GLUED_SUFFIX + r")\s+\d"),
+          gate=_glued_gate),
         R("street_prefix", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?(?<![\w.])(?:" + PREFIX_STREET + r")\s+(?:" + _W + r"\s+){0,4}?(?:" + _W + r")[\s,]+(?:n[º°o]\.?\s*)?\d{1,5}[a-zA-Z]?\b" + UNIT, 0.7),
             P(r"(?i)\b\d{1,5},?\s+(?:rue|avenue|boulevard|bd|place|chemin|allée|impasse|quai|via|calle|rua)\s+(?:" + _W + r"\s*){1,5}", 0.7),
         ], context=ctx, context_boost=0.2, needs="digit"),
+        # keywords: a literal every match of the pattern holds (lower case), checked before the scan
         R("po_box", "STREET_ADDRESS", [
-            P(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s*Office\s*Box|Postfach|Apartado|Caixa\s*Postal|Box)\s*#?\s*\d{1,6}\b", 0.8),
-            P(r"(?i)\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b", 0.9),
-            P(r"(?i)\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9),
-            P(r"(?i)\bUS(?:NS|S|NV|CGC)\s+[^\W\d_]+\b", 0.7),
+            P(r"(?i)\b(?:P\.?\s?O\.?\s*Box|Post\s*Office\s*Box|Postfach|Apartado|Caixa\s*Postal|Box)\s*#?\s*\d{1,6}\b", 0.8,
+              keywords=("box", "postfach", "apartado", "caixa")),
+            P(r"(?i)\b(?:PSC|CMR|Unit)\s+\d{3,5},?\s+Box\s+\d{1,5}\b", 0.9, keywords=("box",)),
+            P(r"(?i)\b(?:APO|FPO|DPO)\s+(?:AA|AE|AP)\s+\d{5}\b", 0.9, keywords=("apo", "fpo", "dpo")),
+            P(r"(?i)\bUS(?:NS|S|NV|CGC)\s+[^\W\d_]+\b", 0.7, keywords=("uss", "usn", "uscgc")),
         ]),
         # South Asian and similar layouts lead with the house or plot number ("H.No. 364, Bahri")
         R("house_no", "STREET_ADDRESS", [
             P(r"\b(?:H\.?[ \t]?No\.?|House[ \t]+No\.?|Plot[ \t]+No\.?|Door[ \t]+No\.?|Flat[ \t]+No\.?|D\.?[ \t]?No\.?)[ \t]*"
-              r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,4}[A-Za-z]?)?,?[ \t]+[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*){0,3}", 0.75),
+              r"\d{1,5}[A-Za-z]?(?:[/-]\d{1,4}[A-Za-z]?)?,?[ \t]+[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*){0,3}", 0.75, starts="HPDF"),
         ], needs="digit"),
         R("unit", "STREET_ADDRESS", [
-            P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Studio)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6),
+            P(r"\b(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Rm|Studio)\.?\s*#?\s*\d{1,5}[A-Za-z]?\b", 0.6, starts="ASUFR"),
         ], needs="digit"),
         R("street_line", "STREET_ADDRESS", [
             # "<number> <Name> <number>" or "<Name> <number>" alone on a line, then a unit / locality line
@@ -149,7 +168,9 @@ def address_recognizers() -> list[PatternRecognizer]:
         ], _caps_ok, needs="digit"),
         R("street_context", "STREET_ADDRESS", [
             P(r"(?:\b\d{1,6}\s+)?\b[^\W\d_][\w'’-]{2,}(?:\s+[^\W\d_][\w'’-]+){0,2}\s+\d{1,5}[a-zA-Z]?\b" + UNIT, 0.45),
-        ], _street_ctx_ok, context=ctx, context_required=True, context_window=40, needs="digit"),
+        ], _street_ctx_ok, context=ctx, context_required=True, context_window=40, needs="digit",
+          # context is required, and a context window's lower case is part of the text's lower case
+          keywords=tuple(ctx)),
     ]
 
 

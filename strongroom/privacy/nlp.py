@@ -119,8 +119,12 @@ class SpacyNer:
         )
 
     def pipe(self, texts: list[str], batch_size: int = 64) -> list[list[NerEntity]]:
+        # one text (a short prompt at the gateway): calling the pipeline directly runs the same
+        # components on the same one-document batch without nlp.pipe's generator machinery
+        # (~0.3 ms of ~3 ms per short text)
+        docs = [self.nlp(texts[0])] if len(texts) == 1 else self.nlp.pipe(texts, batch_size=batch_size)
         out = []
-        for doc in self.nlp.pipe(texts, batch_size=batch_size):
+        for doc in docs:
             out.append([NerEntity(e.label_, e.start_char, e.end_char, 0.85) for e in doc.ents])
         return out
 
