@@ -642,6 +642,17 @@ def run_spans(args: argparse.Namespace) -> dict[str, Any]:
               f"{m['cpu_p50_ms']:8.3f} {m['cpu_ms_per_request']:10.3f}")
     print(f"  {'loop rest (approx.)':26s} {'':9s} {rest:8.3f}")
     print(f"  CPU ms per request by process: {cpu}; {bench_opts(args)}")
+    walls = [v[0] for v in spans.get("request", [])]
+    if walls and "gateway_runqueue_wait" in cpu:
+        # sequential: one request in flight, so the gateway's threads' wait for a core is on
+        # the request's path; what is left is what the request would take on free cores
+        mean = statistics.fmean(walls)
+        res["request_mean_ms"] = mean
+        res["request_mean_less_runqueue_wait_ms"] = mean - cpu["gateway_runqueue_wait"]
+        print(f"  request mean {mean:.1f} ms inside the gateway, of which "
+              f"{cpu['gateway_runqueue_wait']:.1f} ms its threads waited for a free core; "
+              f"{mean - cpu['gateway_runqueue_wait']:.1f} ms left (incl. the {args.backend_ms:.0f} "
+              f"ms backend)")
     return res
 
 
