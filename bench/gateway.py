@@ -28,6 +28,18 @@ tokens: tokens/s of smollm2-135m-instruct per backend (transformers; llamacpp, t
 load: --clients concurrent clients for --seconds; every answer must be 200, 429 or 503, and
   the audit log must hold exactly one record per request.
 
+A/B flags for the gateway process (overhead, spans, load): --no-batch (each request's guard
+calls alone, as before strongroom.serving.guards.batcher), --no-freeze (no gc.freeze after
+start-up), --switch-interval S (sys.setswitchinterval). overhead and spans also report CPU ms
+per request of each process (client, gateway, mock), the gateway's event-loop thread, and how
+long the gateway's threads were runnable but waiting for a core (/proc/PID/task/*/schedstat).
+
+Reading the figures on a shared 2-core machine: with the load average at 4-5 from other jobs,
+a sequential request's gateway threads spend about as long waiting for a core as running
+(issue 5: 29-33 ms CPU and 36-44 ms waiting per request). That wait, not the GIL or the thread
+hand-offs (0.2-0.4 ms p50), is most of the gap between the spans' CPU and the added latency;
+compare CPU per request between runs, and wall figures only within one run.
+
 Everything runs against a throw-away home in a temp dir; results go to bench/out/gateway.json.
 """
 
