@@ -44,14 +44,13 @@ def _analyze_many(engine: Any, texts: list[str]) -> list[list]:
     """Spans per text, in one engine call (one spaCy batch) when the engine can batch.
 
     ``analyze_batch`` of the engine's analyzer without ``groups`` scores each text on its own
-    (a name found in one text is not carried to another), so a text gets the same spans alone
-    or batched with other requests' texts; it runs inside the engine's spaCy memory zone, as
+    (a name found in one text is not carried to another request's text: that would let one
+    caller's prompt change what is found in another's), so a text gets the same spans alone
+    or batched with other requests' texts (``test_gateway_batcher`` checks it against
+    ``DeidEngine.analyze``); it runs inside the engine's spaCy memory zone, as
     ``DeidEngine.analyze`` does. An engine without these (a test double) is called per text.
     """
     with _LOCK:  # spaCy and the engine's detection cache are shared by worker threads
-        batch = getattr(engine, "analyze_batch", None)
-        if batch is not None:
-            return list(batch(texts))
         analyzer = getattr(engine, "analyzer", None)
         zone = getattr(engine, "_zone", None)
         if len(texts) > 1 and analyzer is not None and zone is not None \
