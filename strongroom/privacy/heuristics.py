@@ -191,43 +191,114 @@ def org_recognizers() -> list[PatternRecognizer]:
 
 
 _HONORIFIC_RE = re.compile(r"\b(?:" + HONORIFIC + r")\b\.?[ \t]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
-_CUE_STRONG = re.compile(
-    r"(?i:\b(?:(?:first|last|full|maiden|middle|given|family|sur|patient|customer|client|account\s*holder|member|"
-    r"insured|policy\s*holder|cardholder|beneficiary|contact|emergency\s*contact|next\s*of\s*kin|provider|physician|"
-    r"attending|referring|signed|signature|author|sender|recipient|guarantor|subscriber)?\s*name\s*(?:is|:|\?|-|=)|"
+def _split_top(alts: str) -> list[str]:
+    """The top-level alternatives of a regex fragment ("a|b(?:c|d)|e" -> a, b(?:c|d), e)."""
+    out, depth, cur, k = [], 0, [], 0
+    while k < len(alts):
+        ch = alts[k]
+        if ch == "\\":
+            cur.append(alts[k:k + 2])
+            k += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "[":  # a class may hold ( ) |
+            end = alts.index("]", k + 2)
+            cur.append(alts[k:end + 1])
+            k = end + 1
+            continue
+        if ch == "|" and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        k += 1
+    out.append("".join(cur))
+    return out
+
+
+def by_first_letter(alts: str) -> str:
+    """The same alternation, its literal-led alternatives grouped by first letter behind a
+    one-character look-ahead: "(?=d)(?:dear|daughter)|(?=s)(?:sincerely,?|son)|...".
+
+    Why: Python's regex engine skips a case-insensitive alternative only after entering it, so a
+    cue list of ~100 words cost ~100 attempts at every word start; grouped, one look-ahead per
+    letter passes. Exact: alternatives that open with different letters never match at one
+    position, each group keeps its words' order, and the groups keep the place of the first
+    alternative of their letter among the alternatives that do not open with a plain letter
+    (those stay where they were, in order). Use inside the same case-insensitive scope."""
+    parts = _split_top(alts)
+    out: list[tuple[str, list[str]]] = []  # (letter or "", alternatives)
+    where: dict[str, int] = {}
+    for a in parts:
+        c = a[:1]
+        if c.isascii() and c.isalpha() and (len(a) == 1 or a[1] not in "?*{+"):
+            c = c.lower()
+            if c not in where:
+                where[c] = len(out)
+                out.append((c, []))
+            out[where[c]][1].append(a)
+        else:
+            out.append(("", [a]))
+            where = {}  # nothing moves ahead of an alternative that may open with any character
+    return "|".join(f"(?={c})(?:{'|'.join(v)})" if c else v[0] for c, v in out)
+
+
+def cue_regexes(group: bool = True) -> dict[str, re.Pattern[str]]:
+    """The cue regexes; group=False builds the flat alternations (the reference they equal)."""
+    g = by_first_letter if group else (lambda a: a)
+    strong = (r"(?:" + g(NAME_ROLES) + r")?\s*name\s*(?:is|:|\?|-|=)|" + CUE_WORDS
+              + r"|(?:" + g(DOC_ROLES) + r")[ \t]+by[ \t]*:?|(?:" + g(FORM_ROLES) + r")(?:[ \t]*name)?"
+              + r"(?:[ \t]*\.{2,}|[ \t]{2,}|[ \t]*:)")
+    return {
+        "strong": re.compile(r"(?i:\b(?:" + g(strong) + r"))" + CUE_TAIL),
+        "weak": re.compile(r"(?i:\b(?:" + g(CUE_WEAK) + r"))[ \t,]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"),
+        "org": re.compile(r"(?i:\b(?:" + g(ORG_CUE) + r"))[ \t]+(" + _W + r"(?:[ \t]+" + _W + r"){0,3})"),
+        "place": re.compile(r"(?i:\b(?:" + g(PLACE_CUE) + r"))[ \t]+(" + _W + r"(?:[ \t]+" + _W + r"){0,3})"),
+    }
+
+
+# cue words, flat: cue_regexes() groups them by first letter (by_first_letter)
+NAME_ROLES = (r"first|last|full|maiden|middle|given|family|sur|patient|customer|client|account\s*holder|member|"
+              r"insured|policy\s*holder|cardholder|beneficiary|contact|emergency\s*contact|next\s*of\s*kin|provider|"
+              r"physician|attending|referring|signed|signature|author|sender|recipient|guarantor|subscriber")
+CUE_WORDS = (
     r"dear|sincerely,?|regards,?|yours\s+truly,?|signed\s*(?:by)?:?|attn:?|attention:?|patient:|pt:|"
     r"called|named|known\s+as|a\.k\.a\.?|spouse|wife|husband|son|daughter|mother|father|brother|sister|"
     r"grandmother|grandfather|aunt|uncle|cousin|nephew|niece|partner|fianc[ée]e?|guardian|caregiver|kid|child|baby|"
     r"boyfriend|girlfriend|roommate|flatmate|neighbou?r|colleague|co-?worker|boss|manager|landlord|tenant|"
-    r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:|"
-    # document roles: "Dictated by:", "Reviewed by", "Directed By:    Ana Ruiz"
-    r"(?:dictated|transcribed|reviewed|approved|verified|prepared|authored|written|edited|directed|produced|"
-    r"submitted|requested|ordered|performed|entered|created|updated|witnessed|interpreted|countersigned)[ \t]+by[ \t]*:?|"
-    # a form row: the role, then a dot leader, a column gap or a colon ("Policyholder ....... Ann Roe")
-    r"(?:policy[ \t]*holder|account[ \t]*holder|card[ \t]*holder|insured|claimant|subscriber|beneficiary|guarantor|"
-    r"signature|signed|patient|pt|attending|physician|surgeon|provider|rendering[ \t]+provider|referring[ \t]+provider|"
-    r"prescriber|driver|clinician|applicant|borrower|co-?borrower|payee|witness|next[ \t]+of[ \t]+kin)(?:[ \t]*name)?"
-    r"(?:[ \t]*\.{2,}|[ \t]{2,}|[ \t]*:)))[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
+    r"referred\s+by|seen\s+by|accompanied\s+by|from:|to:|cc:"
 )
-_CUE_WEAK = re.compile(r"(?i:\b(?:this\s+is|i\s+am|i'm|im|it's|call\s+me|ask\s+for|speak\s+to|talk\s+to|meet|met|thanks|thank\s+you|hi|hello|hey|with))[ \t,]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
+# document roles: "Dictated by:", "Reviewed by", "Directed By:    Ana Ruiz"
+DOC_ROLES = (r"dictated|transcribed|reviewed|approved|verified|prepared|authored|written|edited|directed|produced|"
+             r"submitted|requested|ordered|performed|entered|created|updated|witnessed|interpreted|countersigned")
+# a form row: the role, then a dot leader, a column gap or a colon ("Policyholder ....... Ann Roe")
+FORM_ROLES = (r"policy[ \t]*holder|account[ \t]*holder|card[ \t]*holder|insured|claimant|subscriber|beneficiary|guarantor|"
+              r"signature|signed|patient|pt|attending|physician|surgeon|provider|rendering[ \t]+provider|"
+              r"referring[ \t]+provider|prescriber|driver|clinician|applicant|borrower|co-?borrower|payee|witness|"
+              r"next[ \t]+of[ \t]+kin")
+CUE_WEAK = r"this\s+is|i\s+am|i'm|im|it's|call\s+me|ask\s+for|speak\s+to|talk\s+to|meet|met|thanks|thank\s+you|hi|hello|hey|with"
+CUE_TAIL = r"[ \t]*\n?[ \t]*(" + _W + r"(?:[ \t]+" + _W + r"){0,2})"
 # "Elita B Desaulniers", "Vide A. Persson": given name, middle initial, family name
 _MIDDLE_INITIAL = re.compile(r"(?<![\w'’-])([A-ZÀ-ÖØ-Þ][^\W\d_A-Z]+(?:-[A-ZÀ-ÖØ-Þ][^\W\d_]+)?[ \t]+[A-ZÀ-ÖØ-Þ]\.?[ \t]+"
                              r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:-[A-ZÀ-ÖØ-Þ][^\W\d_]+)?)(?![\w'’-])")
 # an employer after a work cue; a place after a travel or residence cue
-_ORG_CUE = re.compile(r"(?i:\b(?:work(?:s|ed|ing)?[ \t]+(?:for|at)|employed[ \t]+(?:by|at)|employer[ \t]*:?|"
-                      r"company[ \t]*:|joined|hired[ \t]+by|interned[ \t]+at|customer[ \t]+of|client[ \t]+of|"
-                      # business relations: who paid, backed, bought or speaks for whom
-                      r"according[ \t]+to(?:[ \t]+the)?|on[ \t]+behalf[ \t]+of|subsidiary[ \t]+of|acquired[ \t]+by|"
-                      r"partnered[ \t]+with|sponsored[ \t]+by|funded[ \t]+by|support|supporting|recorded[ \t]+for|"
-                      r"signed[ \t]+(?:to|with)|employees?[ \t]+of|offices?[ \t]+of|headquarters[ \t]+of|address[ \t]+of|"
-                      r"the[ \t]+team[ \t]+at|vendor|supplier|contractor[ \t]+for|spokesperson[ \t]+for|ceo[ \t]+of|founder[ \t]+of))[ \t]+"
-                      r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
-_PLACE_CUE = re.compile(r"(?i:\b(?:moved(?:[ \t]+here)?[ \t]+(?:to|from)|flew[ \t]+(?:to|from|into)|arrived[ \t]+(?:at|in)|"
-                        r"returned[ \t]+to|travell?ed[ \t]+to|trip[ \t]+to|born[ \t]+in|grew[ \t]+up[ \t]+in|"
-                        r"lives?[ \t]+in|living[ \t]+in|I[ \t]+am[ \t]+in|I'm[ \t]+in|visiting|relocated[ \t]+to|"
-                        # "lives alone in", "resides at a nursing facility in": a few lower-case words, then "in"
-                        r"(?:lives?|living|resides?|residing|based|settled)(?:[ \t]+[a-z][a-z'’-]*){1,5}?[ \t]+in))[ \t]+"
-                        r"(" + _W + r"(?:[ \t]+" + _W + r"){0,3})")
+ORG_CUE = (r"work(?:s|ed|ing)?[ \t]+(?:for|at)|employed[ \t]+(?:by|at)|employer[ \t]*:?|"
+           r"company[ \t]*:|joined|hired[ \t]+by|interned[ \t]+at|customer[ \t]+of|client[ \t]+of|"
+           # business relations: who paid, backed, bought or speaks for whom
+           r"according[ \t]+to(?:[ \t]+the)?|on[ \t]+behalf[ \t]+of|subsidiary[ \t]+of|acquired[ \t]+by|"
+           r"partnered[ \t]+with|sponsored[ \t]+by|funded[ \t]+by|support|supporting|recorded[ \t]+for|"
+           r"signed[ \t]+(?:to|with)|employees?[ \t]+of|offices?[ \t]+of|headquarters[ \t]+of|address[ \t]+of|"
+           r"the[ \t]+team[ \t]+at|vendor|supplier|contractor[ \t]+for|spokesperson[ \t]+for|ceo[ \t]+of|founder[ \t]+of")
+PLACE_CUE = (r"moved(?:[ \t]+here)?[ \t]+(?:to|from)|flew[ \t]+(?:to|from|into)|arrived[ \t]+(?:at|in)|"
+             r"returned[ \t]+to|travell?ed[ \t]+to|trip[ \t]+to|born[ \t]+in|grew[ \t]+up[ \t]+in|"
+             r"lives?[ \t]+in|living[ \t]+in|I[ \t]+am[ \t]+in|I'm[ \t]+in|visiting|relocated[ \t]+to|"
+             # "lives alone in", "resides at a nursing facility in": a few lower-case words, then "in"
+             r"(?:lives?|living|resides?|residing|based|settled)(?:[ \t]+[a-z][a-z'’-]*){1,5}?[ \t]+in")
+_CUES = cue_regexes()
+_CUE_STRONG, _CUE_WEAK, _ORG_CUE, _PLACE_CUE = _CUES["strong"], _CUES["weak"], _CUES["org"], _CUES["place"]
 _INITIAL_OR_CAP = re.compile(r"[ \t]+((?:[A-Z]\.?|" + _W + r"))(?=[\s,.;:!?)'\"]|$)")
 
 

@@ -128,3 +128,30 @@ def test_single_text_ner_equals_batch_of_one() -> None:
         batch = [[(e.label_, e.start_char, e.end_char) for e in d.ents] for d in ner.nlp.pipe([t])][0]
         assert [(e.label, e.start, e.end) for e in one] == batch
         assert one  # the model found something, so the comparison means something
+
+
+def test_cue_regexes_grouped_equal_flat() -> None:
+    """The cue lists grouped by first letter match exactly what the flat alternations match."""
+    texts = _corpus() + [
+        "My name is Ana Ruiz. Dear Bob, Sincerely, Carl Olsen. Policyholder ....... Ann Roe",
+        "PATIENT NAME: JANE ROE; pt: Eve; Dictated by: Ana Ruiz; co-worker Tom; fiancée Lea; neighbour Kim",
+        "I'm Ngozi, this is Sam, thanks Ola; works for Acme Corp; moved to Lagos; lives alone in Oslo; I am in Rome",
+        "ſon Karl; Kid Tim; İnsured name: Ali; referring provider: Dr Li; next of kin   Mo Obi",
+    ]
+    flat, grouped = H.cue_regexes(group=False), H.cue_regexes()
+    hits = 0
+    for k in flat:
+        assert flat[k].pattern != grouped[k].pattern
+        for t in texts:
+            a = [(m.span(), m.span(1)) for m in flat[k].finditer(t)]
+            assert a == [(m.span(), m.span(1)) for m in grouped[k].finditer(t)], (k, t[:60])
+            hits += len(a)
+    assert hits > 100
+
+
+def test_by_first_letter_keeps_order_around_open_alternatives() -> None:
+    # "ab" must stay behind "(?:x|a)b?" (which may open with any listed letter): no regrouping across it
+    g = H.by_first_letter(r"abc|(?:x|a)b?|ab|d")
+    assert g == r"(?=a)(?:abc)|(?:x|a)b?|(?=a)(?:ab)|(?=d)(?:d)"
+    for t in ["ab", "abc", "a", "xb", "d"]:
+        assert re.match("(?:" + g + ")", t).span() == re.match(r"(?:abc|(?:x|a)b?|ab|d)", t).span()
