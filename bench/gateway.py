@@ -367,10 +367,10 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
         prof = cProfile.Profile()
         prof.enable()
         signal.signal(signal.SIGTERM, lambda *_: None)
-    if spans is not None:
-        import signal
+    import signal
 
-        signal.signal(signal.SIGTERM, lambda *_: None)
+    # uvicorn re-raises the SIGTERM that stopped it; a no-op handler lets the block below run
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(config).run()
     finally:
@@ -379,8 +379,26 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
             prof.dump_stats(profile)
         if spans is not None:
             Path(spans_out).write_text(json.dumps(spans))
+        _print_batches(pipelines)
         gw.close()
         rt.close()
+
+
+def _print_batches(pipelines: list[Any]) -> None:
+    """Texts per model call of the batched guards over the gateway's life (stderr)."""
+    from strongroom.serving.guards import pii
+
+    seen = []
+    for pl in pipelines:
+        memo = getattr(pl, "memo", None)
+        b = getattr(memo, "_batcher", None)
+        if b is not None and b.calls:
+            seen.append(f"injection {b.items} texts in {b.calls} calls")
+    for b in list(pii._BATCHERS.values()):  # noqa: SLF001
+        if b.calls:
+            seen.append(f"pii {b.items} texts in {b.calls} calls")
+    if seen:
+        print("gateway guard batches: " + "; ".join(seen), file=sys.stderr)
 
 
 def install_spans(gw: Any) -> dict[str, list[list[float]]]:
