@@ -332,6 +332,11 @@ def serve_gateway(home: Path, port: int, upstream: str, guards_mode: str,
     opts = ServeOptions(models=["mock"], backend="upstream", upstream_url=upstream,
                         allow_unpromoted=True)
     bopts = json.loads(os.environ.get("BENCH_GATEWAY_OPTS") or "{}")
+    if bopts.get("injection_model"):  # --injection-model: pin the detector under comparison
+        from strongroom.serving.guards import injection, pipeline
+
+        model = injection.InjectionClassifier.load(Path(bopts["injection_model"]))
+        pipeline.load_default = lambda *_a, **_k: model  # type: ignore[assignment]
     if not bopts.get("batch", True):  # --no-batch: every guard call alone, as before batching
         from strongroom.serving.guards import pii
 
@@ -544,7 +549,8 @@ def bench_opts(args: argparse.Namespace) -> dict[str, Any]:
     """The gateway-process variations under test (recorded with every result)."""
     return {"batch": not getattr(args, "no_batch", False),
             "freeze": not getattr(args, "no_freeze", False),
-            "switch_interval": getattr(args, "switch_interval", None)}
+            "switch_interval": getattr(args, "switch_interval", None),
+            "injection_model": getattr(args, "injection_model", None)}
 
 
 class CpuMeter:
@@ -970,6 +976,9 @@ def main() -> None:
     ap.add_argument("--queue-size", type=int, default=64)
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="the gateway process's sys.setswitchinterval (s); default Python's 0.005")
+    ap.add_argument("--injection-model", default=None,
+                    help="an injection_classifier.json to load instead of the shipped one (to "
+                         "compare runs while the detector is being retrained)")
     ap.add_argument("--no-batch", action="store_true",
                     help="guard calls one request at a time (as before guards.batcher)")
     ap.add_argument("--no-freeze", action="store_true",
