@@ -14,7 +14,7 @@ import pytest
 
 from strongroom.serving.guards.base import GuardBlocked, GuardPolicy, RequestContext
 from strongroom.serving.guards.batcher import Batcher, BatchTimeout
-from strongroom.serving.guards.pipeline import ScoreMemo, build_pipeline
+from strongroom.serving.guards.pipeline import build_pipeline
 
 
 class Gate:
