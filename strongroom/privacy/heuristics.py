@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from strongroom.privacy.recognizers import Pattern, PatternRecognizer
+from strongroom.privacy.recognizers import _CASES, Pattern, PatternRecognizer, by_first_letter  # noqa: F401
 from strongroom.privacy.types import Span
 
 _W = r"[^\W\d_][\w'’]*(?:[-.][^\W\d_][\w'’]*)*\.?"  # a word starting with a letter
@@ -191,61 +191,6 @@ def org_recognizers() -> list[PatternRecognizer]:
 
 
 _HONORIFIC_RE = re.compile(r"\b(?:" + HONORIFIC + r")\b\.?[ \t]+(" + _W + r"(?:[ \t]+" + _W + r"){0,2})")
-def _split_top(alts: str) -> list[str]:
-    """The top-level alternatives of a regex fragment ("a|b(?:c|d)|e" -> a, b(?:c|d), e)."""
-    out, depth, cur, k = [], 0, [], 0
-    while k < len(alts):
-        ch = alts[k]
-        if ch == "\\":
-            cur.append(alts[k:k + 2])
-            k += 2
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "[":  # a class may hold ( ) |
-            end = alts.index("]", k + 2)
-            cur.append(alts[k:end + 1])
-            k = end + 1
-            continue
-        if ch == "|" and depth == 0:
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-        k += 1
-    out.append("".join(cur))
-    return out
-
-
-def by_first_letter(alts: str) -> str:
-    """The same alternation, its literal-led alternatives grouped by first letter behind a
-    one-character look-ahead: "(?=d)(?:dear|daughter)|(?=s)(?:sincerely,?|son)|...".
-
-    Why: Python's regex engine skips a case-insensitive alternative only after entering it, so a
-    cue list of ~100 words cost ~100 attempts at every word start; grouped, one look-ahead per
-    letter passes. Exact: alternatives that open with different letters never match at one
-    position, each group keeps its words' order, and the groups keep the place of the first
-    alternative of their letter among the alternatives that do not open with a plain letter
-    (those stay where they were, in order). Use inside the same case-insensitive scope."""
-    parts = _split_top(alts)
-    out: list[tuple[str, list[str]]] = []  # (letter or "", alternatives)
-    where: dict[str, int] = {}
-    for a in parts:
-        c = a[:1]
-        if c.isascii() and c.isalpha() and (len(a) == 1 or a[1] not in "?*{+"):
-            c = c.lower()
-            if c not in where:
-                where[c] = len(out)
-                out.append((c, []))
-            out[where[c]][1].append(a)
-        else:
-            out.append(("", [a]))
-            where = {}  # nothing moves ahead of an alternative that may open with any character
-    return "|".join(f"(?={c})(?:{'|'.join(v)})" if c else v[0] for c, v in out)
-
-
 def cue_regexes(group: bool = True) -> dict[str, re.Pattern[str]]:
     """The cue regexes; group=False builds the flat alternations (the reference they equal)."""
     g = by_first_letter if group else (lambda a: a)

@@ -320,8 +320,95 @@ def _mixed_code_ok(v: str) -> bool | None:
     return None
 
 
-def builtin_recognizers() -> list[PatternRecognizer]:
-    """The default registry. Kept generic: shapes + checksums + label words, no corpus strings."""
+def _split_top(alts: str) -> list[str]:
+    """The top-level alternatives of a regex fragment ("a|b(?:c|d)|e" -> a, b(?:c|d), e)."""
+    out, depth, cur, k = [], 0, [], 0
+    while k < len(alts):
+        ch = alts[k]
+        if ch == "\\":
+            cur.append(alts[k:k + 2])
+            k += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "[":  # a class may hold ( ) |
+            end = alts.index("]", k + 2)
+            cur.append(alts[k:end + 1])
+            k = end + 1
+            continue
+        if ch == "|" and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        k += 1
+    out.append("".join(cur))
+    return out
+
+
+def by_first_letter(alts: str) -> str:
+    """The same alternation, its literal-led alternatives grouped by first letter:
+    "[dD](?:ear|aughter)|[sSſ](?:incerely,?|on)|..." (the letter matched as case-insensitively).
+
+    Why: Python's regex engine skips a case-insensitive alternative only after entering it, so a
+    cue list of ~100 words cost ~100 attempts at every word start; grouped, one character class
+    per letter is tested in C and only the matching letter's words are tried. Exact: alternatives that open with different letters never match at one
+    position, each group keeps its words' order, and the groups keep the place of the first
+    alternative of their letter among the alternatives that do not open with a plain letter
+    (those stay where they were, in order). Use inside the same case-insensitive scope."""
+    parts = _split_top(alts)
+    out: list[tuple[str, list[str]]] = []  # (letter or "", alternatives)
+    where: dict[str, int] = {}
+    for a in parts:
+        c = a[:1]
+        if c.isascii() and c.isalpha() and (len(a) == 1 or a[1] not in "?*{+"):
+            c = c.lower()
+            if c not in where:
+                where[c] = len(out)
+                out.append((c, []))
+            out[where[c]][1].append(a)
+        else:
+            out.append(("", [a]))
+            where = {}  # nothing moves ahead of an alternative that may open with any character
+    return "|".join(f"(?-i:[{_CASES[c]}])(?:{'|'.join(a[1:] for a in v)})" if c else v[0] for c, v in out)
+
+
+# every character a case-insensitive pattern matches to each ASCII letter (the Unicode extras are
+# the four fold_lower maps; tests check every code point): the group's first letter is
+# matched case-sensitively against this class, which the regex engine tests before entering the
+# group, so a word start tries one class per letter instead of every word
+_EXTRA_CASES = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
+_CASES = {c: c + c.upper() + _EXTRA_CASES.get(c, "") for c in "abcdefghijklmnopqrstuvwxyz"}
+
+
+_LEADING_WORDS = re.compile(r"\(\?i\)\\b\(\?:")
+
+
+def group_leading_words(regex: str) -> str:
+    """`(?i)\\b(?:label|words|...)rest` with its label words grouped by first letter (by_first_letter)."""
+    if not _LEADING_WORDS.match(regex):
+        return regex
+    start = len("(?i)\\b(?:")
+    depth, k = 1, start
+    while depth:
+        ch = regex[k]
+        if ch == "\\":
+            k += 2
+            continue
+        if ch == "[":
+            k = regex.index("]", k + 2) + 1
+            continue
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        k += 1
+    return regex[:start] + by_first_letter(regex[start:k - 1]) + regex[k - 1:]
+
+
+def builtin_recognizers(grouped: bool = True) -> list[PatternRecognizer]:
+    """The default registry. Kept generic: shapes + checksums + label words, no corpus strings.
+
+    grouped=False keeps the label-word lists flat (the reference group_leading_words must equal)."""
     R = PatternRecognizer
     P = Pattern
     recs = [
@@ -474,6 +561,9 @@ def builtin_recognizers() -> list[PatternRecognizer]:
         r.keywords = kw.get(r.name, ())
         r.min_digits = _MIN_DIGITS.get(r.name, 0)
         for i, p in enumerate(r.patterns):
+            if grouped:
+                p.regex = group_leading_words(p.regex)
+                p.compiled = None
             p.starts = _STARTS.get((r.name, i), "")
             p.keywords = _PATTERN_KEYWORDS.get((r.name, i), ())
             p.pre = _PATTERN_PRE.get((r.name, i), "")
