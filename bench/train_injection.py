@@ -19,8 +19,10 @@ normalised skeleton, Jaccard >= 0.5, across sources), and no group spans folds
 (``StratifiedGroupKFold``). ``--no-groups`` uses plain stratified folds, for comparison.
 
 Features: character 2-5-grams and word 1-2-grams (TF-IDF, fitted per fold) and the frozen
-MiniLM blocks. Fine-tuning MiniLM's top layer instead was tried on 2026-11-29 and not adopted
-(see the guards README).
+MiniLM blocks: the sentence embedding, the token maximum and, as cross-validated block sets
+(``LAYER_SETS``), the token means of intermediate layers, all from one forward pass, computed
+once for the union of the sets and sliced per set. Fine-tuning MiniLM's top layer instead was
+tried on 2026-11-29 and not adopted (see the guards README).
 
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
@@ -56,7 +58,8 @@ sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.embedder import EMBED_MAX_TOKENS, model_sha256  # noqa: E402
 from strongroom.serving.guards.injection import (  # noqa: E402
-    DEFAULT_PATH, DENSE_BLOCKS, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features, segments,
+    DEFAULT_PATH, DENSE_BLOCKS, EMBED_DIM, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features,
+    segments,
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
@@ -72,7 +75,7 @@ PREFILTER_C = 8.0          # the character-only model that lets clearly benign p
 MAX_SKIP_LOSS = 0.005      # at most this share of caught attacks may be lost to the prefilter
 SEGMENT_GRID = (0.95, 0.96, 0.97, 0.98, 0.99, 0.995)
 MAX_SEGMENT_FPR_INCREASE = 0.0015  # sentence-level scoring may add at most this much out-of-fold FPR
-BLOCKS = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max")
+BLOCKS = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max")  # plus the LAYER_SETS' blocks
 CHAR_MAX_FEATURES = 30000
 # (C, weight of the hard benign prompts (category benign_hard), weighting): "balanced" weighs the
 # two classes equally; "source_sqrt" also gives every source a total weight growing with the
@@ -84,7 +87,21 @@ CHAR_MAX_FEATURES = 30000
 # and "source_sqrt"; "source_equal" and dropping the word block were worse everywhere (best F1 0.90 and
 # 0.88 against 0.916). This grid is its neighbourhood.
 WEIGHTINGS = ("balanced", "source_sqrt", "source_equal")
-CANDIDATES = [(C, hw, w) for w in WEIGHTINGS[:2] for C in (2.0, 4.0, 8.0) for hw in (3.0, 6.0)]
+# Narrowed again with the layer blocks (2026-11-29, 09:00 UTC): over the 12 candidates C 2/4/8 x hard
+# weight 3/6 x balanced/source_sqrt, "balanced" and C 2 never won; three block sets x these four
+# candidates keep the run within ~15 CPU minutes.
+CANDIDATES = [(C, hw, "source_sqrt") for C in (4.0, 8.0) for hw in (3.0, 6.0)]
+# Intermediate MiniLM layers whose token means join the features (``layerK_mean``; same forward pass).
+# Exploration on cached states (grouped CV, C 4, hard weight 6): none 0.922, layer 1 0.931, 2 0.935,
+# 3 0.942, 4 0.938, 2+3 0.938, 1-5 0.942, 0-5 0.932; taking the head and tail 256-token windows of long
+# texts instead lost F1 (0.918 / 0.910; no BIPIA e-mail is longer than 256 tokens). The trainer
+# chooses between these sets by the same grouped CV.
+LAYER_SETS = ((), (3,), (1, 2, 3, 4, 5))
+# Parsimony: the candidate with the fewest features among those within this much out-of-fold F1 of
+# the best (all meeting the targets). Grouped-CV F1 differences of a few thousandths are noise (one
+# fold moves them more), and the five-layer set (1,920 extra weights) read 0.944 against 0.942 for
+# layer 3 alone (384) while scoring short persona jailbreaks, a shape train.jsonl lacks, far lower.
+SIMPLER_WITHIN = 0.005
 CHAR_NGRAMS = (2, 5)
 # Word unigrams and bigrams beside the character n-grams (stratified CV 2026-11-29: F1 0.916 ->
 # 0.939; (1, 3) and 50,000 features were no better). Grouped CV agrees: without them the best F1 was
@@ -224,6 +241,20 @@ def features(texts: list[str], blocks: tuple[str, ...], cache: Path | None) -> n
     return arr
 
 
+def dense_columns(union: tuple[str, ...], blocks: tuple[str, ...]) -> np.ndarray:
+    """Column indices of ``blocks``' dense blocks inside a matrix computed for ``union`` (same order)."""
+    order = [b for b in union if b in DENSE_BLOCKS]
+    cols = [np.arange(order.index(b) * EMBED_DIM, (order.index(b) + 1) * EMBED_DIM)
+            for b in blocks if b in DENSE_BLOCKS]
+    return np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+
+
+def block_sets(no_words: bool) -> list[tuple[str, ...]]:
+    """The feature sets cross-validated: the base blocks plus each of LAYER_SETS."""
+    base = tuple(b for b in BLOCKS if not (no_words and b == "word_tfidf"))
+    return [base + tuple(f"layer{k}_mean" for k in layers) for layers in LAYER_SETS]
+
+
 def vectorizer(max_features: int):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -292,19 +323,24 @@ def fit_prefilter(Xchar, y: np.ndarray):
 
 
 class Fold:
-    """One fold's vectorizers and matrices, fitted once and shared by every candidate."""
+    """One fold's vectorizers and matrices, fitted once and shared by every candidate.
 
-    def __init__(self, texts, dense, y, tr, te, blocks) -> None:
+    ``shared`` (a dict the caller keeps) holds each fold's fitted n-gram blocks and prefilter, so
+    block sets that differ only in their dense blocks do not refit the vectorizers.
+    """
+
+    def __init__(self, texts, dense, y, tr, te, blocks, shared: dict | None = None) -> None:
         self.tr, self.te = tr, te
-        self.vec = Sparse(blocks) if "char_tfidf" in blocks else None
-        tr_texts = [texts[i] for i in tr]
-        te_texts = [texts[i] for i in te]
-        ptr = self.vec.fit_transform(tr_texts) if self.vec else []
-        pte = self.vec.transform(te_texts) if self.vec else []
+        key = (int(te[0]) if len(te) else -1, len(te), tuple(b for b in blocks if b in ("char_tfidf", "word_tfidf")))
+        shared = {} if shared is None else shared
+        if key not in shared:
+            vec = Sparse(blocks) if "char_tfidf" in blocks else None
+            ptr = vec.fit_transform([texts[i] for i in tr]) if vec else []
+            pte = vec.transform([texts[i] for i in te]) if vec else []
+            pre_te = fit_prefilter(ptr[0], y[tr]).predict_proba(pte[0])[:, 1] if vec is not None else None
+            shared[key] = (vec, ptr, pte, pre_te)
+        self.vec, ptr, pte, self.pre_te = shared[key]
         self.Xtr, self.Xte = design(ptr, dense[tr]), design(pte, dense[te])
-        self.pre_te = None
-        if self.vec is not None:
-            self.pre_te = fit_prefilter(ptr[0], y[tr]).predict_proba(pte[0])[:, 1]
         self.models: dict = {}
 
 
@@ -360,6 +396,16 @@ def cross_validate(folds: list[Fold], y, src, cat, C, hw, weighting) -> tuple[di
         f.models[(C, hw, weighting)] = clf
         oof[f.te] = clf.predict_proba(f.Xte)[:, 1]
     return choose_threshold(oof, y, src), oof
+
+
+def pick(results: list) -> tuple:
+    """The best candidate, or a smaller block set within SIMPLER_WITHIN of its F1 (see there).
+
+    ``results`` is sorted best first; each entry is ((meets_targets, f1), blocks, key, cv, oof).
+    """
+    (meets, best), *_ = results[0]
+    close = [r for r in results if r[0][0] == meets and r[0][1] >= best - SIMPLER_WITHIN]
+    return min(close, key=lambda r: (len(r[1]), -r[0][1]))
 
 
 def segment_oof(texts, y, folds: list[Fold], key, seg_texts, seg_dense, owner, mlps=None, lr_weight=1.0) -> np.ndarray:
@@ -506,14 +552,16 @@ def main() -> None:
                                       if s.startswith("indomain_") and not g.startswith("indomain:")))})
     print(f"  groups: {grouping}", file=sys.stderr)
     split = make_folds(y, grp)
-    full_blocks = BLOCKS
-    dense = features(texts, full_blocks, args.cache)
-    block_sets = [tuple(b for b in full_blocks if b != "word_tfidf")] if args.no_words else [full_blocks]
+    sets = block_sets(args.no_words)
+    union = tuple(dict.fromkeys(b for bs in sets for b in bs))
+    dense_union = features(texts, union, args.cache)  # one forward pass gives every layer
     results = []
     fold_sets: dict = {}
-    for blocks in block_sets:
+    shared: dict = {}
+    for blocks in sets:
         t0 = time.time()
-        fold_sets[blocks] = folds = [Fold(texts, dense, y, tr, te, blocks) for tr, te in split]
+        dense = dense_union[:, dense_columns(union, blocks)]
+        fold_sets[blocks] = folds = [Fold(texts, dense, y, tr, te, blocks, shared) for tr, te in split]
         print(f"  folds for {'+'.join(blocks)} built in {time.time() - t0:.0f}s", file=sys.stderr)
         for C, hw, weighting in (CANDIDATES[:1] if args.quick else CANDIDATES):
             t0 = time.time()
@@ -521,8 +569,11 @@ def main() -> None:
             print(f"  {'+'.join(blocks)} C={C} hard-weight={hw} {weighting}: {cv} ({time.time() - t0:.0f}s)",
                   file=sys.stderr)
             results.append(((cv["meets_targets"], cv["f1"]), blocks, (C, hw, weighting), cv, oof))
+        for f in folds:  # the fold models stay (sentence scoring needs them); the matrices can go
+            f.Xtr = f.Xte = None
     results.sort(key=lambda r: r[0], reverse=True)
-    _, blocks, key, cv, oof = results[0]
+    _, blocks, key, cv, oof = pick(results)
+    dense = dense_union[:, dense_columns(union, blocks)]
     C, hw, weighting = key
     folds = fold_sets[blocks]
     pre_oof = np.ones(len(y))

@@ -108,3 +108,27 @@ def test_committed_weights_were_selected_by_grouped_cv() -> None:
     cv = training["cv"]
     assert cv["meets_targets"] and cv["indomain_fpr"] <= T.TARGET_INDOMAIN_FPR
     assert cv["threshold"] == load_default().threshold
+
+
+def test_block_sets_add_each_layer_set_to_the_base_blocks() -> None:
+    sets = T.block_sets(no_words=False)
+    assert sets[0] == T.BLOCKS and len(sets) == len(T.LAYER_SETS)
+    assert ("layer3_mean" in sets[1]) and all(s[:len(T.BLOCKS)] == T.BLOCKS for s in sets)
+    assert all("word_tfidf" not in s for s in T.block_sets(no_words=True))
+
+
+def test_dense_columns_pick_a_subset_out_of_the_union() -> None:
+    """A block set's dense columns, cut from the matrix computed once for every set, are its own blocks."""
+    union = ("char_tfidf", "word_tfidf", "doc_embed", "tok_max", "layer1_mean", "layer3_mean")
+    dim = T.EMBED_DIM
+    cols = T.dense_columns(union, ("char_tfidf", "doc_embed", "layer3_mean"))
+    assert cols.tolist() == list(range(0, dim)) + list(range(3 * dim, 4 * dim))
+    assert T.dense_columns(union, ("char_tfidf",)).size == 0
+
+
+def test_pick_prefers_fewer_blocks_within_the_margin_and_never_a_miss() -> None:
+    small, big = ("char_tfidf", "doc_embed"), ("char_tfidf", "doc_embed", "layer1_mean", "layer2_mean")
+    results = [((True, 0.944), big, "a"), ((True, 0.942), small, "b"), ((False, 0.97), small, "c")]
+    assert T.pick(results)[2] == "b"
+    far = [((True, 0.944), big, "a"), ((True, 0.944 - T.SIMPLER_WITHIN - 0.001), small, "b")]
+    assert T.pick(far)[2] == "a"
