@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from strongroom.privacy.recognizers import _CASES, Pattern, PatternRecognizer, by_first_letter  # noqa: F401
+from strongroom.privacy.recognizers import Pattern, PatternRecognizer, by_first_letter
 from strongroom.privacy.types import Span
 
 _W = r"[^\W\d_][\w'’]*(?:[-.][^\W\d_][\w'’]*)*\.?"  # a word starting with a letter

@@ -14,7 +14,7 @@ import importlib.metadata as md
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from strongroom.errors import BadInput
 
