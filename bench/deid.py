@@ -12,8 +12,10 @@
                                                         # short prompts one at a time, p50/p90 wall and CPU ms
     .venv/bin/python bench/deid.py --snapshot DIR --big-mb 3
                                                         # every output speed work must leave byte-identical, to
-                                                        # compare with `diff -r` (the 2-worker file is not
-                                                        # reproducible run to run: see big_*.w2 below)
+                                                        # compare with `diff -r`. Only big_*.w1 is reproducible:
+                                                        # at 2 workers the re-scan reads tags numbered from a
+                                                        # random per-run base (privacy.fileio._BlockTags), and
+                                                        # ~0.3 % of records come out differently run to run
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
