@@ -9,7 +9,7 @@ the bytes that come back; workers parse, de-identify and serialise, so nothing p
 pickled and the serial part is a read, one regex pass and a write. Other formats send chunks
 of parsed records. At most 2 x workers tasks are in flight, so memory stays constant for any
 input size. Column decisions are made once in the parent and shipped to the workers. Each
-worker numbers tags per task from a random 12-digit base (<TYPE_base+k>) and returns the
+worker numbers tags per task from a secret-keyed 12-digit base (<TYPE_base+k>) and returns the
 (type, HMAC) table; the parent renumbers them to dataset-wide <TYPE_n> in output order, so tags
 stay consistent across the dataset (record numbers in the report count records, blank lines
 aside). The dataset-wide numbers spill to a private temp SQLite file past MAX_TAGS_IN_MEMORY.
@@ -23,7 +23,6 @@ import itertools
 import multiprocessing as mp
 import os
 import re
-import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -256,8 +255,9 @@ class _BlockTags(TagRegistry):
 
     Why not a placeholder like <TYPE_#hmac>: the detection re-scan runs on the output, and a tag
     shaped like the final <TYPE_12> gives the model the same context a single pass gives it (a
-    16-hex token does not, and costs a new vocabulary entry each). `base` is a random 12-digit
-    number per run, so input text that merely looks like a tag is never mistaken for one.
+    16-hex token does not, and costs a new vocabulary entry each). `base` is a 12-digit number
+    keyed by the secret (task_tag_base), so input text that merely looks like a tag is never
+    mistaken for one.
     """
 
     def __init__(self, base: int) -> None:
@@ -464,7 +464,7 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
             yield start, ch
             start += len(ch)
 
-    base = 10**11 + secrets.randbelow(8 * 10**11)  # 12 digits for any task's base + k
+    base = task_tag_base(engine._secret)
     with ctx.Pool(workers, initializer=_worker_init,
                   initargs=(policy_ref, engine._secret, fields, subject_field, columns, base)) as pool:
         if raw_path is not None:
@@ -485,6 +485,17 @@ def _run_parallel(engine: Any, records: Iterator[Any], fields: list[str] | None,
                 w.write(rec)
     if qi_columns:
         rep.k_anonymity = k_anonymity(qi_rows, qi_columns, k)
+
+
+def task_tag_base(secret: bytes) -> int:
+    """The 12-digit base of the workers' task tags (<TYPE_base+k>), keyed by the de-identification
+    secret: unpredictable to whoever wrote the input (text that merely looks like a task tag is
+    never renumbered), and the same in every run with the same key. Why not random per run: the
+    re-scan reads these tags, and the model's context then differed with each base, so ~0.3 % of
+    records came out differently from one 2-worker run to the next (bench/deid.py --snapshot)."""
+    from strongroom.privacy.keys import subkey
+
+    return 10**11 + int.from_bytes(subkey(secret, "task-tag-base")[:8], "big") % (8 * 10**11)
 
 
 _TASK_TAG_B = re.compile(rb"<([A-Z][A-Z0-9_]*?)_(\d{12})>")

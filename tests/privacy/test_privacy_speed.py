@@ -166,3 +166,14 @@ def test_by_first_letter_keeps_order_around_open_alternatives() -> None:
         a = re.match("(?i:" + g + ")", t)
         b = re.match(r"(?i:abc|(?:x|a)b?|ab|d|sx)", t)
         assert (a and a.span()) == (b and b.span()), t
+
+
+def test_task_tag_base_is_keyed_and_stable() -> None:
+    """2-worker output is reproducible: the task tags the re-scan reads come from a keyed base,
+    the same in every run with one key, unpredictable without it."""
+    from strongroom.privacy.fileio import _TASK_TAG, task_tag_base
+
+    a, b = task_tag_base(b"k" * 32), task_tag_base(b"j" * 32)
+    assert a == task_tag_base(b"k" * 32) and a != b
+    for base in (a, b):
+        assert _TASK_TAG.fullmatch(f"<PERSON_{base + 5000}>")  # 12 digits for any base + k
