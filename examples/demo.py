@@ -25,10 +25,12 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pyotp
 from rich.console import Console
@@ -44,12 +46,58 @@ _STEP = [0]
 #: strongroom subprocesses started by sr() (each pays the Python/torch imports, ~1-3 s, and a
 #: model command the GGUF dequantisation, ~10 s): shown in the closing time table.
 SUBPROCESSES = [0]
+#: (command, wall s, CPU s, in the background lane?) of every finished strongroom command, for
+#: the closing tables. CPU comes from wait4() of that very process, so commands running side
+#: by side (see ``Lane``) are each charged their own.
+COMMANDS: list[tuple[str, float, float, bool]] = []
+#: Commands of the background lane that are running now (terminated if the demo fails).
+_LANE_PROCS: set[subprocess.Popen] = set()
+_LANE_STOP = threading.Event()
+
+
+def _label(args: list[str]) -> str:
+    """'train support-assistant', 'eval eval-raw eval-deid eval-dp', 'data deid support'."""
+    if "--out" in args[:-1] and args[0] == "train":
+        return f"train {args[args.index('--out') + 1]}"
+    words = []
+    for a in args:
+        if a.startswith("-"):
+            break
+        words.append(a)
+    return " ".join(words)[:48]
 
 
 def step(title: str) -> None:
     """A numbered section; the step modules (examples/demo_*.py) call it too."""
     _STEP[0] += 1
     console.rule(f"[bold cyan]{_STEP[0]}. {title}")
+
+
+def _exec(args: list[str], env: dict[str, str], live: bool) -> subprocess.CompletedProcess[str]:
+    """Run one strongroom command; record its wall and its own CPU seconds (wait4)."""
+    background = threading.current_thread() is not threading.main_thread()
+    if background and _LANE_STOP.is_set():
+        raise SystemExit("the demo stopped: background lane cancelled")
+    SUBPROCESSES[0] += 1
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errf:
+        proc = subprocess.Popen([sys.executable, "-m", "strongroom", *args], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=None if live else errf, cwd=REPO)
+        if background:
+            _LANE_PROCS.add(proc)
+        try:
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+            proc.stdout.close()
+            _, status, usage = os.wait4(proc.pid, 0)  # reaps it: Popen must not wait again
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            _LANE_PROCS.discard(proc)
+        errf.seek(0)
+        err = "" if live else errf.read()
+    COMMANDS.append((_label(args), time.monotonic() - t0, usage.ru_utime + usage.ru_stime,
+                     background))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def sr(args: list[str], env: dict[str, str], *, check: bool = True, show: bool = True,
@@ -61,13 +109,51 @@ def sr(args: list[str], env: dict[str, str], *, check: bool = True, show: bool =
     if show:
         shown = " ".join(a if " " not in a else repr(a) for a in args)
         console.print(f"[dim]$ strongroom {shown}[/dim]")
-    SUBPROCESSES[0] += 1
-    res = subprocess.run([sys.executable, "-m", "strongroom", *args], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=None if live else subprocess.PIPE, cwd=REPO)
+    res = _exec(args, env, live)
     if check and res.returncode != 0:
         console.print(res.stderr)
         raise SystemExit(f"demo step failed: strongroom {' '.join(args)} (exit {res.returncode})")
     return res
+
+
+class Lane(threading.Thread):
+    """Commands that run one after the other beside the demo's next steps, on the other core.
+
+    Why: the #4 fine-tune and the #6 step are independent (different datasets and models; the
+    store, audit log and base-model cache are safe for concurrent processes), and on 2 cores two
+    single-threaded command chains side by side finish sooner than the same commands one after
+    the other on 2 threads each: a 135M model's kernels keep a second thread only partly busy,
+    and every command's start-up (imports, model load) is single-threaded anyway. The lane
+    prints nothing (its commands run with ``show=False``); ``join`` returns what ``work``
+    returned, or raises what it raised.
+    """
+
+    def __init__(self, name: str, work: Callable[[], Any]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work, self._result, self._error = work, None, None
+        self.started_at = self.wall = 0.0
+        self.start()
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        try:
+            self._result = self._work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by join()
+            self._error = exc
+        self.wall = time.monotonic() - self.started_at
+
+    def join(self, timeout: float | None = None) -> Any:  # type: ignore[override]
+        super().join(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    @staticmethod
+    def stop() -> None:
+        """The demo is failing: start nothing more, terminate what runs (never registered)."""
+        _LANE_STOP.set()
+        for proc in list(_LANE_PROCS):
+            proc.terminate()
 
 
 class Otp:
@@ -134,19 +220,29 @@ def threads() -> str:
 class Timings:
     """Wall seconds and CPU seconds (user + system) of each demo step, for the closing table.
 
-    CPU seconds are those of the finished child processes (``RUSAGE_CHILDREN``: every
-    ``strongroom`` command) plus the demo's own; on a shared machine wall time depends on the
-    other load, CPU time much less, so both are shown.
+    A step's CPU seconds are those of the processes it ran (``RUSAGE_CHILDREN``: every
+    ``strongroom`` command, the server) plus the demo's own, less the background lanes'
+    commands that ended meanwhile (each counted with its own wait4 figure); a lane gets its own
+    row, beside the steps it overlapped (its wall time is not added to the total: it ran at
+    the same time). On a shared
+    machine wall time depends on the other load, CPU time much less, so both are shown.
     """
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, float, float]] = []
+        self.lanes: list[tuple[str, float, float]] = []
 
     @staticmethod
     def _cpu() -> float:
+        """The demo's own CPU and its reaped children's (the server too), less the lanes'."""
         c = resource.getrusage(resource.RUSAGE_CHILDREN)
         s = resource.getrusage(resource.RUSAGE_SELF)
-        return c.ru_utime + c.ru_stime + s.ru_utime + s.ru_stime
+        return (c.ru_utime + c.ru_stime + s.ru_utime + s.ru_stime
+                - Timings._commands_cpu(True))
+
+    @staticmethod
+    def _commands_cpu(background: bool) -> float:
+        return sum(c[2] for c in list(COMMANDS) if c[3] == background)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -155,6 +251,11 @@ class Timings:
             yield
         finally:
             self.rows.append((name, time.monotonic() - t0, self._cpu() - c0))
+
+    def lane(self, name: str, lane: Lane) -> None:
+        """Record a finished background lane (call after its ``join``)."""
+        self.lanes.append((name, lane.wall, self._commands_cpu(True)
+                           - sum(row[2] for row in self.lanes)))
 
     def show(self, otp: "Otp") -> None:
         from rich.table import Table
@@ -165,10 +266,18 @@ class Timings:
             table.add_column(col, justify="left" if col == "step" else "right")
         for name, wall, cpu in self.rows:
             table.add_row(name, f"{wall:.0f}", f"{cpu:.0f}")
+        for name, wall, cpu in self.lanes:
+            table.add_row(f"[i]{name}[/i]", f"[i]({wall:.0f})[/i]", f"{cpu:.0f}")
         wall = sum(r[1] for r in self.rows)
-        cpu = sum(r[2] for r in self.rows)
+        cpu = sum(r[2] for r in self.rows) + sum(r[2] for r in self.lanes)
         table.add_row("[b]total[/b]", f"[b]{wall:.0f}[/b]", f"[b]{cpu:.0f}[/b]")
         console.print(table)
+        top = Table(title="Costliest strongroom commands (& = in the background lane)")
+        for col in ("command", "wall s", "CPU s"):
+            top.add_column(col, justify="left" if col == "command" else "right")
+        for cmd, wall, cpu, bg in sorted(COMMANDS, key=lambda r: -r[2])[:8]:
+            top.add_row(cmd + (" &" if bg else ""), f"{wall:.0f}", f"{cpu:.0f}")
+        console.print(top)
         try:
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         except OSError:  # pragma: no cover
@@ -242,10 +351,14 @@ def main() -> None:
 
     with times.step("de-identify"):
         step("De-identify before anything is trained (HIPAA Safe Harbor policy)")
+        notes_args = ["data", "deid", "patient-notes", "--out", "patient-notes-deid",
+                      "--subject-field", "subject_id"]
+        notes = Lane("demo deid patient-notes", lambda: sr(notes_args, env, show=False).stdout)
+        console.print(f"[dim]$ strongroom {' '.join(notes_args)} &[/dim]")
         console.print(sr(["data", "deid", "support", "--out", "support-deid", "--subject-field",
                           "subject_id"], env).stdout)
-        console.print(sr(["data", "deid", "patient-notes", "--out", "patient-notes-deid",
-                          "--subject-field", "subject_id"], env).stdout.strip().splitlines()[-1])
+        console.print(notes.join().strip().splitlines()[-1])
+        times.lane("patient-notes deid (beside support's)", notes)
         out = DEMO / "support-deid.jsonl"
         sr(["data", "export", "support-deid", "-o", str(out)], env)
         before = json.loads((DATA / "support.jsonl").read_text(encoding="utf-8").splitlines()[0])
@@ -256,9 +369,24 @@ def main() -> None:
                              if m["role"] != "system")
             console.print(Panel(body, title=f"record {rec['id']} {label}", border_style=style))
 
-    for name, label in (("demo_train", "fine-tune + held-out questions (#4)"),
-                        ("demo_eval", "raw & DP fine-tunes + evaluation (#6)"),
-                        ("demo_serving", "serving + its audit records"),
+    # The #4 fine-tune and its questions (the longest chain) run in a background lane on one
+    # core while the #6 step uses the other (pinned to one thread: never oversubscribe).
+    demo_train = importlib.import_module("demo_train")
+    with times.step("#4 fine-tune: start the lane"):
+        lane = demo_train.start(env)
+    pinned = "STRONGROOM_DEMO_THREADS" in os.environ
+    if not pinned:
+        os.environ["STRONGROOM_DEMO_THREADS"] = "1"
+    try:
+        with times.step("#6 raw, deid & DP fine-tunes + evaluation"):
+            importlib.import_module("demo_eval").run(env, home, otp)
+    finally:
+        if not pinned:
+            del os.environ["STRONGROOM_DEMO_THREADS"]
+    with times.step("#4 fine-tune: wait for the lane, show"):
+        demo_train.finish(lane)
+    times.lane("#4 lane: train + 2 generate (beside #6)", lane)
+    for name, label in (("demo_serving", "serving + its audit records"),
                         ("demo_subjects", "data subjects"), ("demo_backup", "backup + DR drill")):
         with times.step(label):
             importlib.import_module(name).run(env, home, otp)
@@ -281,4 +409,8 @@ if __name__ == "__main__":
     # the step modules do `from demo import sr, step, ...`: let them share this module (one
     # console, one step counter) instead of importing a second copy of it
     sys.modules.setdefault("demo", sys.modules[__name__])
-    main()
+    try:
+        main()
+    except BaseException:
+        Lane.stop()  # no orphan strongroom process when the demo fails or is interrupted
+        raise

@@ -15,7 +15,7 @@ Every action is a real ``strongroom`` command. What it shows, and how it stays h
   raw identifiers come from the raw dataset, read by an admin through the store) and held-out
   perplexity against the base model. Nothing is tuned to make a row look good.
 * To fit the whole demo in minutes on 2 CPU cores the runs are short and the eval samples
-  small: 1,000 candidates per canary instead of the 10,000 the release gate requires, so the
+  small: 500 candidates per canary instead of the 10,000 the release gate requires, so the
   gate refuses every model here on that count as well (fail closed). ``bench/eval.py`` runs the
   full-size version.
 
@@ -23,13 +23,19 @@ What each evaluation sample costs (CPU seconds per model, measured by the phase 
 ``strongroom eval`` now records, on the shared 2-core machine at load 5-8, so quiet-machine
 figures are lower; the table printed after the results gives this run's own):
 
-* exposure, 2 canaries x 1,000 candidates: ~35 CPU s per canary whose secret is not strongly
+* exposure, 2 canaries x 1,000 candidates (the demo's size until 2026-11-29; now 500, see
+  below): ~35 CPU s per canary whose secret is not strongly
   memorised (every candidate that outranks it must be scored in full, ~7.5 forward tokens
   each with the shared-prefix trie scorer); a strongly memorised secret stops almost every
   candidate after a few tokens. 10,000 candidates (the gate's minimum) would cost ~10x that
   for the DP row (about 12 CPU minutes for its two canaries), which is why the demo stays
-  at 1,000 and the gate refuses every model here on that count as well; bench/eval.py runs
-  10,000.
+  small and the gate refuses every model here on that count as well; bench/eval.py runs
+  10,000. Since the #4 fine-tune runs beside this step (examples/demo.py, ``Lane``) this
+  step has one thread, and exposure was ~70 % of its evaluation CPU (66 / 100 / 80 CPU s of
+  108 / 126 / 99 per model at 1 thread, load 4), so the demo now draws 500 candidates: 200
+  of them are still scored in full for the histogram and the fit (``distribution_sample_size``),
+  only the pruned remainder shrinks, and the most a memorised secret can show is
+  log2(500) = 8.97 bits instead of 9.97.
 * membership, 16 training vs 16 held-out records: ~8 CPU s (fine-tuned and base losses; the
   base losses are shared by the deid and DP models). 16 vs 16 gives an AUC with a 95 %
   interval about +-0.2 wide: enough to see raw > DP, not to rank close models.
@@ -74,7 +80,7 @@ TRAIN_ARGS = ["--max-steps", "8", "--max-seq-len", "128", "--batch-size", "8", "
               "--lora-r", "16", "--eval-fraction", "0.3", "--canaries", "2",
               "--canary-repeats", "16", "--seed", "0", "--quiet"]
 #: One process for the three evaluations (the base model is loaded once); small samples.
-EVAL_ARGS = ["--suites", "quality,privacy", "--candidates", "1000", "--members", "16",
+EVAL_ARGS = ["--suites", "quality,privacy", "--candidates", "500", "--members", "16",
              "--extraction-records", "6", "--qa-records", "1", "--max-new-tokens", "24",
              "--quiet"]
 

@@ -52,7 +52,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from demo import DATA, console, sr, step, threads  # noqa: E402  (examples/ is on sys.path)
+from demo import DATA, Lane, console, sr, step, threads  # noqa: E402  (examples/ is on sys.path)
 
 MODEL = "support-assistant"
 DATASET = "support-deid"
@@ -135,43 +135,63 @@ def ensure_dataset(env: dict[str, str]) -> None:
 
 
 def ask(model: str, questions: list[dict[str, Any]], systems: dict[str, str],
-        env: dict[str, str]) -> list[str]:
+        env: dict[str, str], n_threads: str | None = None) -> list[str]:
     """One generate call per institution (one model load each), under its system prompt."""
     answers: dict[int, str] = {}
     for inst in sorted({q["institution"] for q in questions}):
         idx = [i for i, q in enumerate(questions) if q["institution"] == inst]
         res = sr(["generate", model, *[questions[i]["question"] for i in idx],
                   "--system", systems[inst], "--max-new-tokens", str(MAX_NEW_TOKENS),
-                  "--threads", threads(), "--json"], env, show=False)
+                  "--threads", n_threads or threads(), "--json"], env, show=False)
         data = json.loads(res.stdout)
         got = data["answers"] if "answers" in data else [data["answer"]]
         answers.update(zip(idx, got))
     return [answers[i] for i in range(len(questions))]
 
 
-def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - demo signature
-    step("Fine-tune SmolLM2-135M on the bank's de-identified chats, then ask held-out questions")
-    ensure_dataset(env)
-    t0 = time.monotonic()
-    info = json.loads(sr(["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS, "--threads", threads(), "--json"],
-                         env, live=True).stdout)
-    s = info["summary"]
-    console.print(f"trained {MODEL} v{info['version']} in {time.monotonic() - t0:.0f} s "
-                  f"({s.get('precision', 'fp32')}): "
-                  f"{s['steps']} steps on {s['train_records']} de-identified chats, held-out "
-                  f"loss {s['initial_eval_loss']:.3f} -> {s['final_eval_loss']:.3f}; adapter, "
-                  "card and metrics stored encrypted")
+def start(env: dict[str, str]) -> Lane:
+    """Start the fine-tune and then the held-out questions in a background lane (one core).
 
+    examples/demo.py runs the #6 evaluation step on the other core meanwhile; ``finish``
+    waits for the lane and shows what it found.
+    """
+    step("Fine-tune SmolLM2-135M on the bank's de-identified chats (in a background lane)")
+    ensure_dataset(env)
     rows = [json.loads(line) for line in
             (DATA / "policy_qa.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     questions = pick_questions(rows, institution_of(DOMAIN))
     systems = system_prompts()
-    console.print(f"[dim]$ strongroom generate {BASE} / {MODEL} <{len(questions)} held-out "
-                  "questions> --system <the institution's prompt>[/dim]")
-    t1 = time.monotonic()
-    base = ask(BASE, questions, systems, env)
-    tuned = ask(MODEL, questions, systems, env)
+    args = ["train", "--dataset", DATASET, "--out", MODEL, *TRAIN_ARGS, "--threads", "1",
+            "--quiet", "--json"]
+    console.print("[dim]$ strongroom " + " ".join(args) + " &&[/dim]")
+    console.print(f"[dim]  strongroom generate {BASE} / {MODEL} <{len(questions)} held-out "
+                  "questions> --system <the institution's prompt> --threads 1 &[/dim]")
+    console.print("  the bank's fine-tune and its questions run on one core while the next step "
+                  "uses the other; the answers follow that step")
 
+    def work() -> dict[str, Any]:
+        t0 = time.monotonic()
+        info = json.loads(sr(args, env, show=False).stdout)
+        t_train = time.monotonic() - t0
+        base = ask(BASE, questions, systems, env, "1")
+        tuned = ask(MODEL, questions, systems, env, "1")
+        return {"info": info, "train_s": t_train, "questions": questions, "base": base,
+                "tuned": tuned, "answers_s": time.monotonic() - t0 - t_train}
+
+    return Lane("demo #4 fine-tune", work)
+
+
+def finish(lane: Lane) -> None:
+    """Wait for the lane, then show the training summary and the held-out answers."""
+    step("The bank's fine-tune: held-out questions, base model beside it")
+    out = lane.join()
+    info, questions, base, tuned = out["info"], out["questions"], out["base"], out["tuned"]
+    s = info["summary"]
+    console.print(f"trained {MODEL} v{info['version']} in {out['train_s']:.0f} s "
+                  f"({s.get('precision', 'fp32')}, one thread, beside the previous step): "
+                  f"{s['steps']} steps on {s['train_records']} de-identified chats, held-out "
+                  f"loss {s['initial_eval_loss']:.3f} -> {s['final_eval_loss']:.3f}; adapter, "
+                  "card and metrics stored encrypted")
     table = Table(title="Held-out questions (wording never seen in training)", show_lines=True)
     for col, width in (("question", 28), ("reference answer", 30), ("base model", 30),
                        ("fine-tuned", 30)):
@@ -187,6 +207,10 @@ def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - de
     console.print(table)
     n = len(questions)
     console.print(f"[bold]states the right figures: fine-tuned {score['tuned']}/{n}, base model "
-                  f"{score['base']}/{n}[/bold] (answers generated in "
-                  f"{time.monotonic() - t1:.0f} s; training + questions "
-                  f"{time.monotonic() - t0:.0f} s)")
+                  f"{score['base']}/{n}[/bold] (answers generated in {out['answers_s']:.0f} s; "
+                  f"the lane took {lane.wall:.0f} s)")
+
+
+def run(env: dict[str, str], home: Path, otp: Any) -> None:  # noqa: ARG001 - demo signature
+    """The whole step (for running it alone)."""
+    finish(start(env))
