@@ -37,7 +37,9 @@ def default_engine(policy: str = "hipaa-safe-harbor") -> Any:
     """A detection-only engine (its keyed operators are never used here, so any key will do)."""
     from strongroom.privacy import DeidEngine
 
-    return DeidEngine(policy, secret=_secrets.token_bytes(32))
+    # shared by every caller: no detection cache across calls (a hit would time another
+    # caller's text; see DeidEngine's cross_call_cache)
+    return DeidEngine(policy, secret=_secrets.token_bytes(32), cross_call_cache=False)
 
 
 def _analyze_many(engine: Any, texts: list[str]) -> list[list]:

@@ -262,5 +262,7 @@ def _engine_for(runtime: Any, pii_policy: str) -> Any:
     if key not in _ENGINES:
         from strongroom.privacy import DeidEngine
 
-        _ENGINES[key] = DeidEngine(pii_policy, secret=runtime.deid.secret())
+        # shared by every principal: no detection cache across requests (DeidEngine docstring)
+        _ENGINES[key] = DeidEngine(pii_policy, secret=runtime.deid.secret(),
+                                   cross_call_cache=False)
     return _ENGINES[key]
