@@ -16,6 +16,8 @@ import re
 import secrets as _secrets
 import threading
 import weakref
+from collections import OrderedDict
+from copy import copy
 from functools import lru_cache
 from typing import Any
 
@@ -77,13 +79,48 @@ def _batcher(engine: Any) -> Batcher:
         return b
 
 
-def _analyze(engine: Any, text: str) -> list:
-    """The engine's spans for ``text``; merged with concurrent requests' texts (``Batcher``)."""
+#: Per-principal memo of spans (the deployment's system prompt comes back on every request of
+#: an app key: re-reading it cost ~5 ms CPU per request). Keyed by (memo scope, text), so a hit
+#: only ever times the caller's own earlier text; the engines themselves keep nothing across
+#: calls (``DeidEngine(cross_call_cache=False)``). Bounded in entries and text length.
+MEMO_ENTRIES = 4_096  # per engine
+MEMO_MAX_CHARS = 2_000
+_MEMOS: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], list]]" = \
+    weakref.WeakKeyDictionary()
+_MEMO_LOCK = threading.Lock()
+
+
+def _analyze(engine: Any, text: str, scope: str = "") -> list:
+    """The engine's spans for ``text``; merged with concurrent requests' texts (``Batcher``).
+
+    ``scope`` (the request's ``memo_scope``, the principal id) enables the per-principal memo;
+    "" never reuses anything.
+    """
+    key = (scope, text) if scope and len(text) <= MEMO_MAX_CHARS else None
+    memo = None
+    if key is not None:
+        with _MEMO_LOCK:
+            try:
+                memo = _MEMOS.setdefault(engine, OrderedDict())
+            except TypeError:  # an engine that cannot be weakly referenced: no memo
+                key = None
+            else:
+                hit = memo.get(key)
+                if hit is not None:
+                    memo.move_to_end(key)
+                    return [copy(s) for s in hit]
     try:
         b = _batcher(engine)
     except TypeError:  # an engine that cannot be weakly referenced: no batching
-        return _analyze_many(engine, [text])[0]
-    return b.run([text])[0]
+        spans = _analyze_many(engine, [text])[0]
+    else:
+        spans = b.run([text])[0]
+    if key is not None and memo is not None:
+        with _MEMO_LOCK:
+            memo[key] = [copy(s) for s in spans]
+            while len(memo) > MEMO_ENTRIES:
+                memo.popitem(last=False)
+    return spans
 
 
 class PiiScanner:
@@ -103,7 +140,7 @@ class PiiScanner:
             if not hits:
                 return text
             return act(self, ctx, code="pii", original=text, rewritten=rewrite(text, hits), count=len(hits))
-        spans = [s for s in _analyze(self.engine, text) if s.entity_type not in SECRET_IN
+        spans = [s for s in _analyze(self.engine, text, ctx.memo_scope) if s.entity_type not in SECRET_IN
                  and _identifying(s, text) and not _inside_token(text, s.start, s.end)]
         if not spans:
             return text
@@ -140,7 +177,7 @@ class PiiScanner:
     def hits(self, text: str, ctx: RequestContext) -> list[Hit]:
         """Identifiers in an answer, except the request's own tokens and secrets (their own scanner)."""
         out = []
-        for s in _analyze(self.engine, text):
+        for s in _analyze(self.engine, text, ctx.memo_scope):
             if s.entity_type in SECRET_OUT or not _identifying(s, text) or _inside_token(text, s.start, s.end):
                 continue
             out.append(Hit(s.start, s.end, "pii", f"[REDACTED_{s.entity_type}]", s.score))
