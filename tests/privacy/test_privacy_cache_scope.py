@@ -11,24 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from strongroom.privacy.fakes import CountingNer
+
 TEXT = ("Patient Ngozi Obi was seen in Springfield on 12 March 2024. "
         "Call her back at 555-201-7788 if the results change.")
-
-
-class CountingNer:
-    """Wraps the loaded NER backend and records the texts the model actually reads."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.read: list[str] = []
-
-    def pipe(self, texts, batch_size=256):
-        texts = list(texts)
-        self.read.extend(texts)
-        return self.inner.pipe(texts, batch_size=batch_size)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def _counting(engine) -> CountingNer:

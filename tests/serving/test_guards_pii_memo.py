@@ -10,23 +10,11 @@ from __future__ import annotations
 
 import pytest
 
+from strongroom.privacy.fakes import CountingNer
+
 from strongroom.serving.guards import pii
 
 TEXT = "Patient Ngozi Obi was seen in Springfield on 12 March 2024."
-
-
-class CountingNer:
-    def __init__(self, inner):
-        self.inner = inner
-        self.read: list[str] = []
-
-    def pipe(self, texts, batch_size=256):
-        texts = list(texts)
-        self.read.extend(texts)
-        return self.inner.pipe(texts, batch_size=batch_size)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 @pytest.fixture()
