@@ -384,8 +384,8 @@ def main() -> None:
         if not pinned:
             del os.environ["STRONGROOM_DEMO_THREADS"]
     with times.step("#4 fine-tune: wait for the lane, show"):
-        demo_train.finish(lane)
-    times.lane("#4 lane: train + 2 generate (beside #6)", lane)
+        demo_train.finish(lane, env)
+    times.lane("#4 lane: train + generate (beside #6)", lane)
     for name, label in (("demo_serving", "serving + its audit records"),
                         ("demo_subjects", "data subjects"), ("demo_backup", "backup + DR drill")):
         with times.step(label):
