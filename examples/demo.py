@@ -4,14 +4,19 @@ Every step is a real `strongroom` command in a subprocess, against a fresh home 
 .demo/. The passphrase is generated for this run; the admin's API key and TOTP secret come
 from `strongroom init --json`, exactly as an operator would receive them.
 
-At the end it prints where the time went: wall and CPU seconds per step (CPU of the
-`strongroom` commands, RUSAGE_CHILDREN, plus the demo's own), the number of commands and of
-TOTP waits. Measured 2026-11-29 on a quiet 2-core machine (load 1-2, 2 torch threads): 666 s
-wall (11 min 13 s for `make demo`), 1,084 CPU s: the #4 fine-tune + questions 266 s (training
-229 s) and the three #6 fine-tunes + evaluation 277 s (training 35 / 37 / 43 s, evaluation of
-the three 149 s) are 82 % of it; 48 commands, 0 TOTP waits. Earlier the same day: 1,819 s,
-before the base-model conversion cache (each model command spent ~40 s parsing the GGUF), the
-trie scorer for exposure, and the DP run's batch of 8 subjects instead of all of them.
+At the end it prints where the time went: wall and CPU seconds per step (each command's own CPU
+from wait4, plus the demo's), the costliest commands, the number of commands and of TOTP waits.
+
+The #4 fine-tune runs in a background lane (``Lane``) on one core while the #6 step runs on the
+other, one torch thread each. Measured 2026-11-29 on the quiet 2-core machine (load 1-2),
+``/usr/bin/time make demo``: 9 min 30 s (569 s of demo, 944 CPU s; the lane 384 s: the 40-step
+fine-tune 346 s, its answers 38 s; the #6 step 405 s: fine-tunes 64 / 57 / 88 s, evaluation
+182 s; the base model's answers 31 s after it, while the lane finished). Before the lanes, with
+2-thread commands one after the other: 12 min 47 s (767 s, 1,229 CPU s) the same day; a quiet
+run with the lane holding both generate calls took 10 min 18 s, the main
+core then waiting 54 s for the lane. Earlier still: 1,819 s, before the base-model conversion
+cache (each model command spent ~40 s parsing the GGUF), the trie scorer for exposure, and the
+DP run's batch of 8 subjects instead of all of them.
 """
 
 from __future__ import annotations

@@ -19,11 +19,15 @@ Every action is a real ``strongroom`` command. What the demo shows, and how it s
 * Nothing is hard-wired: the model is trained with ordinary hyperparameters on the whole
   de-identified dataset; if it does not know a fact, the table says so.
 
-Budget: one training process and one generate per model. Measured on the shared 2-core machine:
-about 6 s a training step when it was quiet (so ~4 min for 40 steps, ~5.5 min with loading and
-answering), 20-90 s a step when it was not. The 25-step run took 780 s under contention; its
-held-out loss fell 2.68 -> 0.36 but it stated the right figures for only 1 of the 4 questions,
-hence 40 steps (not verified end to end here before the deadline: see the closing report).
+Budget: one training process and one generate per model. The fine-tune and the fine-tuned
+model's answers run in a background lane with one torch thread (``start``/``finish``;
+examples/demo.py runs the #6 step on the other core meanwhile); the base model's answers run on
+the main core afterwards. Quiet 2-core machine, 2026-11-29: the 40 steps took 346-398 s on one
+thread (bf16), the answers 31-38 s per model; 2/4 vs 0/4 in both quiet runs. Earlier, with
+2 threads and nothing beside it: about 6 s a training step when it was quiet (~4 min for 40
+steps, ~5.5 min with loading and answering), 20-90 s a step when it was not. The 25-step run
+took 780 s under contention; its held-out loss fell 2.68 -> 0.36 but it stated the right
+figures for only 1 of the 4 questions, hence 40 steps.
 
 Precision: ``strongroom train`` defaults to ``--precision auto``, bf16 mixed precision on a CPU
 with AMX/AVX512-BF16 (this one), fp32 elsewhere; the line after training says which ran. Same
