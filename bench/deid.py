@@ -12,15 +12,23 @@
                                                         # short prompts one at a time, p50/p90 wall and CPU ms
     .venv/bin/python bench/deid.py --snapshot DIR --big-mb 3
                                                         # every output speed work must leave byte-identical, to
-                                                        # compare with `diff -r`. Only big_*.w1 is reproducible:
-                                                        # at 2 workers the re-scan reads tags numbered from a
-                                                        # random per-run base (privacy.fileio._BlockTags), and
-                                                        # ~0.3 % of records come out differently run to run
+                                                        # compare with `diff -r`. big_*.w2 is reproducible too
+                                                        # since the workers' tag base is keyed by the secret
+                                                        # (privacy.fileio.task_tag_base); it was random per run,
+                                                        # and ~0.3 % of records came out differently run to run
 
 Memory at 2 workers, measured on 20 MB (35,362 records, --sample-s 5, 408 s): each worker 625 MB
 at 5 s, 648 MB at 205 s, 650 MB at the end (the bounded caches fill, then flat); the parent 702 ->
 731 MB while the dataset-wide tag table grows, 752 MB once it spills to disk (38,066 values), then
 flat to the end. The 1 GB run's rss_timeline is the check at scale.
+
+2 workers vs 1 on idle cores (2026-11-29, load 0.7-1.8, nothing else running; `--data --big-mb 10
+--workers 1 2`, then `--workers 2 1 --keep-output`, 17,598 records, hipaa-safe-harbor): 117.0 s vs
+63.5 s (1.84x) and 128.4 s vs 63.8 s (2.01x); 1 worker 150 / 137 records per s, 2 workers 277 / 276
+(1.98 CPU per wall s, the two workers 60.9 / 61.4 CPU s, the parent 1.0). Projected 1 GB at 2 workers:
+109 min. Memory flat within the run: worker max 635 MB in the first half, 638 MB in the second;
+parent 702 / 710 MB. Both outputs hold the same number of masked cards; the 2-worker re-scan
+reports 8 CREDIT_CARD findings as "second pass" that the 1-worker run found in its first pass.
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
