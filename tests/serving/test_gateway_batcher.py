@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
 
@@ -43,6 +45,26 @@ def _queued(b: Batcher, n: int) -> None:
         time.sleep(0.005)
 
 
+@contextmanager
+def _behind_lead(b: Batcher, gate: Gate, workers: int
+                 ) -> Iterator[Callable[[list[str]], Future]]:
+    """A first call holds the model (``gate``); calls submitted inside queue behind it. On exit,
+    once they are all queued, the gate opens and the first call must get its own answer."""
+    with ThreadPoolExecutor(workers) as pool:
+        first = pool.submit(b.run, ["lead"])
+        assert gate.entered.wait(10)
+        submitted: list[Future] = []
+
+        def submit(items: list[str]) -> Future:
+            submitted.append(pool.submit(b.run, items))
+            return submitted[-1]
+
+        yield submit
+        _queued(b, len(submitted))
+        gate.release.set()
+        assert first.result(10) == ["LEAD"]
+
+
 def test_sequential_calls_are_passed_through_one_by_one() -> None:
     seen: list[list[str]] = []
     b: Batcher[str, str] = Batcher(lambda xs: seen.append(list(xs)) or [x * 2 for x in xs])
@@ -55,15 +77,10 @@ def test_sequential_calls_are_passed_through_one_by_one() -> None:
 def test_waiting_callers_share_one_call_and_get_their_own_results() -> None:
     gate = Gate()
     b: Batcher[str, str] = Batcher(gate, max_items=32)
-    with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(b.run, ["lead"])
-        assert gate.entered.wait(10)
-        rest = {f"t{i}": pool.submit(b.run, [f"t{i}", f"t{i}-b"]) for i in range(6)}
-        _queued(b, 6)
-        gate.release.set()
-        assert first.result(10) == ["LEAD"]
-        for name, fut in rest.items():
-            assert fut.result(10) == [name.upper(), f"{name}-b".upper()]
+    with _behind_lead(b, gate, 8) as submit:
+        rest = {f"t{i}": submit([f"t{i}", f"t{i}-b"]) for i in range(6)}
+    for name, fut in rest.items():
+        assert fut.result(10) == [name.upper(), f"{name}-b".upper()]
     assert len(gate.calls) == 2 and sorted(gate.calls[1]) == sorted(
         x for i in range(6) for x in (f"t{i}", f"t{i}-b"))
 
@@ -71,32 +88,20 @@ def test_waiting_callers_share_one_call_and_get_their_own_results() -> None:
 def test_a_batch_stays_within_max_items() -> None:
     gate = Gate()
     b: Batcher[str, str] = Batcher(gate, max_items=3)
-    with ThreadPoolExecutor(8) as pool:
-        first = pool.submit(b.run, ["lead"])
-        assert gate.entered.wait(10)
-        futs = [pool.submit(b.run, [f"x{i}"]) for i in range(7)]
-        _queued(b, 7)
-        gate.release.set()
-        assert first.result(10) == ["LEAD"]
-        assert [f.result(10) for f in futs] == [[f"X{i}"] for i in range(7)]
+    with _behind_lead(b, gate, 8) as submit:
+        futs = [submit([f"x{i}"]) for i in range(7)]
+    assert [f.result(10) for f in futs] == [[f"X{i}"] for i in range(7)]
     assert all(len(c) <= 3 for c in gate.calls) and len(gate.calls) == 1 + 3
 
 
 def test_one_crashing_request_fails_alone() -> None:
     gate = Gate(fail_on="poison")
     b: Batcher[str, str] = Batcher(gate)
-    with ThreadPoolExecutor(4) as pool:
-        first = pool.submit(b.run, ["lead"])
-        assert gate.entered.wait(10)
-        good = pool.submit(b.run, ["fine"])
-        bad = pool.submit(b.run, ["poison"])
-        good2 = pool.submit(b.run, ["also fine"])
-        _queued(b, 3)
-        gate.release.set()
-        assert first.result(10) == ["LEAD"]
-        assert good.result(10) == ["FINE"] and good2.result(10) == ["ALSO FINE"]
-        with pytest.raises(RuntimeError):
-            bad.result(10)
+    with _behind_lead(b, gate, 4) as submit:
+        good, bad, good2 = submit(["fine"]), submit(["poison"]), submit(["also fine"])
+    assert good.result(10) == ["FINE"] and good2.result(10) == ["ALSO FINE"]
+    with pytest.raises(RuntimeError):
+        bad.result(10)
     assert b.run(["after"]) == ["AFTER"]  # not stuck
 
 
