@@ -60,6 +60,7 @@ def test_memo_hands_out_copies_and_stays_bounded(counted, monkeypatch):
     spans[0].start = -1  # a caller editing its spans must not change the memo
     assert all(s.start >= 0 for s in pii._analyze(engine, TEXT, "key:alice"))
     monkeypatch.setattr(pii, "MEMO_ENTRIES", 3)
+    pii._MEMOS.pop(engine, None)  # the bound is the memo's own, set when it is made
     for i in range(6):
         pii._analyze(engine, f"Call Ngozi Obi on day {i}.", "key:alice")
     assert len(pii._MEMOS[engine]) == 3

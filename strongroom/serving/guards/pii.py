@@ -16,7 +16,6 @@ import re
 import secrets as _secrets
 import threading
 import weakref
-from collections import OrderedDict
 from copy import copy
 from functools import lru_cache
 from typing import Any
@@ -25,6 +24,7 @@ from strongroom.serving.guards.actions import act
 from strongroom.serving.guards.base import RequestContext, Stage
 from strongroom.serving.guards.batcher import Batcher
 from strongroom.serving.guards.hits import Hit, rewrite
+from strongroom.serving.guards.memo import ScopedMemo
 from strongroom.serving.guards.secrets import INPUT_TYPES as SECRET_IN
 from strongroom.serving.guards.secrets import OUTPUT_TYPES as SECRET_OUT
 
@@ -80,14 +80,22 @@ def _batcher(engine: Any) -> Batcher:
 
 
 #: Per-principal memo of spans (the deployment's system prompt comes back on every request of
-#: an app key: re-reading it cost ~5 ms CPU per request). Keyed by (memo scope, text), so a hit
-#: only ever times the caller's own earlier text; the engines themselves keep nothing across
-#: calls (``DeidEngine(cross_call_cache=False)``). Bounded in entries and text length.
+#: an app key: re-reading it cost ~5 ms CPU per request). A ``ScopedMemo`` per engine (keyed by
+#: HMAC of the principal and the text, bounded, expiring), so a hit only ever times the caller's
+#: own earlier text; the engines themselves keep nothing across calls
+#: (``DeidEngine(cross_call_cache=False)``).
 MEMO_ENTRIES = 4_096  # per engine
 MEMO_MAX_CHARS = 2_000
-_MEMOS: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], list]]" = \
-    weakref.WeakKeyDictionary()
-_MEMO_LOCK = threading.Lock()
+_MEMOS: "weakref.WeakKeyDictionary[Any, ScopedMemo[list]]" = weakref.WeakKeyDictionary()
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo_for(engine: Any) -> ScopedMemo[list] | None:
+    with _MEMOS_LOCK:
+        try:
+            return _MEMOS.setdefault(engine, ScopedMemo(MEMO_ENTRIES))
+        except TypeError:  # an engine that cannot be weakly referenced: no memo
+            return None
 
 
 def _analyze(engine: Any, text: str, scope: str = "") -> list:
@@ -96,30 +104,20 @@ def _analyze(engine: Any, text: str, scope: str = "") -> list:
     ``scope`` (the request's ``memo_scope``, the principal id) enables the per-principal memo;
     "" never reuses anything.
     """
-    key = (scope, text) if scope and len(text) <= MEMO_MAX_CHARS else None
-    memo = None
-    if key is not None:
-        with _MEMO_LOCK:
-            try:
-                memo = _MEMOS.setdefault(engine, OrderedDict())
-            except TypeError:  # an engine that cannot be weakly referenced: no memo
-                key = None
-            else:
-                hit = memo.get(key)
-                if hit is not None:
-                    memo.move_to_end(key)
-                    return [copy(s) for s in hit]
+    memo = _memo_for(engine) if scope and len(text) <= MEMO_MAX_CHARS else None
+    if memo is not None:
+        keys = memo.keys(scope, [text])
+        hit = memo.get(keys)[0]
+        if hit is not None:
+            return [copy(s) for s in hit]
     try:
         b = _batcher(engine)
     except TypeError:  # an engine that cannot be weakly referenced: no batching
         spans = _analyze_many(engine, [text])[0]
     else:
         spans = b.run([text])[0]
-    if key is not None and memo is not None:
-        with _MEMO_LOCK:
-            memo[key] = [copy(s) for s in spans]
-            while len(memo) > MEMO_ENTRIES:
-                memo.popitem(last=False)
+    if memo is not None:
+        memo.put(keys, [[copy(s) for s in spans]])
     return spans
 
 

@@ -17,12 +17,8 @@ wins. Fail closed: any exception inside a scanner becomes ``GuardBlocked("guard_
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets as _secrets
 import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -32,6 +28,7 @@ from strongroom.serving.guards.base import Finding, GuardBlocked, GuardPolicy, O
 from strongroom.serving.guards.canary import CanaryScanner
 from strongroom.serving.guards.injection import InjectionClassifier, InjectionScanner, load_default
 from strongroom.serving.guards.limits import LimitsScanner
+from strongroom.serving.guards.memo import ScopedMemo
 from strongroom.serving.guards.pii import PiiScanner, default_engine
 from strongroom.serving.guards.secrets import SecretsScanner
 from strongroom.serving.guards.stream import GuardedStream
@@ -169,29 +166,23 @@ class ScoreMemo:
     scores), so a remembered score is the score the classifier gives that text; the policy
     (block, flag) is still applied per request by the scanner.
 
-    Safety: entries are keyed by HMAC-SHA-256 (per-process random key) of the scope and the
-    text, never the text; the scope is the principal, so one caller's latency cannot reveal
-    whether another caller sent a given message; without a scope nothing is remembered or
-    reused. Bounded in entries (least recently used dropped) and in age (``ttl_s``).
+    Safety: a ``ScopedMemo`` (guards.memo): keyed by HMAC of the scope (the principal) and the
+    text, never the text; without a scope nothing is remembered or reused; bounded in entries
+    and in age (``ttl_s``).
     """
 
     def __init__(self, classifier: Any, *, max_entries: int = 4096, ttl_s: float = 600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.classifier = classifier
         self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._key = _secrets.token_bytes(32)
-        self._memo: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._memo: ScopedMemo[float] = ScopedMemo(max_entries, ttl_s, clock)
         self._scope = threading.local()
         # concurrent requests' unremembered texts go to the classifier in one call: MiniLM
         # costs ~20 ms CPU for one short text, ~7 ms per text in a batch of 8 (guards.batcher)
         self._batcher: Batcher[str, float] = Batcher(lambda texts: self.classifier.detect(texts),
                                                      max_items=32)
 
-    _OWN = frozenset({"classifier", "max_entries", "ttl_s", "_clock", "_key", "_memo", "_lock",
-                      "_scope", "_batcher"})
+    _OWN = frozenset({"classifier", "max_entries", "_memo", "_scope", "_batcher"})
 
     def __getattr__(self, name: str) -> Any:  # threshold, blocks, ... of the real classifier
         if name in ScoreMemo._OWN:
@@ -225,29 +216,16 @@ class ScoreMemo:
         scope = getattr(self._scope, "value", "")
         if not scope or not self.max_entries:
             return [float(v) for v in self._batcher.run(texts)]
-        prefix = scope.encode("utf-8") + b"\0"
-        digests = [hmac.new(self._key, prefix + t.encode("utf-8", "surrogatepass"),
-                            hashlib.sha256).digest() for t in texts]
-        now = self._clock()
-        out: list[float | None] = [None] * len(texts)
-        with self._lock:
-            for i, d in enumerate(digests):
-                hit = self._memo.get(d)
-                if hit is not None and hit[0] > now:
-                    self._memo.move_to_end(d)
-                    out[i] = hit[1]
+        keys = self._memo.keys(scope, texts)
+        out = self._memo.get(keys)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
             scores = self._batcher.run([texts[i] for i in todo])
             if len(scores) != len(todo):
                 raise ValueError("classifier returned the wrong number of scores")
-            with self._lock:
-                for i, sc in zip(todo, scores):
-                    out[i] = float(sc)
-                    self._memo[digests[i]] = (now + self.ttl_s, float(sc))
-                    self._memo.move_to_end(digests[i])
-                while len(self._memo) > self.max_entries:
-                    self._memo.popitem(last=False)
+            for i, sc in zip(todo, scores):
+                out[i] = float(sc)
+            self._memo.put([keys[i] for i in todo], [float(sc) for sc in scores])
         return [float(v) for v in out]  # type: ignore[arg-type]
 
 
