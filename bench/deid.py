@@ -30,6 +30,13 @@ flat to the end. The 1 GB run's rss_timeline is the check at scale.
 parent 702 / 710 MB. Both outputs hold the same number of masked cards; the 2-worker re-scan
 reports 8 CREDIT_CARD findings as "second pass" that the 1-worker run found in its first pass.
 
+The 1 GB run (2026-11-29, `--data --big-mb 1024 --workers 2 --tmp /var/tmp/deid --sample-s 30`, nothing
+else heavy): 1,803,775 records in 7,730 s (128.8 min, 233 records/s, 1.96 CPU per wall second; workers
+7,368 / 7,371 CPU s, parent 373), safe for training, no residual finding, 4,959,572 tag values spilled
+to disk. Parent RSS 742.6 MB from 330 s to the end. Workers 634 MB at 30 s, 651 MB at 2,430 s,
+683-692 MB from 2,730 to 6,930 s, 724 MB from 7,230 s: bounded by the input's size (the same
+process de-identified 100 MB at 654 MB) but not flat; the steps were not explained.
+
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
 it; a prediction is correct if it overlaps any gold span), untyped character recall (share of
