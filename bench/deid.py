@@ -34,8 +34,8 @@ The 1 GB run (2026-11-29, `--data --big-mb 1024 --workers 2 --tmp /var/tmp/deid 
 else heavy): 1,803,775 records in 7,730 s (128.8 min, 233 records/s, 1.96 CPU per wall second; workers
 7,368 / 7,371 CPU s, parent 373), safe for training, no residual finding, 4,959,572 tag values spilled
 to disk. Parent RSS 742.6 MB from 330 s to the end. Workers 634 MB at 30 s, 651 MB at 2,430 s,
-683-692 MB from 2,730 to 6,930 s, 724 MB from 7,230 s: bounded by the input's size (the same
-process de-identified 100 MB at 654 MB) but not flat; the steps were not explained.
+683-692 MB from 2,730 to 6,930 s, 724 MB from 7,230 s: not growing with the input (100 MB
+ended at 654 MB) but not flat either; the steps were not explained.
 
 Data: ../shared/data/pii/presidio_{synth_v2,generated_large}.json (relative to the repo root).
 Metrics: untyped span overlap P/R/F1 (a gold span counts as found if any predicted span overlaps
@@ -56,9 +56,9 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -191,8 +191,8 @@ def quality(args: argparse.Namespace) -> dict:
     vocabulary has met the set's words, lazy state is built), then N timed passes, the order of
     the engines reversed every round (ABC, CBA, ABC), and the median counts. Why: a single cold
     pass in a fixed order charged whichever engine ran first after a model load for one-time
-    costs, and the 2-core machine's neighbours shifted each engine's figure by 10-20 % from one
-    minute to the next; the same code then measured 4.1-6.2x against Presidio in different runs.
+    costs, and the 2-core machine's neighbours shifted each engine's figure by 10-40 % from one
+    pass to the next; the same code then measured 4.1-6.2x against Presidio in different runs.
     --rounds 0 times the single cold first pass instead (the method before 2026-11-29).
     Both engines run single-threaded; CPU seconds are what the work cost, wall seconds also count
     time the shared machine gave to others (compare both).
