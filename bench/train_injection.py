@@ -22,13 +22,16 @@ Features: character 2-5-grams and word 1-2-grams (TF-IDF, fitted per fold) and t
 MiniLM blocks: the sentence embedding, the token maximum and, as cross-validated block sets
 (``LAYER_SETS``), the token means of intermediate layers, all from one forward pass, computed
 once for the union of the sets and sliced per set. Fine-tuning MiniLM's top layer instead was
-tried on 2026-11-29 and not adopted (see the guards README).
+tried on 2026-11-29 and not adopted (see the guards README). ``--lora DIR`` also weighs MiniLM
+fine-tuned with LoRA in every layer (``bench/injection_lora.py`` writes its folds to DIR): it
+replaces the linear model only if its out-of-fold F1 is ``LORA_MARGIN`` higher with every target met.
 
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
         [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier.json] \
-        [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--mlp] [--no-groups] [--check]
+        [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--mlp] [--no-groups] [--check] \
+        [--lora DIR]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
 ``--quick`` cross-validates only the first candidate; ``--mlp`` also tries averaging with an MLP;
@@ -47,6 +50,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -58,8 +62,8 @@ sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.embedder import EMBED_MAX_TOKENS, model_sha256  # noqa: E402
 from strongroom.serving.guards.injection import (  # noqa: E402
-    DEFAULT_PATH, DENSE_BLOCKS, EMBED_DIM, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier, dense_features,
-    segments,
+    DEFAULT_PATH, DENSE_BLOCKS, EMBED_DIM, ENCODER_BLOCKS, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier,
+    dense_features, segments,
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
@@ -516,6 +520,46 @@ def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha
     return model
 
 
+# The fine-tuned encoder (bench/injection_lora.py) replaces the frozen-feature linear model only if
+# its out-of-fold F1 is higher by more than this, with every false-positive target met: it costs
+# 40 CPU minutes to retrain and a second copy of MiniLM in memory.
+LORA_MARGIN = 0.005
+
+
+def lora_candidate(cache: Path, train: Path, texts: list[str], y: np.ndarray, src: np.ndarray, split) -> dict:
+    """The fine-tuned encoder's out-of-fold document and sentence scores (``spec``, the final
+    fit, only read when the encoder is chosen: ``lora_spec``).
+
+    Refuses folds computed on other inputs (another train.jsonl, generator or grouping).
+    """
+    from bench.injection_lora import inputs_digest
+
+    sha = inputs_digest(train, texts, split)
+    doc = np.full(len(y), np.nan)
+    seg = np.zeros(len(y))
+    for k in range(len(split)):
+        f = cache / f"lora_fold{k}.npz"
+        if not f.is_file():
+            raise SystemExit(f"{f} is missing: run bench/injection_lora.py --fold {k} --cache {cache}")
+        z = np.load(f)
+        if str(z["sha"]) != sha or not np.array_equal(z["te"], split[k][1]):
+            raise SystemExit(f"{f} was computed on other inputs")
+        doc[z["te"]] = z["doc"]
+        np.maximum.at(seg, z["seg_owner"], z["seg"])
+    return {"doc": doc, "seg": seg, "sha": sha, "cache": cache, "cv": choose_threshold(doc, y, src)}
+
+
+def lora_spec(tuned: dict) -> dict:
+    """The final fit's encoder spec (LoRA delta and head) for the chosen fine-tuned encoder."""
+    final = tuned["cache"] / "lora_final.json"
+    if not final.is_file():
+        raise SystemExit(f"{final} is missing: run bench/injection_lora.py --fold -1 --cache {tuned['cache']}")
+    spec = json.loads(final.read_text())
+    if spec["training"]["inputs_sha256"] != tuned["sha"]:
+        raise SystemExit(f"{final} was trained on other inputs")
+    return spec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=Path, default=REPO.parent / "shared" / "data" / "injection" / "train.jsonl")
@@ -531,6 +575,8 @@ def main() -> None:
                     help="plain stratified folds (templates and near-duplicates may span folds)")
     ap.add_argument("--no-indomain", action="store_true",
                     help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
+    ap.add_argument("--lora", type=Path, default=None,
+                    help="also consider the fine-tuned encoder whose folds bench/injection_lora.py wrote here")
     args = ap.parse_args()
     started = time.time()
     import torch
@@ -597,7 +643,19 @@ def main() -> None:
                 mlp_folds = models
         print(f"  MLP {hidden} cross-validated in {time.time() - t0:.0f}s", file=sys.stderr)
     cv = mix["cv"]
-    skip = choose_skip(oof, pre_oof, y, cv["threshold"]) if "char_tfidf" in blocks else 0.0
+    tuned = None
+    if args.lora is not None:
+        tuned = lora_candidate(args.lora, args.train, texts, y, src, split)
+        config_lora = {"cv": tuned["cv"], "margin": LORA_MARGIN, "chosen": False}
+        print(f"  fine-tuned encoder: {tuned['cv']} (linear: F1 {cv['f1']})", file=sys.stderr)
+        if tuned["cv"]["meets_targets"] and tuned["cv"]["f1"] > cv["f1"] + LORA_MARGIN:
+            tuned["spec"] = lora_spec(tuned)
+            config_lora.update(chosen=True, spec_training=tuned["spec"]["training"])
+            blocks, oof, cv = ENCODER_BLOCKS, tuned["doc"], tuned["cv"]
+            mix = {"lr_weight": 1.0, "hidden": None, "alpha": None, "cv": cv}
+        else:
+            tuned = None
+    skip = choose_skip(oof, pre_oof, y, cv["threshold"]) if "char_tfidf" in blocks or tuned else 0.0
     cascade = np.where(pre_oof < skip, pre_oof, oof)
     cv = dict(cv, prefilter_skip_below=skip,
               prefilter_benign_skipped=round(float((pre_oof[y == 0] < skip).mean()), 4),
@@ -609,16 +667,23 @@ def main() -> None:
         if len(ss) > 1:
             owner.extend([i] * len(ss))
             seg_texts.extend(ss)
-    seg_dense = features(seg_texts, blocks, args.cache)
-    seg = segment_oof(texts, y, folds, key, seg_texts, seg_dense, np.array(owner), mlp_folds, mix["lr_weight"])
+    if tuned is not None:
+        seg = tuned["seg"]
+    else:
+        seg_dense = features(seg_texts, blocks, args.cache)
+        seg = segment_oof(texts, y, folds, key, seg_texts, seg_dense, np.array(owner), mlp_folds, mix["lr_weight"])
     seg_threshold, seg_cv = choose_segment_threshold(cascade, seg, y, src, cv["threshold"])
     cv["segments"] = seg_cv
     final_oof = np.where(seg >= seg_threshold, 1.0, cascade) if seg_threshold is not None else cascade
     cv["per_source"] = per_source_rates(final_oof, y, src, cv["threshold"])
     print(f"  chosen: {'+'.join(blocks)} C={C} hard-weight={hw} {weighting}: {cv}", file=sys.stderr)
-    vec = Sparse(blocks) if "char_tfidf" in blocks else None
+    vec = Sparse(blocks) if "char_tfidf" in blocks else Sparse(("char_tfidf",)) if tuned else None
     parts = vec.fit_transform(texts) if vec else []
-    clf = fit_linear(design(parts, dense), y, sample_weights(y, src, cat, hw, weighting), C)
+    if tuned is not None:  # the head trained with the encoder is the linear model over its blocks
+        head = tuned["spec"]["head"]
+        clf = SimpleNamespace(coef_=np.array([head["coef"]]), intercept_=np.array([head["intercept"]]))
+    else:
+        clf = fit_linear(design(parts, dense), y, sample_weights(y, src, cat, hw, weighting), C)
     pre = fit_prefilter(parts[0], y) if vec is not None else None
     final_mlp = fit_mlp(dense, y, mix["hidden"], mix["alpha"]) if mix["lr_weight"] < 1.0 else None
     words = {"word_ngrams": list(WORD_NGRAMS), "word_max_features": WORD_MAX_FEATURES} if "word_tfidf" in blocks else {}
@@ -627,7 +692,12 @@ def main() -> None:
                   {"blocks": list(r[1]), "C": r[2][0], "hard_benign_weight": r[2][1], "weighting": r[2][2],
                    "cv": r[3]} for r in results],
               "mlp_candidates": mix_results}
+    if args.lora is not None:
+        config["lora_candidate"] = config_lora
     model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha, indomain)
+    if tuned is not None:
+        model["encoder"] = {k: v for k, v in tuned["spec"].items() if k != "head"}
+        model["embedding"]["max_tokens"] = tuned["spec"]["max_tokens"]
     if final_mlp is not None:
         model["mlp"] = export_mlp(final_mlp, mix["lr_weight"], mix["hidden"], mix["alpha"])
     if pre is not None and skip > 0:
@@ -639,8 +709,12 @@ def main() -> None:
     check = InjectionClassifier(model)
     idx = np.arange(0, len(texts), max(1, len(texts) // 200))
     sub = [texts[i] for i in idx]
+    if tuned is not None:  # the head over the merged encoder's features (tests check the merge itself)
+        dense, idx = check.dense_features(sub), np.arange(len(sub))
+        ref = 1.0 / (1.0 + np.exp(-(clf.intercept_[0] + dense @ clf.coef_[0])))
+    else:
+        ref = clf.predict_proba(design(vec.transform(sub) if vec else [], dense[idx]))[:, 1]
     ours = np.array(check.scores(sub, dense=dense[idx]))
-    ref = clf.predict_proba(design(vec.transform(sub) if vec else [], dense[idx]))[:, 1]
     if final_mlp is not None:
         ref = mix["lr_weight"] * ref + (1 - mix["lr_weight"]) * final_mlp.predict_proba(dense[idx])[:, 1]
     drift = float(np.max(np.abs(ours - ref)))

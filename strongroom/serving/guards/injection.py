@@ -16,6 +16,10 @@ Features (each a block; the committed model says which it uses):
   same forward pass (no extra cost). The last layer is trained for sentence similarity, which
   blurs "how do I make a bomb" into "how do I make a cake"; the middle layers keep more of the
   words and their local context, and grouped cross-validation found them worth 2 F1 points.
+- ``ft_mean`` / ``ft_max``: token mean and maximum of MiniLM fine-tuned for this task (a LoRA
+  delta in the model's ``encoder`` section, merged at load by ``encoder.py``; first 128 tokens).
+  With these blocks the "linear model" is the head trained together with the encoder
+  (``bench/injection_lora.py``), and the character vocabulary stays only for the prefilter.
 
 Model: logistic regression over all blocks, optionally averaged (``mlp.lr_weight``) with a
 one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64), which can
@@ -80,17 +84,31 @@ def segments(text: str) -> list[str]:
 
 
 LAYER_BLOCKS = {f"layer{k}_mean": k for k in range(1, 6)}  # block name -> MiniLM hidden state
-DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max", *LAYER_BLOCKS)
+ENCODER_BLOCKS = ("ft_mean", "ft_max")  # from the LoRA-adapted MiniLM of the model's ``encoder``
+DENSE_BLOCKS = ("doc_embed", "tok_max", "seg_max", *LAYER_BLOCKS, *ENCODER_BLOCKS)
 EMBED_DIM = 384  # all-MiniLM-L6-v2's width: each embedding block is this many features
 
 
-def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
+def dense_features(texts: list[str], blocks: list[str], encoder: dict[str, Any] | None = None) -> np.ndarray:
     """The embedding blocks for each text, in one batch (no columns when ``blocks`` has none).
 
-    Shared with the trainer so that training and serving embed in exactly the same way.
+    ``ft_mean`` / ``ft_max`` come from the fine-tuned encoder described by ``encoder`` (a LoRA
+    spec, ``encoder.py``); the other blocks from the packaged MiniLM as it is. Shared with the
+    trainer so that training and serving embed in exactly the same way.
     """
     if not any(b in blocks for b in DENSE_BLOCKS):
         return np.zeros((len(texts), 0))
+    tuned: np.ndarray | None = None
+    if any(b in ENCODER_BLOCKS for b in blocks):
+        if encoder is None:
+            raise IntegrityError("injection classifier: fine-tuned blocks without an encoder")
+        from strongroom.serving.guards.encoder import features
+
+        tuned = features(texts, encoder)
+    if not any(b in DENSE_BLOCKS and b not in ENCODER_BLOCKS for b in blocks):
+        assert tuned is not None
+        return np.hstack([tuned[:, :EMBED_DIM] if b == "ft_mean" else tuned[:, EMBED_DIM:]
+                          for b in blocks if b in ENCODER_BLOCKS])
     from strongroom.serving.guards.embedder import pooled_layers
 
     layers = [LAYER_BLOCKS[b] for b in blocks if b in LAYER_BLOCKS]
@@ -116,6 +134,9 @@ def dense_features(texts: list[str], blocks: list[str]) -> np.ndarray:
             cols.append(np.stack([mean[a:z].max(axis=0) for a, z in seg_at]))
         elif b in LAYER_BLOCKS:
             cols.append(lay[:n, layers.index(LAYER_BLOCKS[b])])
+        elif b in ENCODER_BLOCKS:
+            assert tuned is not None
+            cols.append(tuned[:, :EMBED_DIM] if b == "ft_mean" else tuned[:, EMBED_DIM:])
     return np.hstack(cols).astype(np.float64)
 
 
@@ -213,9 +234,15 @@ class InjectionClassifier:
         self.segment_threshold = float(seg["threshold"]) if seg else None
         if self.segment_threshold is not None and not self.threshold <= self.segment_threshold < 1.0:
             raise IntegrityError("injection classifier: segment threshold out of range")
-        self.tfidf = CharTfidf(model["char_tfidf"]) if "char_tfidf" in self.blocks else None
+        # the character vocabulary also serves the prefilter, which a model without the
+        # character block (the fine-tuned encoder alone) may still use
+        wants_chars = "char_tfidf" in self.blocks or model.get("prefilter") is not None
+        if "char_tfidf" in self.blocks and "char_tfidf" not in model:
+            raise IntegrityError("injection classifier: the character block has no vocabulary")
+        self.tfidf = CharTfidf(model["char_tfidf"]) if wants_chars and "char_tfidf" in model else None
+        self.n_char = self.tfidf.size if self.tfidf is not None and "char_tfidf" in self.blocks else 0
         self.words = CharTfidf(model["word_tfidf"], analyzer="word") if "word_tfidf" in self.blocks else None
-        if self.words is not None and self.tfidf is None:
+        if self.words is not None and not self.n_char:
             raise IntegrityError("injection classifier: the word block comes after the character block")
         sparse = [b for b in ("char_tfidf", "word_tfidf") if b in self.blocks]
         if self.blocks[:len(sparse)] != sparse or len(set(self.blocks)) != len(self.blocks):
@@ -234,7 +261,10 @@ class InjectionClassifier:
         if unknown:
             raise IntegrityError("injection classifier: unknown feature block")
         self.uses_embeddings = any(b in self.blocks for b in DENSE_BLOCKS)
-        self.n_sparse = (self.tfidf.size if self.tfidf else 0) + (self.words.size if self.words else 0)
+        self.encoder: dict[str, Any] | None = model.get("encoder")
+        if any(b in ENCODER_BLOCKS for b in self.blocks) != (self.encoder is not None):
+            raise IntegrityError("injection classifier: fine-tuned blocks and encoder come together")
+        self.n_sparse = self.n_char + (self.words.size if self.words else 0)
         n_dense = EMBED_DIM * sum(1 for b in self.blocks if b in DENSE_BLOCKS)
         if len(self.coef) != self.n_sparse + n_dense:
             raise IntegrityError("injection classifier: weights do not match its feature blocks")
@@ -264,7 +294,12 @@ class InjectionClassifier:
         return cls(data, **kw)
 
     def dense_features(self, texts: list[str]) -> np.ndarray:
-        return dense_features(texts, self.blocks)
+        return dense_features(texts, self.blocks, self.encoder)
+
+    def warm(self) -> None:
+        """Load (and, for a fine-tuned encoder, merge) the models behind the dense blocks now."""
+        if self.uses_embeddings:
+            self.dense_features(["warm up"])
 
     def scores(self, texts: list[str], dense: np.ndarray | None = None) -> list[float]:
         """Attack probability per text.
@@ -276,13 +311,13 @@ class InjectionClassifier:
         """
         if not texts:
             return []
-        sparse = [self.tfidf.transform(t) if self.tfidf is not None else None for t in texts]
+        chars = [self.tfidf.transform(t) if self.tfidf is not None else None for t in texts]
         out: list[float | None] = [None] * len(texts)
         todo = list(range(len(texts)))
         if self.prefilter is not None and dense is None:
             w, b, skip = self.prefilter
             todo = []
-            for i, sp in enumerate(sparse):
+            for i, sp in enumerate(chars):
                 p = _sigmoid(b + (float(sp[1] @ w[sp[0]]) if sp is not None else 0.0))
                 if p < skip:
                     out[i] = p
@@ -293,14 +328,14 @@ class InjectionClassifier:
                 dense_todo = self.dense_features([texts[i] for i in todo])
             else:
                 dense_todo = dense[todo]
-            n_char = self.tfidf.size if self.tfidf else 0
+            n_char = self.n_char
             w_sparse, w_words, w_dense = (self.coef[:n_char], self.coef[n_char:self.n_sparse],
                                           self.coef[self.n_sparse:])
             mlp = self.mlp.proba(dense_todo) if self.mlp is not None else None
             for row, i in enumerate(todo):
                 z = self.intercept
-                sp = sparse[i]
-                if sp is not None:
+                sp = chars[i]
+                if sp is not None and n_char:
                     z += float(sp[1] @ w_sparse[sp[0]])
                 if self.words is not None:
                     wi, wv = self.words.transform(texts[i])

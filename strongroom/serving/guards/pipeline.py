@@ -80,14 +80,10 @@ class GuardPipeline:
         """Load what the scanners load lazily (the embedding model behind the injection
         classifier, spaCy's first-call state) by guarding one harmless exchange; no memo
         scope, so nothing is remembered. Server start-up calls it before ``gc.freeze``."""
-        from strongroom.serving.guards.injection import DENSE_BLOCKS
-
         ctx = RequestContext(request_id="warm-up", model="warm-up", can_view_pii=False)
         clf = getattr(self.injection, "classifier", None)
-        if any(b in (getattr(clf, "blocks", None) or ()) for b in DENSE_BLOCKS):
-            from strongroom.serving.guards.embedder import warm
-
-            warm()
+        if hasattr(clf, "warm"):
+            clf.warm()
         try:
             self.check_input([{"role": "user", "content": "What time does the branch open?"}],
                              ctx)
