@@ -186,7 +186,7 @@ def _timed(fn: Callable[[list[str]], Any], texts: list[str]) -> tuple[Any, float
 def quality(args: argparse.Namespace) -> dict:
     """Detection quality of every engine on each set, and its speed, all in this one process.
 
-    Speed, with --rounds N (default 3): every engine first makes one untimed pass over the whole
+    Speed, with --rounds N (default 7): every engine first makes one untimed pass over the whole
     set (the predictions scored; it also warms what a long-running engine has warm: the spaCy
     vocabulary has met the set's words, lazy state is built), then N timed passes, the order of
     the engines reversed every round (ABC, CBA, ABC), and the median counts. Why: a single cold
@@ -194,6 +194,10 @@ def quality(args: argparse.Namespace) -> dict:
     costs, and the 2-core machine's neighbours shifted each engine's figure by 10-40 % from one
     pass to the next; the same code then measured 4.1-6.2x against Presidio in different runs.
     --rounds 0 times the single cold first pass instead (the method before 2026-11-29).
+    Why 7 rounds: one round's Strongroom/Presidio ratio ranged 4.3-7.3x on a quiet machine, and a
+    3-round run read 4.44x on synth_v2 / hipaa-safe-harbor where two 7-round runs read 6.24x and
+    6.41x. Those two runs (2026-11-29, load 0.1-1.4, nothing else running; about 10 minutes each)
+    gave medians of 5.00-6.41x on all four rows (set x policy).
     Both engines run single-threaded; CPU seconds are what the work cost, wall seconds also count
     time the shared machine gave to others (compare both).
     """
@@ -536,7 +540,7 @@ def main() -> None:
     ap.add_argument("--data", nargs="*", default=["presidio_synth_v2.json", "presidio_generated_large.json"])
     ap.add_argument("--policies", nargs="*", default=["training", "hipaa-safe-harbor"])
     ap.add_argument("--skip-presidio", action="store_true")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=7,
                     help="timed passes per engine after one untimed warm pass, engine order reversed each "
                          "round, median reported; 0: time the single cold first pass")
     ap.add_argument("--big-mb", type=int, default=0)
