@@ -19,6 +19,10 @@ batched call raises, every text is retried alone, so one request that crashes th
 cannot fail the requests that happened to share its batch; a caller whose own call fails gets
 the exception (the pipeline turns it into ``guard_error``). A caller that waits longer than
 ``timeout_s`` raises ``BatchTimeout`` instead of waiting for ever.
+
+``concurrency`` (default 1) lets that many batches run at once: with the models in guard worker
+processes (``guards.workers``) each batch goes to its own process, so the guards use as many
+cores as there are workers instead of one model call at a time.
 """
 
 from __future__ import annotations
@@ -53,15 +57,16 @@ class Batcher(Generic[T, R]):
     """``run(items)`` returns ``fn(items)``; concurrent callers share one ``fn`` call."""
 
     def __init__(self, fn: Callable[[list[T]], Sequence[R]], *, max_items: int = 32,
-                 timeout_s: float = 120.0) -> None:
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
+                 timeout_s: float = 120.0, concurrency: int = 1) -> None:
+        if max_items < 1 or concurrency < 1:
+            raise ValueError("max_items and concurrency must be at least 1")
         self._fn = fn
         self.max_items = max_items
         self.timeout_s = timeout_s
+        self.concurrency = concurrency
         self._lock = threading.Lock()
-        self._queue: deque[_Job[T, R]] = deque()
-        self._busy = False
+        self._queue: deque[_Job[T, R]] = deque()  # callers waiting for a batch (never a leader)
+        self._active = 0  # batches running
         #: calls made to ``fn`` and texts passed (for tests and the benchmark)
         self.calls = 0
         self.items = 0
@@ -71,10 +76,11 @@ class Batcher(Generic[T, R]):
         if not job.items:
             return []
         with self._lock:
-            self._queue.append(job)
-            if not self._busy:
-                self._busy = True
+            if self._active < self.concurrency:
+                self._active += 1
                 job.lead = True
+            else:
+                self._queue.append(job)
         if not job.lead and not job.event.wait(self.timeout_s):
             with self._lock:
                 # leave the queue, unless leadership or the results arrived just now: a
@@ -92,9 +98,9 @@ class Batcher(Generic[T, R]):
         return job.results
 
     def _take(self, own: _Job[T, R]) -> list[_Job[T, R]]:
-        """``own`` plus queued jobs, oldest first, while the batch stays within max_items."""
+        """``own`` (a leader, no longer queued) plus queued jobs, oldest first, while the batch
+        stays within max_items."""
         batch = [own]
-        self._queue.remove(own)
         n = len(own.items)
         while self._queue and n + len(self._queue[0].items) <= self.max_items:
             j = self._queue.popleft()
@@ -111,9 +117,11 @@ class Batcher(Generic[T, R]):
             for j in batch:
                 j.done = True
             with self._lock:
-                nxt = self._queue[0] if self._queue else None
+                # the oldest waiting caller leads the next batch; it leaves the queue now, so
+                # another batch ending meanwhile cannot promote it twice
+                nxt = self._queue.popleft() if self._queue else None
                 if nxt is None:
-                    self._busy = False
+                    self._active -= 1
                 else:
                     nxt.lead = True
             for j in batch:
