@@ -55,12 +55,15 @@ class ServingSettings:
     Paths are relative to the home unless absolute. ``oidc`` holds issuer, audience, jwks_file
     or jwks_url, groups_claim and group_roles; ``guard_policies`` maps a model name or a key id
     to ``{scanner: block|redact|flag}``; ``key_limits`` maps a key id to its own
-    ``requests_per_minute`` / ``tokens_per_hour``.
+    ``requests_per_minute`` / ``tokens_per_hour``; ``guard_processes`` moves the PII and
+    injection models into that many processes so guard scans use that many cores
+    (``serving/guards/workers.py``; about 0.7 GB each; 0 keeps them in the server process).
     """
 
     tls_cert: str = "tls/localhost.crt"
     tls_key: str = "tls/localhost.key"
     workers: int = 1
+    guard_processes: int = 0  # > 0: the guard models run in that many worker processes
     queue_size: int = 16
     requests_per_minute: int = 120
     tokens_per_hour: int = 200_000

@@ -79,6 +79,14 @@ def _batcher(engine: Any) -> Batcher:
         return b
 
 
+def use_workers(engine: Any, workers: Any) -> None:
+    """Send ``engine``'s detections to guard worker processes (``guards.workers``): up to one
+    batch per process at once. The memo and the batching stay in this process."""
+    with _BATCHERS_LOCK:
+        _BATCHERS[engine] = Batcher(workers.pii, max_items=BATCH_TEXTS, concurrency=workers.processes,
+                                    timeout_s=workers.timeout_s + 60.0)
+
+
 #: Per-principal memo of spans (the deployment's system prompt comes back on every request of
 #: an app key: re-reading it cost ~5 ms CPU per request). A ``ScopedMemo`` per engine (keyed by
 #: HMAC of the principal and the text, bounded, expiring), so a hit only ever times the caller's

@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from strongroom.errors import StrongroomError
 from strongroom.serving.guards.actions import merge_policies, validate_policy
 from strongroom.serving.guards.batcher import Batcher
 from strongroom.serving.guards.base import Finding, GuardBlocked, GuardPolicy, OutputStream, RequestContext
@@ -42,9 +43,11 @@ class GuardPipeline:
 
     def __init__(self, *, policy: GuardPolicy, limits: LimitsScanner, unicode: UnicodeScanner,
                  injection: InjectionScanner, secrets_in: SecretsScanner, pii_in: PiiScanner,
-                 canary: CanaryScanner, secrets_out: SecretsScanner, pii_out: PiiScanner) -> None:
+                 canary: CanaryScanner, secrets_out: SecretsScanner, pii_out: PiiScanner,
+                 workers: Any = None) -> None:
         validate_policy(policy)
         self.policy = policy
+        self.workers = workers  # guards.workers.GuardWorkers, or None: models in this process
         self.limits = limits
         self.unicode = unicode
         self.injection = injection
@@ -81,9 +84,12 @@ class GuardPipeline:
         classifier, spaCy's first-call state) by guarding one harmless exchange; no memo
         scope, so nothing is remembered. Server start-up calls it before ``gc.freeze``."""
         ctx = RequestContext(request_id="warm-up", model="warm-up", can_view_pii=False)
-        clf = getattr(self.injection, "classifier", None)
-        if hasattr(clf, "warm"):
-            clf.warm()
+        if self.workers is not None:
+            self.workers.warm()
+        else:
+            clf = getattr(self.injection, "classifier", None)
+            if hasattr(clf, "warm"):
+                clf.warm()
         try:
             self.check_input([{"role": "user", "content": "What time does the branch open?"}],
                              ctx)
@@ -131,7 +137,8 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
                    count_tokens: Callable[[str], int] | None = None,
                    classifier: InjectionClassifier | None = None,
                    injection_threshold: float | None = None,
-                   pii_policy: str = "hipaa-safe-harbor", engine: Any = None) -> GuardPipeline:
+                   pii_policy: str = "hipaa-safe-harbor", engine: Any = None,
+                   processes: int | None = None) -> GuardPipeline:
     """Build the guards for one model.
 
     ``runtime`` (a ``strongroom.runtime.Runtime`` or None) supplies the home's de-identification
@@ -139,18 +146,50 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
     planted when the model was trained. ``count_tokens`` is the served model's tokenizer
     (a conservative estimate is used without it). The MiniLM model, the classifier and the
     NER model are loaded once per process and shared by every pipeline.
+
+    ``processes`` (default: ``[serving] guard_processes`` of the runtime's settings, else 0)
+    moves both models into that many worker processes (``guards.workers``), shared by every
+    pipeline of this engine and classifier.
     """
     validate_policy(policy)
     if engine is None:
         engine = _engine_for(runtime, pii_policy)
-    clf = ScoreMemo(classifier or load_default())
+    if processes is None:
+        serving = getattr(getattr(runtime, "settings", None), "serving", None)
+        processes = int(getattr(serving, "guard_processes", 0) or 0)
+    if not 0 <= processes <= MAX_GUARD_PROCESSES:
+        raise StrongroomError(f"guard_processes must be 0 to {MAX_GUARD_PROCESSES}")
+    clf = classifier or load_default()
+    workers = _workers_for(engine, clf, processes) if processes > 0 else None
+    memo = ScoreMemo(clf, workers=workers)
     return GuardPipeline(
         policy=policy, limits=LimitsScanner(count_tokens), unicode=UnicodeScanner(),
-        injection=InjectionScanner(clf, injection_threshold),  # type: ignore[arg-type]
+        injection=InjectionScanner(memo, injection_threshold),  # type: ignore[arg-type]
         secrets_in=SecretsScanner("input"), pii_in=PiiScanner("input", engine),
         canary=CanaryScanner(list(canaries)), secrets_out=SecretsScanner("output"),
-        pii_out=PiiScanner("output", engine),
+        pii_out=PiiScanner("output", engine), workers=workers,
     )
+
+
+MAX_GUARD_PROCESSES = 64  # each holds its own copy of both models (~0.7 GB)
+_WORKERS: dict[tuple[int, int, int], Any] = {}
+_WORKERS_LOCK = threading.Lock()
+
+
+def _workers_for(engine: Any, classifier: Any, processes: int) -> Any:
+    """One pool of guard worker processes per engine and classifier (every model's pipeline
+    shares it); the workers build their engine from the same policy and their classifier
+    from the same weights."""
+    from strongroom.serving.guards.pii import use_workers
+    from strongroom.serving.guards.workers import GuardWorkers
+
+    key = (id(engine), id(classifier), processes)
+    with _WORKERS_LOCK:
+        w = _WORKERS.get(key)
+        if w is None:
+            w = _WORKERS[key] = GuardWorkers(processes, engine.policy, getattr(classifier, "meta", None))
+            use_workers(engine, w)
+    return w
 
 
 class ScoreMemo:
@@ -168,15 +207,20 @@ class ScoreMemo:
     """
 
     def __init__(self, classifier: Any, *, max_entries: int = 4096, ttl_s: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, workers: Any = None) -> None:
         self.classifier = classifier
         self.max_entries = max_entries
         self._memo: ScopedMemo[float] = ScopedMemo(max_entries, ttl_s, clock)
         self._scope = threading.local()
         # concurrent requests' unremembered texts go to the classifier in one call: MiniLM
         # costs ~20 ms CPU for one short text, ~7 ms per text in a batch of 8 (guards.batcher)
-        self._batcher: Batcher[str, float] = Batcher(lambda texts: self.classifier.detect(texts),
-                                                     max_items=32)
+        # (with guard worker processes, up to one batch per process at once)
+        if workers is not None:
+            self._batcher: Batcher[str, float] = Batcher(workers.injection, max_items=32,
+                                                         concurrency=workers.processes,
+                                                         timeout_s=workers.timeout_s + 60.0)
+        else:
+            self._batcher = Batcher(lambda texts: self.classifier.detect(texts), max_items=32)
 
     _OWN = frozenset({"classifier", "max_entries", "_memo", "_scope", "_batcher"})
 
