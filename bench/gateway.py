@@ -28,7 +28,8 @@ tokens: tokens/s of smollm2-135m-instruct per backend (transformers; llamacpp, t
 load: --clients concurrent clients for --seconds; every answer must be 200, 429 or 503, and
   the audit log must hold exactly one record per request.
 
-A/B flags for the gateway process (overhead, spans, load): --no-batch (each request's guard
+A/B flags for the gateway process (overhead, spans, load): --guard-processes N (the guard
+models in N worker processes, strongroom.serving.guards.workers), --no-batch (each request's guard
 calls alone, as before strongroom.serving.guards.batcher), --no-freeze (no gc.freeze after
 start-up), --switch-interval S (sys.setswitchinterval). overhead and spans also report CPU ms
 per request of each process (client, gateway, mock), the gateway's event-loop thread, and how
@@ -537,6 +538,7 @@ def gateway_stack(rt: Any, args: argparse.Namespace, settings: dict[str, Any]
     own process; the gateway gets the bench's --switch-interval/--no-batch/--no-freeze."""
     up_port, gw_port = _free_port(), _free_port()
     up = f"http://127.0.0.1:{up_port}"
+    settings = dict(settings, guard_processes=getattr(args, "guard_processes", 0))
     vary = ["--vary"] if getattr(args, "prompts", "fixed") == "varied" else []
     os.environ["BENCH_GATEWAY_OPTS"] = json.dumps(bench_opts(args))
     with child(["_mock", "--port", str(up_port), "--backend-ms", str(args.backend_ms), *vary],
@@ -552,7 +554,8 @@ def bench_opts(args: argparse.Namespace) -> dict[str, Any]:
     return {"batch": not getattr(args, "no_batch", False),
             "freeze": not getattr(args, "no_freeze", False),
             "switch_interval": getattr(args, "switch_interval", None),
-            "injection_model": getattr(args, "injection_model", None)}
+            "injection_model": getattr(args, "injection_model", None),
+            "guard_processes": getattr(args, "guard_processes", 0)}
 
 
 class CpuMeter:
@@ -567,6 +570,7 @@ class CpuMeter:
         if "gateway" in self.pids:
             pid = self.pids["gateway"]
             out["gateway_runqueue_wait"] = _runqueue_wait_s(pid)
+            out["guard_workers"] = _children_cpu_s(pid)  # --guard-processes: their CPU, not in "gateway"
             # uvicorn's event loop runs on the main thread (tid == pid)
             fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             out["gateway_loop_thread"] = (int(fields[11]) + int(fields[12])) / os.sysconf(
@@ -594,13 +598,14 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
                 sequential(direct, warm, 10), sequential(through, warm, 10)  # warm-up
                 d_lat, g_lat = [], []
                 cpu0 = _tree_cpu_s()
-                gw_cpu0 = _cpu_s(pids["gateway"])
+                gw_cpu0 = _cpu_s(pids["gateway"]) + _children_cpu_s(pids["gateway"])
                 for i in range(args.requests // 10):  # interleaved: same machine state
                     chunk = seq_bodies[10 * i:10 * i + 10] if len(seq_bodies) > 1 else seq_bodies
                     d_lat += sequential(direct, chunk, 10)
                     g_lat += sequential(through, chunk, 10)
                 seq_cpu = _tree_cpu_s() - cpu0
-                seq_gw_ms = (_cpu_s(pids["gateway"]) - gw_cpu0) * 1000 / max(1, len(g_lat))
+                seq_gw_ms = (_cpu_s(pids["gateway"]) + _children_cpu_s(pids["gateway"]) - gw_cpu0) \
+                    * 1000 / max(1, len(g_lat))  # with its guard workers, if any
             d_thr = concurrent(lambda: client(rt, up, None), conc_bodies, args.concurrency,
                                args.seconds)
             meter = CpuMeter(pids)
@@ -631,8 +636,9 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
           f"{res['added_p50_ms']:.2f} ms, added p99 {res['added_p99_ms']:.2f} ms; throughput "
           f"{res['gateway_rps']:.1f}/{res['direct_rps']:.1f} req/s = ratio "
           f"{res['throughput_ratio']:.3f} at {args.concurrency} clients")
-    print(f"  gateway CPU per request: {seq_gw_ms:.1f} ms sequential, "
-          f"{conc_cpu['gateway']:.1f} ms at {args.concurrency} clients (client "
+    print(f"  gateway CPU per request (with its guard workers): {seq_gw_ms:.1f} ms sequential, "
+          f"{conc_cpu['gateway'] + conc_cpu['guard_workers']:.1f} ms at {args.concurrency} clients "
+          f"(workers {conc_cpu['guard_workers']:.1f}; client "
           f"{conc_cpu['client']:.1f}, mock {conc_cpu['mock']:.1f}); p50 under load "
           f"{g_thr['p50_ms']:.0f} ms vs direct {d_thr['p50_ms']:.0f} ms; {bench_opts(args)}")
     return res
@@ -741,6 +747,19 @@ def _cpu_s(pid: int | None = None) -> float:
         return r.ru_utime + r.ru_stime
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid``'s live child processes (the gateway's guard workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _stream_chat(c: httpx.Client, path: str, body: dict) -> tuple[int, float, float, str]:
@@ -981,6 +1000,8 @@ def main() -> None:
     ap.add_argument("--injection-model", default=None,
                     help="an injection_classifier.json to load instead of the shipped one (to "
                          "compare runs while the detector is being retrained)")
+    ap.add_argument("--guard-processes", type=int, default=0,
+                    help="[serving] guard_processes of the gateway: PII and injection models in N worker processes")
     ap.add_argument("--no-batch", action="store_true",
                     help="guard calls one request at a time (as before guards.batcher)")
     ap.add_argument("--no-freeze", action="store_true",
