@@ -57,7 +57,7 @@ class ServingSettings:
     to ``{scanner: block|redact|flag}``; ``key_limits`` maps a key id to its own
     ``requests_per_minute`` / ``tokens_per_hour``; ``guard_processes`` moves the PII and
     injection models into that many processes so guard scans use that many cores
-    (``serving/guards/workers.py``; about 0.7 GB each; 0 keeps them in the server process).
+    (``serving/guards/workers.py``; about 0.8 GB each; 0 keeps them in the server process).
     """
 
     tls_cert: str = "tls/localhost.crt"

@@ -171,7 +171,7 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
     )
 
 
-MAX_GUARD_PROCESSES = 64  # each holds its own copy of both models (~0.7 GB)
+MAX_GUARD_PROCESSES = 64  # each holds its own copy of both models (~0.8 GB)
 _WORKERS: dict[tuple[int, int, int], Any] = {}
 _WORKERS_LOCK = threading.Lock()
 
