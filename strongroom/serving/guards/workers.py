@@ -5,7 +5,7 @@ CPU per request and hold the interpreter for most of it, and in one process each
 call at a time (``guards.batcher`` merges concurrent requests into that call). So one gateway
 process tops out at one core of guard work, whatever the machine has. With
 ``[serving] guard_processes = N`` each of N spawned processes holds its own copy of both models
-(823 MB resident each, measured), and the batchers run up to N batches at once, one per process.
+(823-867 MB resident each, measured), and the batchers run up to N batches at once, one per process.
 
 What crosses the process boundary: texts in, spans (PII) and scores (injection) out. Nothing is
 kept there between calls: the engine keeps no detection cache across calls and the per-principal
