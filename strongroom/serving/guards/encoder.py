@@ -74,16 +74,13 @@ def pool(model: Any, tok: Any, texts: list[str], max_tokens: int) -> Any:
 
 
 def _f16(spec: dict[str, Any]) -> np.ndarray:
-    if spec.get("dtype") != "float16":
-        raise IntegrityError("injection encoder: unknown array type")
-    try:
-        shape = tuple(int(d) for d in spec["shape"])
-        raw = base64.b64decode(spec["data"], validate=True)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IntegrityError("injection encoder: malformed array") from exc
-    if len(shape) != 2 or len(raw) != 2 * math.prod(shape):
-        raise IntegrityError("injection encoder: array size does not match its shape")
-    return np.frombuffer(raw, dtype="<f2").reshape(shape).astype(np.float32)
+    """A LoRA matrix (float16 in the JSON) as float32; anything but a 2-D float16 array is refused."""
+    from strongroom.serving.guards.injection import b64_array
+
+    a = b64_array(spec, "float16")
+    if a.ndim != 2:
+        raise IntegrityError("injection encoder: a LoRA matrix must be 2-D")
+    return a.astype(np.float32)
 
 
 def export_f16(a: np.ndarray) -> dict[str, Any]:

@@ -177,18 +177,28 @@ class CharTfidf:
         return idx, vals
 
 
-def _array(spec: dict[str, Any]) -> np.ndarray:
-    """A float32 array stored as base64 little-endian bytes (a JSON list of floats would be 4x larger)."""
-    if spec.get("dtype") != "float32":
+_DTYPES = {"float32": "<f4", "float16": "<f2"}
+
+
+def b64_array(spec: dict[str, Any], dtype: str) -> np.ndarray:
+    """An array stored as ``{"dtype", "shape", "data"}``: base64 of its little-endian bytes (a
+    JSON list of floats would be 4x larger). Refuses any other type and a size that does not
+    match the shape, so damaged weights never load as different ones."""
+    if spec.get("dtype") != dtype or dtype not in _DTYPES:
         raise IntegrityError("injection classifier: unknown array type")
     try:
         shape = tuple(int(d) for d in spec["shape"])
         raw = base64.b64decode(spec["data"], validate=True)
     except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
         raise IntegrityError("injection classifier: malformed array") from exc
-    if len(raw) != 4 * math.prod(shape):
+    if len(raw) != np.dtype(_DTYPES[dtype]).itemsize * math.prod(shape):
         raise IntegrityError("injection classifier: array size does not match its shape")
-    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float64)
+    return np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape)
+
+
+def _array(spec: dict[str, Any]) -> np.ndarray:
+    """A float32 array of the JSON (the MLP's weights), as float64."""
+    return b64_array(spec, "float32").astype(np.float64)
 
 
 class DenseMLP:
