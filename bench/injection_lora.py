@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.encoder import (  # noqa: E402
-    LORA_FORMAT, LORA_VERSION, base_model, export_f16, pool, tokenizer,
+    LORA_FORMAT, LORA_VERSION, base_model, encode, export_f16, pool, tokenizer,
 )
 from strongroom.serving.guards.injection import segments  # noqa: E402
 
@@ -116,16 +116,14 @@ def train(texts: list[str], y: np.ndarray, sw: np.ndarray, rows: np.ndarray, log
 
 
 def predict(model, head, tok, texts: list[str]) -> np.ndarray:
-    """Attack probabilities, batched in length order."""
+    """Attack probabilities: the head over the encoder's features (computed as the scanner does)."""
     import torch
 
-    out = np.zeros(len(texts))
-    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    if not texts:
+        return np.zeros(0)
+    feats = torch.from_numpy(encode(model, tok, texts, MAX_TOKENS))
     with torch.inference_mode():
-        for k in range(0, len(order), 32):
-            idx = order[k:k + 32]
-            out[idx] = torch.sigmoid(head(pool(model, tok, [texts[i] for i in idx], MAX_TOKENS))[:, 0]).double().numpy()
-    return out
+        return torch.sigmoid(head(feats)[:, 0]).double().numpy()
 
 
 def export(model, head, sha: str) -> dict:

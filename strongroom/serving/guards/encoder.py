@@ -129,25 +129,28 @@ def adapted(spec: dict[str, Any]) -> tuple[Any, Any]:
     return hit
 
 
-def features(texts: list[str], spec: dict[str, Any], batch_size: int = 32) -> np.ndarray:
-    """The fine-tuned encoder's features for ``texts`` (float64, shape (n, 768)), in inference mode.
-
-    Texts are batched in length order, as the frozen embedder does, so the result does not
-    depend on how the caller ordered them.
-    """
+def encode(model: Any, tok: Any, texts: list[str], max_tokens: int, batch_size: int = 32) -> np.ndarray:
+    """``pool`` over ``texts`` in inference mode (float32, shape (n, 768)), batched in length
+    order as the frozen embedder does, so the result does not depend on the caller's order.
+    The trainer's held-out scoring and the scanner both use it."""
     import torch
 
+    out = np.zeros((len(texts), 768), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    with torch.inference_mode():
+        for k in range(0, len(order), batch_size):
+            idx = order[k:k + batch_size]
+            out[idx] = pool(model, tok, [texts[i] for i in idx], max_tokens).numpy()
+    return out
+
+
+def features(texts: list[str], spec: dict[str, Any], batch_size: int = 32) -> np.ndarray:
+    """The fine-tuned encoder's features for ``texts`` (float64, shape (n, 768))."""
     if not texts:
         return np.zeros((0, 768))
     model, tok = adapted(spec)
-    max_tokens = int(spec["max_tokens"])
-    out = np.zeros((len(texts), 768))
-    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
     try:
-        with _LOCK, torch.inference_mode():  # one torch model shared by the server's threads
-            for k in range(0, len(order), batch_size):
-                idx = order[k:k + batch_size]
-                out[idx] = pool(model, tok, [texts[i] for i in idx], max_tokens).double().numpy()
+        with _LOCK:  # one torch model shared by the server's threads
+            return encode(model, tok, texts, int(spec["max_tokens"]), batch_size).astype(np.float64)
     except (RuntimeError, ValueError) as exc:
         raise StrongroomError("injection encoder failed") from exc
-    return out
