@@ -86,10 +86,13 @@ def test_pipeline_with_workers_wires_both_batchers_to_them(monkeypatch) -> None:
     from strongroom.serving.guards.base import GuardPolicy
     from strongroom.serving.guards.pii import _batcher, default_engine
 
+    from strongroom.serving.guards.workers import GuardWorkers
+
     calls: list[str] = []
 
     class FakeWorkers:
         processes, timeout_s = 3, 60.0
+        batcher = GuardWorkers.batcher  # the real wiring, over these fake model calls
 
         def __init__(self, processes, policy, meta) -> None:
             assert processes == 3 and policy is default_engine("hipaa-safe-harbor").policy

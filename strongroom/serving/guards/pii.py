@@ -83,8 +83,7 @@ def use_workers(engine: Any, workers: Any) -> None:
     """Send ``engine``'s detections to guard worker processes (``guards.workers``): up to one
     batch per process at once. The memo and the batching stay in this process."""
     with _BATCHERS_LOCK:
-        _BATCHERS[engine] = Batcher(workers.pii, max_items=BATCH_TEXTS, concurrency=workers.processes,
-                                    timeout_s=workers.timeout_s + 60.0)
+        _BATCHERS[engine] = workers.batcher(workers.pii, BATCH_TEXTS)
 
 
 #: Per-principal memo of spans (the deployment's system prompt comes back on every request of

@@ -215,12 +215,9 @@ class ScoreMemo:
         # concurrent requests' unremembered texts go to the classifier in one call: MiniLM
         # costs ~20 ms CPU for one short text, ~7 ms per text in a batch of 8 (guards.batcher)
         # (with guard worker processes, up to one batch per process at once)
-        if workers is not None:
-            self._batcher: Batcher[str, float] = Batcher(workers.injection, max_items=32,
-                                                         concurrency=workers.processes,
-                                                         timeout_s=workers.timeout_s + 60.0)
-        else:
-            self._batcher = Batcher(lambda texts: self.classifier.detect(texts), max_items=32)
+        self._batcher: Batcher[str, float] = (
+            workers.batcher(workers.injection, 32) if workers is not None
+            else Batcher(lambda texts: self.classifier.detect(texts), max_items=32))
 
     _OWN = frozenset({"classifier", "max_entries", "_memo", "_scope", "_batcher"})
 

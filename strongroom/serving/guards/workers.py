@@ -111,6 +111,13 @@ class GuardWorkers:
             self._replace(pool)
             raise GuardWorkerError("a guard worker process failed") from None
 
+    def batcher(self, fn: Any, max_items: int) -> Any:
+        """A ``Batcher`` that runs up to one batch per worker at once through ``fn`` (``self.pii``
+        or ``self.injection``); a caller waits at most a minute longer than a worker may take."""
+        from strongroom.serving.guards.batcher import Batcher
+
+        return Batcher(fn, max_items=max_items, concurrency=self.processes, timeout_s=self.timeout_s + 60.0)
+
     def pii(self, texts: list[str]) -> list[list]:
         """PII spans per text, computed in a worker."""
         return self._call(_pii, list(texts))
