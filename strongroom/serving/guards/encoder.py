@@ -95,7 +95,10 @@ def merge(model: Any, spec: dict[str, Any]) -> Any:
 
     if spec.get("format") != LORA_FORMAT or spec.get("version") != LORA_VERSION:
         raise IntegrityError("injection encoder: unknown LoRA format or version")
-    r, alpha = int(spec["r"]), float(spec["alpha"])
+    try:
+        r, alpha = int(spec["r"]), float(spec["alpha"])
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError("injection encoder: missing LoRA rank or alpha") from None
     if r < 1 or not math.isfinite(alpha):
         raise IntegrityError("injection encoder: bad LoRA rank or alpha")
     modules = dict(model.named_modules())
