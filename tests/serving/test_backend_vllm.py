@@ -354,8 +354,12 @@ def test_streaming_usage_stop_sequences_and_sampling(fake_vllm, runtime, two_tun
         whole = backend.chat("tune-a", QUESTION, GenParams(max_new_tokens=8))
         assert whole.finish_reason == "length" and whole.completion_tokens == 8
         pieces: list[str] = []
+        # outputs that pile up are merged (only the newest counts), so a loaded machine could
+        # see one piece; spacing the engine's outputs makes "streamed in pieces" deterministic
+        engine.delay = 0.05
         streamed = backend.chat("tune-a", QUESTION, GenParams(max_new_tokens=8),
                                 on_text=pieces.append)
+        engine.delay = 0.0
         assert len(pieces) > 1 and "".join(pieces) == streamed.text
         assert streamed.text.strip() == whole.text and streamed.completion_tokens == 8
         prompt_ids = engine.requests[-1][1]
