@@ -1,4 +1,4 @@
-"""Train the prompt-injection detector and write strongroom/serving/guards/data/injection_classifier.json.
+"""Train the prompt-injection detector: data/injection_classifier_probe.json, or with --no-probe data/injection_classifier.json.
 
 Uses ../shared/data/injection/train.jsonl plus the synthetic in-domain prompts of
 ``bench/indomain_prompts.py`` (split "train": bank, insurer and clinic prompts, benign and
@@ -25,18 +25,22 @@ once for the union of the sets and sliced per set. Fine-tuning MiniLM's top laye
 tried on 2026-11-29 and not adopted (see the guards README). ``--lora DIR`` also weighs MiniLM
 fine-tuned with LoRA in every layer (``bench/injection_lora.py`` writes its folds to DIR): it
 replaces the linear model only if its out-of-fold F1 is ``LORA_MARGIN`` higher with every target met.
+Then the LLM probe (``strongroom/serving/guards/probe.py``, SmolLM2-135M-Instruct's hidden state)
+is cross-validated on the same folds and averaged in if that is ``PROBE_MARGIN`` better
+(``--no-probe`` skips it; ``--jobs 2`` reads the texts in two processes, about 10 CPU minutes).
 
 Deterministic: fixed folds, lbfgs, one torch thread; run it twice and the JSON is identical.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/train_injection.py \
-        [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier.json] \
+        [--train ../shared/data/injection/train.jsonl] [--out strongroom/serving/guards/data/injection_classifier_probe.json] \
         [--cache /tmp/injection-cache] [--quick] [--no-indomain] [--no-words] [--mlp] [--no-groups] [--check] \
-        [--lora DIR]
+        [--lora DIR] [--no-probe] [--jobs N]
 
 ``--cache`` keeps the MiniLM features between runs (keyed by the SHA-256 of the texts);
 ``--quick`` cross-validates only the first candidate; ``--mlp`` also tries averaging with an MLP;
 ``--check`` retrains and exits 1 unless the result is byte-identical to ``--out`` (the
-committed weights by default), without writing anything.
+committed weights by default: ``--no-probe --check`` for the default model, ``--check`` for the
+probe model), without writing anything.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ sys.path.insert(0, str(REPO))
 
 from strongroom.serving.guards.embedder import EMBED_MAX_TOKENS, model_sha256  # noqa: E402
 from strongroom.serving.guards.injection import (  # noqa: E402
-    DEFAULT_PATH, DENSE_BLOCKS, EMBED_DIM, ENCODER_BLOCKS, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, InjectionClassifier,
-    dense_features, segments,
+    DEFAULT_PATH, DENSE_BLOCKS, EMBED_DIM, ENCODER_BLOCKS, FORMAT, FORMAT_VERSION, MAX_SEGMENTS, PROBE_PATH,
+    InjectionClassifier, dense_features, segments,
 )
 from strongroom.serving.guards.unicode import clean  # noqa: E402
 
@@ -520,6 +524,94 @@ def export(vec, clf, blocks, threshold: float, cv: dict, config: dict, train_sha
     return model
 
 
+# The LLM probe (strongroom/serving/guards/probe.py): SmolLM2-135M-Instruct's hidden state at the
+# start of its answer, last token at layers 12 and 18 (chosen on 2026-11-29 by the same grouped CV
+# over cached states of layers 6-30, mean and last token: last@12+18 averaged with the linear model
+# 0.966, last@18+24 0.966, last@12+18+24 0.968 at 30 % more layers, token means 0.955). A logistic
+# regression over them is averaged with the linear model's probability; C and the weight are
+# cross-validated here, and the probe is kept only if the average beats the linear model by
+# PROBE_MARGIN with every target met: it costs a 135M-parameter forward pass per prompt that the
+# prefilter does not clear.
+PROBE_SPEC = {"layers": (12, 18), "head_tokens": 112, "tail_tokens": 48}
+PROBE_CANDIDATES = [(C, w) for C in (0.01, 0.03) for w in (0.6, 0.5, 0.4)]
+PROBE_MARGIN = 0.005
+
+
+def probe_features(texts: list[str], cache: Path | None, jobs: int = 1) -> np.ndarray:
+    """The probe's features for every text, exactly as the scanner computes them (cached)."""
+    from strongroom.serving.guards import probe
+
+    spec = probe.ProbeSpec(**PROBE_SPEC)
+    key = hashlib.sha256(("\x00".join(texts) + json.dumps(PROBE_SPEC) + probe.model_sha256()).encode()).hexdigest()[:16]
+    f = cache / f"probe-{key}.npy" if cache else None
+    if f is not None and f.exists():
+        return np.load(f)
+    t0 = time.time()
+    if jobs > 1:  # one text at a time, unpadded: the split cannot change a text's features
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [texts[k::jobs] for k in range(jobs)]
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            parts = list(pool.map(probe.features, chunks, [spec] * jobs))
+        arr = np.zeros((len(texts), spec.width), dtype=np.float32)
+        for k, part in enumerate(parts):
+            arr[k::jobs] = part
+    else:
+        arr = probe.features(texts, spec)
+    print(f"  probe read {len(texts)} texts in {time.time() - t0:.0f}s", file=sys.stderr)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.save(f, arr)
+    return arr
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def fit_probe(X: np.ndarray, y: np.ndarray, sw: np.ndarray, C: float):
+    """Standardise, then a logistic regression (the same sample weights as the linear model)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    return scaler, fit_linear(scaler.transform(X), y, sw, C)
+
+
+def probe_candidate(split, feats: np.ndarray, base_oof: np.ndarray, y, src, cat, hw, weighting) -> dict:
+    """Best (C, weight) by out-of-fold F1 of the average, on the linear model's folds."""
+    best = None
+    results = []
+    for C in sorted({c for c, _ in PROBE_CANDIDATES}):
+        oof = np.zeros(len(y))
+        for tr, te in split:
+            scaler, clf = fit_probe(feats[tr], y[tr], sample_weights(y[tr], src[tr], cat[tr], hw, weighting), C)
+            oof[te] = clf.predict_proba(scaler.transform(feats[te]))[:, 1]
+        for c, w in PROBE_CANDIDATES:
+            if c != C:
+                continue
+            cv = choose_threshold(w * base_oof + (1 - w) * oof, y, src)
+            results.append({"C": C, "lr_weight": w, "cv": cv})
+            print(f"  probe C={C}, linear weight {w}: {cv}", file=sys.stderr)
+            if best is None or (cv["meets_targets"], cv["f1"]) > (best["cv"]["meets_targets"], best["cv"]["f1"]):
+                best = {"C": C, "lr_weight": w, "cv": cv, "oof": w * base_oof + (1 - w) * oof}
+    return dict(best, candidates=results)  # type: ignore[arg-type]
+
+
+def export_probe(scaler, clf, lr_weight: float) -> dict:
+    """The probe's section: the scaler folded into the weights, so the scanner needs no scaler."""
+    from strongroom.serving.guards import probe
+
+    coef = clf.coef_[0] / scaler.scale_
+    intercept = float(clf.intercept_[0] - np.dot(coef, scaler.mean_))
+    return {"model": probe.PROBE_MODEL, "sha256": probe.model_sha256(), "layers": list(PROBE_SPEC["layers"]),
+            "head_tokens": PROBE_SPEC["head_tokens"], "tail_tokens": PROBE_SPEC["tail_tokens"],
+            "coef": _f32(coef), "intercept": intercept, "lr_weight": lr_weight}
+
+
 # The fine-tuned encoder (bench/injection_lora.py) replaces the frozen-feature linear model only if
 # its out-of-fold F1 is higher by more than this, with every false-positive target met: it costs
 # 40 CPU minutes to retrain and a second copy of MiniLM in memory.
@@ -563,7 +655,8 @@ def lora_spec(tuned: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=Path, default=REPO.parent / "shared" / "data" / "injection" / "train.jsonl")
-    ap.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: the committed probe model, or with --no-probe the committed default model")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="cross-validate only the first candidate")
     ap.add_argument("--check", action="store_true",
@@ -575,9 +668,13 @@ def main() -> None:
                     help="plain stratified folds (templates and near-duplicates may span folds)")
     ap.add_argument("--no-indomain", action="store_true",
                     help="train on train.jsonl alone (no synthetic bank/insurer/clinic prompts)")
+    ap.add_argument("--no-probe", action="store_true", help="do not consider the LLM probe (probe.py)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes computing the probe's features (same result)")
     ap.add_argument("--lora", type=Path, default=None,
                     help="also consider the fine-tuned encoder whose folds bench/injection_lora.py wrote here")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = DEFAULT_PATH if args.no_probe else PROBE_PATH
     started = time.time()
     import torch
 
@@ -655,6 +752,19 @@ def main() -> None:
             mix = {"lr_weight": 1.0, "hidden": None, "alpha": None, "cv": cv}
         else:
             tuned = None
+    probe_fit, config_probe = None, None
+    if not args.no_probe:
+        pfeat = probe_features(texts, args.cache, args.jobs)
+        cand = probe_candidate(split, pfeat, oof, y, src, cat, hw, weighting)
+        config_probe = {"chosen": False, "margin": PROBE_MARGIN, "spec": PROBE_SPEC,
+                                     "best": {k: cand[k] for k in ("C", "lr_weight", "cv")},
+                                     "candidates": cand["candidates"]}
+        print(f"  LLM probe: {cand['cv']} (linear: F1 {cv['f1']})", file=sys.stderr)
+        if cand["cv"]["meets_targets"] and cand["cv"]["f1"] > cv["f1"] + PROBE_MARGIN:
+            config_probe["chosen"] = True
+            oof, cv = cand["oof"], cand["cv"]
+            probe_fit = (*fit_probe(pfeat, y, sample_weights(y, src, cat, hw, weighting), cand["C"]),
+                         cand["lr_weight"])
     skip = choose_skip(oof, pre_oof, y, cv["threshold"]) if "char_tfidf" in blocks or tuned else 0.0
     cascade = np.where(pre_oof < skip, pre_oof, oof)
     cv = dict(cv, prefilter_skip_below=skip,
@@ -694,6 +804,8 @@ def main() -> None:
               "mlp_candidates": mix_results}
     if args.lora is not None:
         config["lora_candidate"] = config_lora
+    if config_probe is not None:
+        config["probe_candidate"] = config_probe
     model = export(vec, clf, blocks, cv["threshold"], cv, config, train_sha, indomain)
     if tuned is not None:
         model["encoder"] = {k: v for k, v in tuned["spec"].items() if k != "head"}
@@ -705,10 +817,13 @@ def main() -> None:
                               "skip_below": skip, "C": PREFILTER_C}
     if seg_threshold is not None:
         model["segments"] = {"threshold": seg_threshold, "max_segments": MAX_SEGMENTS}
+    if probe_fit is not None:
+        model["probe"] = export_probe(*probe_fit)
     # the exported JSON must score exactly what sklearn scores
     check = InjectionClassifier(model)
     idx = np.arange(0, len(texts), max(1, len(texts) // 200))
     sub = [texts[i] for i in idx]
+    rows = idx
     if tuned is not None:  # the head over the merged encoder's features (tests check the merge itself)
         dense, idx = check.dense_features(sub), np.arange(len(sub))
         ref = 1.0 / (1.0 + np.exp(-(clf.intercept_[0] + dense @ clf.coef_[0])))
@@ -717,6 +832,11 @@ def main() -> None:
     ours = np.array(check.scores(sub, dense=dense[idx]))
     if final_mlp is not None:
         ref = mix["lr_weight"] * ref + (1 - mix["lr_weight"]) * final_mlp.predict_proba(dense[idx])[:, 1]
+    if probe_fit is not None:  # the probe's features are recomputed by the scanner: the cache is checked too
+        scaler, pclf, w = probe_fit
+        bound = w * ref + (1 - w)  # where even a probe score of 1 stays benign the scanner skips the probe
+        ref = np.where(bound < cv["threshold"], bound,
+                       w * ref + (1 - w) * pclf.predict_proba(scaler.transform(pfeat[rows]))[:, 1])
     drift = float(np.max(np.abs(ours - ref)))
     if drift > 1e-4:  # the MLP is stored as float32
         raise SystemExit(f"exported model disagrees with sklearn by {drift}")

@@ -58,12 +58,17 @@ class ServingSettings:
     ``requests_per_minute`` / ``tokens_per_hour``; ``guard_processes`` moves the PII and
     injection models into that many processes so guard scans use that many cores
     (``serving/guards/workers.py``; about 0.8 GB each; 0 keeps them in the server process).
+    ``injection_model`` picks the prompt-injection detector: ``default`` (the linear model),
+    ``probe`` (averaged with the SmolLM2 probe: better recall, ~20-100 ms more CPU for prompts
+    the prefilter does not clear, ~0.7 GB more per process) or the path of a JSON model written
+    by ``bench/train_injection.py`` (serving/guards/README.md).
     """
 
     tls_cert: str = "tls/localhost.crt"
     tls_key: str = "tls/localhost.key"
     workers: int = 1
     guard_processes: int = 0  # > 0: the guard models run in that many worker processes
+    injection_model: str = "default"  # "default" | "probe" | path to a trained JSON model
     queue_size: int = 16
     requests_per_minute: int = 120
     tokens_per_hour: int = 200_000

@@ -26,6 +26,15 @@ one-hidden-layer MLP over the embedding blocks (``mlp``: float32 weights, base64
 separate harmful requests from safe look-alikes where a linear boundary cannot; whether the
 MLP is used, and with what weight, is a cross-validated choice recorded in the JSON.
 
+LLM probe (format version 2, the ``probe`` section): the linear model's probability is
+averaged with a logistic regression over SmolLM2-135M-Instruct's hidden state at the start of
+its answer (``probe.py``), which knows a harmful request from a look-alike safe one far better
+than MiniLM's similarity embedding (grouped-CV F1 0.942 -> 0.966). It runs only where it can
+change the verdict: not for prompts the prefilter clears, nor where even a probe score of 1
+would leave the average below the threshold. It ships as ``injection_classifier_probe.json``
+(``[serving] injection_model = "probe"``), not as the default: see the guards README for what it
+gains (test F1 0.920 -> 0.951) and costs (CPU time; long pasted documents).
+
 Training data: ``train.jsonl`` plus seeded synthetic bank, insurer and clinic prompts from
 ``bench/indomain_prompts.py`` (benign ones with names, cards, diagnoses and legitimate talk of
 scams, and injections wrapped in the same context), because a detector that has only seen
@@ -59,7 +68,8 @@ from strongroom.serving.guards.actions import action_for, record
 from strongroom.serving.guards.base import GuardBlocked, RequestContext
 
 FORMAT = "strongroom-injection-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the LLM ``probe`` section; a reader of version 1 would ignore it
+READABLE_VERSIONS = (1, 2)
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "injection_classifier.json"
 MAX_SEGMENTS = 64  # sentences scored alone; the prefilter keeps harmless ones off MiniLM
 MIN_SEGMENT_CHARS = 24
@@ -235,8 +245,10 @@ class InjectionClassifier:
     """Loads the committed JSON model and scores texts; ``threshold`` came from cross-validation."""
 
     def __init__(self, model: dict[str, Any], *, check_embedder: bool = True) -> None:
-        if model.get("format") != FORMAT or model.get("version") != FORMAT_VERSION:
+        if model.get("format") != FORMAT or model.get("version") not in READABLE_VERSIONS:
             raise IntegrityError("injection classifier: unknown format or version")
+        if model.get("probe") is not None and model["version"] < 2:
+            raise IntegrityError("injection classifier: a probe needs format version 2")
         self.meta = model
         self.blocks: list[str] = list(model["blocks"])
         self.threshold = float(model["threshold"])
@@ -289,6 +301,9 @@ class InjectionClassifier:
             self.lr_weight = float(mlp["lr_weight"])
             if not 0.0 <= self.lr_weight < 1.0:
                 raise IntegrityError("injection classifier: MLP mixing weight out of range")
+        self.probe = _Probe(model["probe"]) if model.get("probe") is not None else None
+        if check_embedder and self.probe is not None:
+            self.probe.check_model()
         if check_embedder and self.uses_embeddings:
             from strongroom.serving.guards.embedder import model_sha256
 
@@ -310,14 +325,19 @@ class InjectionClassifier:
         """Load (and, for a fine-tuned encoder, merge) the models behind the dense blocks now."""
         if self.uses_embeddings:
             self.dense_features(["warm up"])
+        if self.probe is not None:
+            self.probe.scores(["warm up"])
 
-    def scores(self, texts: list[str], dense: np.ndarray | None = None) -> list[float]:
+    def scores(self, texts: list[str], dense: np.ndarray | None = None, *,
+               probe: bool = True) -> list[float]:
         """Attack probability per text.
 
         With a ``prefilter`` in the model, a text the character model alone finds clearly
         benign (probability below ``skip_below``, set by cross-validation so that almost no
-        attack the full model catches is lost) skips the embedder: most ordinary prompts
-        are decided in well under a millisecond.
+        attack the full model catches is lost) skips the embedder and the probe: most
+        ordinary prompts are decided in well under a millisecond. With a ``probe``, the
+        linear model's probability is averaged with the LLM probe's (``probe.py``);
+        ``probe=False`` gives the linear model's alone (what sentences are scored with).
         """
         if not texts:
             return []
@@ -355,6 +375,23 @@ class InjectionClassifier:
                 out[i] = _sigmoid(z)
                 if mlp is not None:
                     out[i] = self.lr_weight * out[i] + (1.0 - self.lr_weight) * float(mlp[row])
+            if self.probe is not None and probe:
+                # Only where the probe can change the verdict: if even a probe score of 1 leaves
+                # the average below the threshold, the text is benign whatever the probe says,
+                # and its score is that upper bound (a scanner with a higher threshold decides
+                # exactly as with the probe; InjectionScanner refuses a lower one). Most ordinary
+                # prompts the prefilter passes end here (12 % of the gateway bench's prompts
+                # reach the probe instead of 71 %).
+                w = self.probe.lr_weight
+                ask = []
+                for i in todo:
+                    bound = w * out[i] + (1.0 - w)  # type: ignore[operator]
+                    if bound < self.threshold:
+                        out[i] = bound
+                    else:
+                        ask.append(i)
+                for i, p in zip(ask, self.probe.scores([texts[i] for i in ask])):
+                    out[i] = w * out[i] + (1.0 - w) * p  # type: ignore[operator]
         return [float(x) for x in out]  # type: ignore[arg-type]
 
 
@@ -382,10 +419,46 @@ class InjectionClassifier:
         out = list(doc)
         if segs:
             ts, t = self.segment_threshold, self.threshold
-            for i, sc in zip(owner, self.scores(segs)):
+            for i, sc in zip(owner, self.scores(segs, probe=False)):
                 mapped = t + (sc - ts) * (1 - t) / (1 - ts) if sc >= ts else sc * t / ts
                 out[i] = max(out[i], mapped)
         return out
+
+
+class _Probe:
+    """The JSON ``probe`` section: the LLM probe's spec, its logistic regression (standardising
+    folded into the weights) and the linear model's weight in the average."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from strongroom.serving.guards.probe import ProbeSpec
+
+        try:
+            self.spec = ProbeSpec(layers=tuple(int(k) for k in spec["layers"]),
+                                  head_tokens=int(spec["head_tokens"]), tail_tokens=int(spec["tail_tokens"]),
+                                  model=str(spec["model"]))
+            self.sha256 = str(spec["sha256"])
+            self.coef = b64_array(spec["coef"], "float32").astype(np.float64)
+            self.intercept = float(spec["intercept"])
+            self.lr_weight = float(spec["lr_weight"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError("injection classifier: malformed probe") from exc
+        if self.coef.shape != (self.spec.width,):
+            raise IntegrityError("injection classifier: probe weights do not match its layers")
+        if not 0.0 <= self.lr_weight < 1.0:
+            raise IntegrityError("injection classifier: probe mixing weight out of range")
+
+    def check_model(self) -> None:
+        from strongroom.serving.guards.probe import model_sha256
+
+        if model_sha256() != self.sha256:
+            raise IntegrityError("injection classifier: the installed probe model is not the one it was trained with")
+
+    def scores(self, texts: list[str]) -> list[float]:
+        from strongroom.serving.guards.probe import features
+
+        if not texts:
+            return []
+        return [_sigmoid(self.intercept + float(f @ self.coef)) for f in features(texts, self.spec)]
 
 
 def _sigmoid(z: float) -> float:
@@ -394,10 +467,37 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-@lru_cache(maxsize=2)
-def load_default(path: str = str(DEFAULT_PATH)) -> InjectionClassifier:
-    """The committed model, loaded once per process."""
+PROBE_PATH = DEFAULT_PATH.with_name("injection_classifier_probe.json")
+NAMED_MODELS = {"default": DEFAULT_PATH, "probe": PROBE_PATH}
+
+
+def load_default(path: str | Path | None = None) -> InjectionClassifier:
+    """The committed model (or another JSON model), loaded once per process and path."""
+    return _load_once(str(Path(path).resolve()) if path is not None else str(DEFAULT_PATH))
+
+
+@lru_cache(maxsize=4)
+def _load_once(path: str) -> InjectionClassifier:
     return InjectionClassifier.load(Path(path))
+
+
+def model_path(name: str, home: Path | None = None) -> Path:
+    """``[serving] injection_model``: ``default`` (the linear model), ``probe`` (the same
+    averaged with the LLM probe; both committed) or a JSON model's path, relative to the home
+    unless absolute.
+
+    Only files are named here; whatever the path, the JSON is checked as any model is (format,
+    shapes, the SHA-256 of the models it was trained with), and no pickle is ever read.
+    """
+    if name in NAMED_MODELS:
+        return NAMED_MODELS[name]
+    path = Path(name).expanduser()
+    if not path.is_absolute() and home is not None:
+        path = home / path
+    if path.suffix != ".json" or not path.is_file():
+        raise StrongroomError(f"injection_model must be 'default', 'probe' or a .json model file; "
+                              f"{path.name!r} is neither")
+    return path
 
 
 class InjectionScanner:
@@ -413,6 +513,11 @@ class InjectionScanner:
     def __init__(self, classifier: InjectionClassifier, threshold: float | None = None) -> None:
         self.classifier = classifier
         self.threshold = classifier.threshold if threshold is None else float(threshold)
+        if getattr(classifier, "probe", None) is not None and self.threshold < classifier.threshold:
+            # the probe is skipped where it cannot lift a text to the model's own threshold;
+            # below it those texts' scores are upper bounds, which would block them wholesale
+            raise StrongroomError("a model with the LLM probe cannot be run below its own threshold; "
+                                  "retrain it (bench/train_injection.py) with stricter targets instead")
 
     def scan_many(self, texts: list[str], ctx: RequestContext) -> None:
         """Score all of a request's messages in one batch; the highest score decides."""

@@ -159,7 +159,13 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
         processes = int(getattr(serving, "guard_processes", 0) or 0)
     if not 0 <= processes <= MAX_GUARD_PROCESSES:
         raise StrongroomError(f"guard_processes must be 0 to {MAX_GUARD_PROCESSES}")
-    clf = classifier or load_default()
+    if classifier is None:
+        from strongroom.serving.guards.injection import model_path
+
+        settings = getattr(runtime, "settings", None)
+        name = str(getattr(getattr(settings, "serving", None), "injection_model", "default") or "default")
+        classifier = load_default(str(model_path(name, getattr(settings, "home", None))))
+    clf = classifier
     workers = _workers_for(engine, clf, processes) if processes > 0 else None
     memo = ScoreMemo(clf, workers=workers)
     return GuardPipeline(
