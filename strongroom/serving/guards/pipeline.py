@@ -177,7 +177,7 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
     )
 
 
-MAX_GUARD_PROCESSES = 64  # each holds its own copy of both models (~0.8 GB)
+MAX_GUARD_PROCESSES = 64  # each holds its own copy of both models (~0.8 GB; ~1.4 GB with the probe model)
 _WORKERS: dict[tuple[int, int, int], Any] = {}
 _WORKERS_LOCK = threading.Lock()
 
