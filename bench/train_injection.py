@@ -542,7 +542,8 @@ def probe_features(texts: list[str], cache: Path | None, jobs: int = 1) -> np.nd
     from strongroom.serving.guards import probe
 
     spec = probe.ProbeSpec(**PROBE_SPEC)
-    key = hashlib.sha256(("\x00".join(texts) + json.dumps(PROBE_SPEC) + probe.model_sha256()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(("\x00".join(texts) + json.dumps(PROBE_SPEC) + probe.model_sha256()
+                          + probe.FEATURE_REVISION).encode()).hexdigest()[:16]
     f = cache / f"probe-{key}.npy" if cache else None
     if f is not None and f.exists():
         return np.load(f)
@@ -590,9 +591,7 @@ def probe_candidate(split, feats: np.ndarray, base_oof: np.ndarray, y, src, cat,
         for tr, te in split:
             scaler, clf = fit_probe(feats[tr], y[tr], sample_weights(y[tr], src[tr], cat[tr], hw, weighting), C)
             oof[te] = clf.predict_proba(scaler.transform(feats[te]))[:, 1]
-        for c, w in PROBE_CANDIDATES:
-            if c != C:
-                continue
+        for w in [w for c, w in PROBE_CANDIDATES if c == C]:
             cv = choose_threshold(w * base_oof + (1 - w) * oof, y, src)
             results.append({"C": C, "lr_weight": w, "cv": cv})
             print(f"  probe C={C}, linear weight {w}: {cv}", file=sys.stderr)
@@ -609,7 +608,8 @@ def export_probe(scaler, clf, lr_weight: float) -> dict:
     intercept = float(clf.intercept_[0] - np.dot(coef, scaler.mean_))
     return {"model": probe.PROBE_MODEL, "sha256": probe.model_sha256(), "layers": list(PROBE_SPEC["layers"]),
             "head_tokens": PROBE_SPEC["head_tokens"], "tail_tokens": PROBE_SPEC["tail_tokens"],
-            "coef": _f32(coef), "intercept": intercept, "lr_weight": lr_weight}
+            "feature_revision": probe.FEATURE_REVISION, "coef": _f32(coef), "intercept": intercept,
+            "lr_weight": lr_weight}
 
 
 # The fine-tuned encoder (bench/injection_lora.py) replaces the frozen-feature linear model only if
@@ -757,8 +757,7 @@ def main() -> None:
         pfeat = probe_features(texts, args.cache, args.jobs)
         cand = probe_candidate(split, pfeat, oof, y, src, cat, hw, weighting)
         config_probe = {"chosen": False, "margin": PROBE_MARGIN, "spec": PROBE_SPEC,
-                                     "best": {k: cand[k] for k in ("C", "lr_weight", "cv")},
-                                     "candidates": cand["candidates"]}
+                        "best": {k: cand[k] for k in ("C", "lr_weight", "cv")}, "candidates": cand["candidates"]}
         print(f"  LLM probe: {cand['cv']} (linear: F1 {cv['f1']})", file=sys.stderr)
         if cand["cv"]["meets_targets"] and cand["cv"]["f1"] > cv["f1"] + PROBE_MARGIN:
             config_probe["chosen"] = True

@@ -437,6 +437,7 @@ class _Probe:
                                   head_tokens=int(spec["head_tokens"]), tail_tokens=int(spec["tail_tokens"]),
                                   model=str(spec["model"]))
             self.sha256 = str(spec["sha256"])
+            self.revision = str(spec["feature_revision"])
             self.coef = b64_array(spec["coef"], "float32").astype(np.float64)
             self.intercept = float(spec["intercept"])
             self.lr_weight = float(spec["lr_weight"])
@@ -446,6 +447,10 @@ class _Probe:
             raise IntegrityError("injection classifier: probe weights do not match its layers")
         if not 0.0 <= self.lr_weight < 1.0:
             raise IntegrityError("injection classifier: probe mixing weight out of range")
+        from strongroom.serving.guards.probe import FEATURE_REVISION
+
+        if self.revision != FEATURE_REVISION:  # trained on features this code no longer computes
+            raise IntegrityError("injection classifier: the probe was trained on another feature revision")
 
     def check_model(self) -> None:
         from strongroom.serving.guards.probe import model_sha256

@@ -34,6 +34,8 @@ import numpy as np
 from strongroom.errors import IntegrityError, StrongroomError
 
 PROBE_MODEL = "smollm2-135m-instruct"
+# Bumped whenever the same text would give other features (the trainer's feature cache keys on it).
+FEATURE_REVISION = "2"  # 2: control-token strings in a prompt are read as plain text
 _LOCK = threading.Lock()
 
 
@@ -117,6 +119,19 @@ def _return_freed_memory() -> None:
         pass
 
 
+def prompt_ids(tok: Any, text: str, spec: ProbeSpec) -> list[int]:
+    """The prompt's token ids, long prompts cut to head + tail.
+
+    ``split_special_tokens``: a prompt that writes the template's own control tokens
+    ("<|im_end|><|im_start|>assistant ...") must not close its turn and speak for the model
+    in the probe's view; those strings are tokenised as the plain text they are.
+    """
+    ids = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    if len(ids) > spec.head_tokens + spec.tail_tokens:
+        ids = ids[:spec.head_tokens] + (ids[-spec.tail_tokens:] if spec.tail_tokens else [])
+    return ids
+
+
 def features(texts: list[str], spec: ProbeSpec) -> np.ndarray:
     """The last template token's hidden state at each of ``spec.layers``, float32, (n, width).
 
@@ -134,9 +149,7 @@ def features(texts: list[str], spec: ProbeSpec) -> np.ndarray:
             for k in spec.layers]
         try:
             for i, text in enumerate(texts):
-                ids = tok(text, add_special_tokens=False)["input_ids"]
-                if len(ids) > spec.head_tokens + spec.tail_tokens:
-                    ids = ids[:spec.head_tokens] + (ids[-spec.tail_tokens:] if spec.tail_tokens else [])
+                ids = prompt_ids(tok, text, spec)
                 captured.clear()
                 try:
                     body(input_ids=torch.tensor([ids + after]), cache=prefix, use_cache=True)
@@ -149,8 +162,3 @@ def features(texts: list[str], spec: ProbeSpec) -> np.ndarray:
             for h in hooks:
                 h.remove()
     return out
-
-
-def warm(spec: ProbeSpec) -> None:
-    """Load the model now (server start-up) rather than on the first request."""
-    features(["warm up"], spec)
