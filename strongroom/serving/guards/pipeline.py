@@ -27,7 +27,7 @@ from strongroom.serving.guards.actions import merge_policies, validate_policy
 from strongroom.serving.guards.batcher import Batcher
 from strongroom.serving.guards.base import Finding, GuardBlocked, GuardPolicy, OutputStream, RequestContext
 from strongroom.serving.guards.canary import CanaryScanner
-from strongroom.serving.guards.injection import InjectionClassifier, InjectionScanner, load_default
+from strongroom.serving.guards.injection import InjectionClassifier, InjectionScanner, load_default, model_path
 from strongroom.serving.guards.limits import LimitsScanner
 from strongroom.serving.guards.memo import ScopedMemo
 from strongroom.serving.guards.pii import PiiScanner, default_engine
@@ -159,12 +159,10 @@ def build_pipeline(runtime: Any, *, policy: GuardPolicy, canaries: list[str],
         processes = int(getattr(serving, "guard_processes", 0) or 0)
     if not 0 <= processes <= MAX_GUARD_PROCESSES:
         raise StrongroomError(f"guard_processes must be 0 to {MAX_GUARD_PROCESSES}")
-    if classifier is None:
-        from strongroom.serving.guards.injection import model_path
-
+    if classifier is None:  # [serving] injection_model: "default", "probe" or a JSON model's path
         settings = getattr(runtime, "settings", None)
         name = str(getattr(getattr(settings, "serving", None), "injection_model", "default") or "default")
-        classifier = load_default(str(model_path(name, getattr(settings, "home", None))))
+        classifier = load_default(model_path(name, getattr(settings, "home", None)))
     clf = classifier
     workers = _workers_for(engine, clf, processes) if processes > 0 else None
     memo = ScoreMemo(clf, workers=workers)
