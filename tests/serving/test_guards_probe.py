@@ -9,7 +9,6 @@ when it is skipped and what is refused, without loading the model.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from strongroom.errors import IntegrityError
-from tests.serving.test_guards_indomain import _linear_meta
+from tests.serving.test_guards_indomain import _f32, _linear_meta
 
 SPEC = {"layers": (12, 18), "head_tokens": 112, "tail_tokens": 48}
 
@@ -95,11 +94,6 @@ def _fake_features(calls: list):
             out[i, 1] = 1.0 if "ignore" in t.lower() else -1.0
         return out
     return features
-
-
-def _f32(a) -> dict:
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return {"dtype": "float32", "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode()}
 
 
 def _probe_section(**over) -> dict:

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from strongroom.errors import IntegrityError, StrongroomError
+from strongroom.serving.guards import probe as llm_probe
 from strongroom.serving.guards.actions import action_for, record
 from strongroom.serving.guards.base import GuardBlocked, RequestContext
 
@@ -430,10 +431,8 @@ class _Probe:
     folded into the weights) and the linear model's weight in the average."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        from strongroom.serving.guards.probe import ProbeSpec
-
         try:
-            self.spec = ProbeSpec(layers=tuple(int(k) for k in spec["layers"]),
+            self.spec = llm_probe.ProbeSpec(layers=tuple(int(k) for k in spec["layers"]),
                                   head_tokens=int(spec["head_tokens"]), tail_tokens=int(spec["tail_tokens"]),
                                   model=str(spec["model"]))
             self.sha256 = str(spec["sha256"])
@@ -447,23 +446,17 @@ class _Probe:
             raise IntegrityError("injection classifier: probe weights do not match its layers")
         if not 0.0 <= self.lr_weight < 1.0:
             raise IntegrityError("injection classifier: probe mixing weight out of range")
-        from strongroom.serving.guards.probe import FEATURE_REVISION
-
-        if self.revision != FEATURE_REVISION:  # trained on features this code no longer computes
+        if self.revision != llm_probe.FEATURE_REVISION:  # trained on features this code no longer computes
             raise IntegrityError("injection classifier: the probe was trained on another feature revision")
 
     def check_model(self) -> None:
-        from strongroom.serving.guards.probe import model_sha256
-
-        if model_sha256() != self.sha256:
+        if llm_probe.model_sha256() != self.sha256:
             raise IntegrityError("injection classifier: the installed probe model is not the one it was trained with")
 
     def scores(self, texts: list[str]) -> list[float]:
-        from strongroom.serving.guards.probe import features
-
         if not texts:
             return []
-        return [_sigmoid(self.intercept + float(f @ self.coef)) for f in features(texts, self.spec)]
+        return [_sigmoid(self.intercept + float(f @ self.coef)) for f in llm_probe.features(texts, self.spec)]
 
 
 def _sigmoid(z: float) -> float:
